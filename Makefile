@@ -1,0 +1,71 @@
+# Developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+NPM ?= npm
+JS_DIR := tests/js
+BIN_DIR := target/debug
+RELEASE_DIR := target/release
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
+
+# Development defaults for `make run` / `make token`; export your own to override.
+JWT_SECRET ?= dev-only-secret-change-me
+export JWT_SECRET
+USER_ID ?= $(USER)
+
+.PHONY: run
+run: ## start the whole backend in one process on :8080 (SQLite in ./data, no NATS/Postgres needed)
+	$(CARGO) run --quiet -p standalone --bin calls-backend -- serve
+
+.PHONY: token
+token: ## print a development access token: make token USER=alice
+	@$(CARGO) run --quiet -p standalone --bin calls-backend -- token "$(USER_ID)"
+
+.PHONY: build
+build: ## build every service (debug)
+	$(CARGO) build --workspace --bins
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: js-deps
+js-deps: $(JS_DIR)/node_modules/.package-lock.json ## install the JS test clients (official npm packages)
+
+$(JS_DIR)/node_modules/.package-lock.json: $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	cd $(JS_DIR) && $(NPM) ci --no-audit --no-fund --loglevel=error
+
+.PHONY: services
+services: ## make sure the local Postgres and NATS the tests use are running
+	@scripts/ensure-services.sh
+
+.PHONY: test
+test: services js-deps build ## run every test: Rust (unit, integration, store) and the JS client suites
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+	$(CARGO) test --workspace --doc
+	cd $(JS_DIR) && MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) node --test --test-reporter=spec
+
+.PHONY: bench-token
+bench-token: js-deps ## token builder vs the npm agora-token package, and gRPC service throughput
+	$(CARGO) build --release -p agora-token --example bench_builder
+	$(CARGO) build --release -p media-token --bins --example grpc_load
+	scripts/bench-token.sh
+
+.PHONY: fuzz
+fuzz: ## fuzz the AccessToken2 parser for 60 s (installs cargo-fuzz on first use)
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd services/agora-token/fuzz && $(CARGO) +nightly fuzz run decode -- -max_total_time=60
+
+.PHONY: clean
+clean: ## remove build output and installed JS packages
+	$(CARGO) clean
+	rm -rf $(JS_DIR)/node_modules

@@ -1,0 +1,34 @@
+//! calls-bus: the message-bus contract between calls-api and signaling.
+//!
+//! calls-api publishes call and user events and answers commands and presence; signaling
+//! subscribes to the events of the calls and users it hosts, sends commands on behalf of its
+//! sockets and reports presence. Both sides use this crate, so the subjects and payloads are
+//! spelled once.
+//!
+//! Modules:
+//!
+//! - [`subjects`]: [`Subjects`] (`{prefix}.evt.call.<callId>`, `{prefix}.evt.user.<userKey>`,
+//!   `{prefix}.cmd.<name>`, `{prefix}.presence.<nodeKey>`) and the id encodings.
+//! - [`wire`]: the JSON payloads ([`EventMessage`], [`CommandRequest`], [`Ack`] /
+//!   [`CommandReply`], [`ErrorBody`], [`PresenceMessage`]) and header names.
+//! - [`bus`]: [`Bus`], one handle over the two implementations, with [`Message`], [`Headers`],
+//!   [`Subscription`] and [`BusError`].
+//! - [`nats`]: [`NatsBus`], core NATS plus JetStream for event publishes (scaled deployment).
+//! - [`local`]: [`LocalBus`], in process with the same semantics (standalone mode, tests).
+//!
+//! Delivery is at most once on both: a subscriber that was not subscribed, or was too slow,
+//! misses messages. Consumers that need durability read the JetStream stream
+//! ([`subjects::EVENTS_STREAM`]); the socket relay does not, because clients resynchronise from
+//! the snapshot they get on `join_call`.
+
+pub mod bus;
+pub mod local;
+pub mod nats;
+pub mod subjects;
+pub mod wire;
+
+pub use bus::{Bus, BusError, Headers, Message, Subscription};
+pub use local::LocalBus;
+pub use nats::NatsBus;
+pub use subjects::{Subjects, node_key, user_key};
+pub use wire::{Ack, CommandReply, CommandRequest, ErrorBody, EventMessage, PresenceMessage};

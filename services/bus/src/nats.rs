@@ -1,0 +1,246 @@
+//! The NATS implementation (async-nats): core NATS for subscriptions, requests and presence,
+//! JetStream for event publishes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_nats::client::{PublishErrorKind, RequestErrorKind};
+use async_nats::connection::State;
+use async_nats::jetstream;
+use async_nats::jetstream::context::PublishErrorKind as JsPublishErrorKind;
+use async_nats::{HeaderMap, Request};
+use bytes::Bytes;
+use futures::Stream;
+
+use crate::bus::{BusError, Headers, Message};
+
+/// How long a JetStream publish waits for the stream's acknowledgement.
+const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A NATS connection. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct NatsBus {
+    // Behind an Arc: the client and context are large, and `Bus` moves them around by value.
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+}
+
+impl NatsBus {
+    /// Connects to `url` (comma-separated URLs are accepted). Fails if no server answers within
+    /// a few seconds; once connected, the client reconnects by itself.
+    pub async fn connect(url: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(Self::from_client(client))
+    }
+
+    /// Wraps an existing client.
+    pub fn from_client(client: async_nats::Client) -> Self {
+        let mut jetstream = jetstream::new(client.clone());
+        jetstream.set_timeout(PUBLISH_ACK_TIMEOUT);
+        Self {
+            inner: Arc::new(Inner { client, jetstream }),
+        }
+    }
+
+    /// The underlying client, for what the bus does not cover.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    pub(crate) async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        let subject = subject.to_owned();
+        let result = if headers.is_empty() {
+            self.inner.client.publish(subject, payload).await
+        } else {
+            self.inner
+                .client
+                .publish_with_headers(subject, to_header_map(&headers), payload)
+                .await
+        };
+        result.map_err(|e| match e.kind() {
+            PublishErrorKind::InvalidSubject => BusError::InvalidSubject(e.to_string()),
+            PublishErrorKind::MaxPayloadExceeded => BusError::PayloadTooLarge,
+            _ => BusError::Unavailable(e.to_string()),
+        })
+    }
+
+    pub(crate) async fn publish_event(
+        &self,
+        subject: &str,
+        msg_id: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        let message = jetstream::message::PublishMessage::build()
+            .payload(payload)
+            .headers(to_header_map(&headers))
+            .message_id(msg_id);
+        let ack = self
+            .inner
+            .jetstream
+            .send_publish(subject.to_owned(), message)
+            .await
+            .map_err(js_publish_error)?;
+        ack.await.map_err(js_publish_error)?;
+        Ok(())
+    }
+
+    pub(crate) async fn subscribe(&self, subject: &str) -> Result<NatsSubscription, BusError> {
+        self.inner
+            .client
+            .subscribe(subject.to_owned())
+            .await
+            .map(NatsSubscription)
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    pub(crate) async fn queue_subscribe(
+        &self,
+        subject: &str,
+        group: &str,
+    ) -> Result<NatsSubscription, BusError> {
+        self.inner
+            .client
+            .queue_subscribe(subject.to_owned(), group.to_owned())
+            .await
+            .map(NatsSubscription)
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    pub(crate) async fn request(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Message, BusError> {
+        let mut request = Request::new().payload(payload).timeout(Some(timeout));
+        if !headers.is_empty() {
+            request = request.headers(to_header_map(&headers));
+        }
+        match self
+            .inner
+            .client
+            .send_request(subject.to_owned(), request)
+            .await
+        {
+            Ok(message) => Ok(from_nats(message)),
+            Err(e) => Err(match e.kind() {
+                RequestErrorKind::NoResponders => BusError::NoResponders,
+                RequestErrorKind::TimedOut => BusError::Timeout,
+                RequestErrorKind::InvalidSubject => BusError::InvalidSubject(e.to_string()),
+                RequestErrorKind::MaxPayloadExceeded => BusError::PayloadTooLarge,
+                RequestErrorKind::Other => BusError::Unavailable(e.to_string()),
+            }),
+        }
+    }
+
+    pub(crate) async fn flush(&self) -> Result<(), BusError> {
+        self.inner
+            .client
+            .flush()
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))
+    }
+
+    pub(crate) fn is_connected(&self) -> bool {
+        self.inner.client.connection_state() == State::Connected
+    }
+
+    pub(crate) async fn ensure_stream(
+        &self,
+        name: &str,
+        subjects: Vec<String>,
+    ) -> Result<(), BusError> {
+        let config = jetstream::stream::Config {
+            name: name.to_owned(),
+            subjects,
+            // Durable consumers (webhooks, analytics) catch up within a day; the relay to sockets
+            // does not read the stream at all.
+            max_age: Duration::from_secs(24 * 3600),
+            // The outbox retries within this window are de-duplicated by Nats-Msg-Id.
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        self.inner
+            .jetstream
+            .create_or_update_stream(config)
+            .await
+            .map(|_| ())
+            .map_err(|e| BusError::JetStream(e.to_string()))
+    }
+
+    pub(crate) async fn delete_stream(&self, name: &str) -> Result<(), BusError> {
+        match self.inner.jetstream.delete_stream(name).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.to_string().contains("not found") => Ok(()),
+            Err(e) => Err(BusError::JetStream(e.to_string())),
+        }
+    }
+}
+
+fn js_publish_error(e: jetstream::context::PublishError) -> BusError {
+    match e.kind() {
+        JsPublishErrorKind::StreamNotFound => {
+            BusError::JetStream(format!("no stream captures the subject: {e}"))
+        }
+        JsPublishErrorKind::MaxPayloadExceeded => BusError::PayloadTooLarge,
+        JsPublishErrorKind::TimedOut => BusError::Timeout,
+        _ => BusError::JetStream(e.to_string()),
+    }
+}
+
+fn to_header_map(headers: &Headers) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers.iter() {
+        map.insert(name, value);
+    }
+    map
+}
+
+fn from_nats(message: async_nats::Message) -> Message {
+    let mut headers = Headers::new();
+    if let Some(map) = &message.headers {
+        for (name, values) in map.iter() {
+            if let Some(value) = values.last() {
+                headers.insert(name.to_string(), value.as_str());
+            }
+        }
+    }
+    Message {
+        subject: message.subject.to_string(),
+        reply: message.reply.map(|r| r.to_string()),
+        headers,
+        payload: message.payload,
+    }
+}
+
+/// A core NATS subscription; async-nats unsubscribes when it is dropped.
+#[derive(Debug)]
+pub struct NatsSubscription(async_nats::Subscriber);
+
+impl Stream for NatsSubscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|m| m.map(from_nats))
+    }
+}

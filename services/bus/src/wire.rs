@@ -1,0 +1,282 @@
+//! The JSON payloads and headers that cross the bus.
+//!
+//! Events (calls-api → signaling), commands (signaling → calls-api, request/reply) and presence
+//! (signaling → calls-api). The command reply has the very shape of the Socket.IO ack
+//! (`{ok: true, data}` / `{ok: false, error: {code, message}}`), so signaling forwards it to the
+//! client untouched.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::de::{self, Deserializer};
+use serde::ser::{SerializeStruct, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// JetStream de-duplication id: the outbox event id, so the outbox's retries are stored once.
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// W3C trace context, when the publisher has one.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+/// Unix milliseconds at which the event was created (for relay-latency metrics).
+pub const HEADER_CREATED_AT: &str = "X-Created-At";
+
+/// Milliseconds since the Unix epoch, for [`HEADER_CREATED_AT`].
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// An event on `{p}.evt.call.<id>` or `{p}.evt.user.<key>`: `{"event": "participant_joined",
+/// "data": {...}}`, where `data` is the CONTRACT section 5 payload (with `callId`, `seq`, `at`).
+///
+/// Generic over the data so a relay can keep it as `Box<serde_json::value::RawValue>` and emit
+/// it without re-encoding.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMessage<T = Value> {
+    /// The Socket.IO event name.
+    pub event: String,
+    /// The event payload.
+    pub data: T,
+}
+
+/// A command request on `{p}.cmd.<name>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandRequest<P = Value> {
+    /// The authenticated user who sent it.
+    pub user_id: String,
+    /// The Socket.IO socket id it came from.
+    pub socket_id: String,
+    /// The signaling node that holds the socket.
+    pub node_id: String,
+    /// Exactly what the client sent.
+    pub payload: P,
+}
+
+/// The error half of an [`Ack`]: `{"code": "CALL_NOT_FOUND", "message": "Call not found"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable code from CONTRACT section 1 (`VALIDATION_FAILED`, `DEPENDENCY_UNAVAILABLE`, ...).
+    pub code: String,
+    /// A short human sentence.
+    pub message: String,
+}
+
+impl ErrorBody {
+    /// An error body.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The reply to a command and the Socket.IO ack: `{"ok": true, "data": …}` or
+/// `{"ok": false, "error": {"code", "message"}}`.
+///
+/// A success always carries `data` on the wire (`null` when there is nothing to say), so clients
+/// can read `res.data` uniformly.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ack<T = Value> {
+    /// Success, with the command's result.
+    Ok(T),
+    /// Failure.
+    Err(ErrorBody),
+}
+
+/// The name calls-api's code uses for [`Ack`] on the bus.
+pub type CommandReply<T = Value> = Ack<T>;
+
+impl<T> Ack<T> {
+    /// A failure.
+    pub fn err(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Err(ErrorBody::new(code, message))
+    }
+
+    /// Whether this is a success.
+    pub fn is_ok(&self) -> bool {
+        matches!(self, Self::Ok(_))
+    }
+
+    /// The result as a `Result`.
+    pub fn into_result(self) -> Result<T, ErrorBody> {
+        match self {
+            Self::Ok(data) => Ok(data),
+            Self::Err(err) => Err(err),
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for Ack<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut s = serializer.serialize_struct("Ack", 2)?;
+        match self {
+            Self::Ok(data) => {
+                s.serialize_field("ok", &true)?;
+                s.serialize_field("data", data)?;
+            }
+            Self::Err(error) => {
+                s.serialize_field("ok", &false)?;
+                s.serialize_field("error", error)?;
+            }
+        }
+        s.end()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ack<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw<T> {
+            ok: bool,
+            data: Option<T>,
+            error: Option<ErrorBody>,
+        }
+        let raw = Raw::<T>::deserialize(deserializer)?;
+        match (raw.ok, raw.data, raw.error) {
+            (true, Some(data), _) => Ok(Self::Ok(data)),
+            // `{"ok": true}` and `{"ok": true, "data": null}` mean "done, nothing to report";
+            // only a `T` that accepts null (Value, Option) can stand for that.
+            (true, None, _) => T::deserialize(de::value::UnitDeserializer::<D::Error>::new())
+                .map(Self::Ok)
+                .map_err(|_| de::Error::missing_field("data")),
+            (false, _, Some(error)) => Ok(Self::Err(error)),
+            (false, _, None) => Err(de::Error::missing_field("error")),
+        }
+    }
+}
+
+/// Presence, on `{p}.presence.<node_key>`. `connected`, `disconnected` and `node_down` are
+/// requests that calls-api answers with `{"ok": true}` once persisted; `heartbeat` is a plain
+/// publish every `PRESENCE_HEARTBEAT_SECONDS`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum PresenceMessage {
+    /// A socket of `user_id` connected to `node_id`.
+    Connected {
+        /// The signaling node.
+        node_id: String,
+        /// The Socket.IO socket id.
+        socket_id: String,
+        /// The user.
+        user_id: String,
+    },
+    /// That socket is gone.
+    Disconnected {
+        /// The signaling node.
+        node_id: String,
+        /// The Socket.IO socket id.
+        socket_id: String,
+        /// The user.
+        user_id: String,
+    },
+    /// The node shut down gracefully: all its sockets are gone.
+    NodeDown {
+        /// The signaling node.
+        node_id: String,
+    },
+    /// The node is alive and holds `sockets` sockets.
+    Heartbeat {
+        /// The signaling node.
+        node_id: String,
+        /// How many sockets it holds.
+        sockets: u64,
+    },
+}
+
+impl PresenceMessage {
+    /// The node the message is about.
+    pub fn node_id(&self) -> &str {
+        match self {
+            Self::Connected { node_id, .. }
+            | Self::Disconnected { node_id, .. }
+            | Self::NodeDown { node_id }
+            | Self::Heartbeat { node_id, .. } => node_id,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn acks_have_the_socket_ack_shape() {
+        let ok: Ack = Ack::Ok(json!({"callId": "c"}));
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            json!({"ok": true, "data": {"callId": "c"}})
+        );
+        let err: Ack = Ack::err("CALL_NOT_FOUND", "Call not found");
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"ok": false, "error": {"code": "CALL_NOT_FOUND", "message": "Call not found"}})
+        );
+        let unit: Ack = Ack::Ok(Value::Null);
+        assert_eq!(
+            serde_json::to_value(&unit).unwrap(),
+            json!({"ok": true, "data": null})
+        );
+    }
+
+    #[test]
+    fn acks_round_trip_and_accept_a_missing_data() {
+        let back: Ack = serde_json::from_value(json!({"ok": true})).unwrap();
+        assert_eq!(back, Ack::Ok(Value::Null));
+        let back: Ack =
+            serde_json::from_value(json!({"ok": false, "error": {"code": "X", "message": "m"}}))
+                .unwrap();
+        assert_eq!(back.into_result().unwrap_err().code, "X");
+        assert!(serde_json::from_value::<Ack>(json!({"ok": false})).is_err());
+        assert!(serde_json::from_value::<Ack<u32>>(json!({"ok": true})).is_err());
+    }
+
+    #[test]
+    fn presence_messages_are_tagged_by_type_with_camel_case_fields() {
+        let m = PresenceMessage::Connected {
+            node_id: "n".into(),
+            socket_id: "s".into(),
+            user_id: "u".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"type": "connected", "nodeId": "n", "socketId": "s", "userId": "u"})
+        );
+        let hb: PresenceMessage =
+            serde_json::from_value(json!({"type": "heartbeat", "nodeId": "n", "sockets": 3}))
+                .unwrap();
+        assert_eq!(
+            hb,
+            PresenceMessage::Heartbeat {
+                node_id: "n".into(),
+                sockets: 3
+            }
+        );
+        let down: PresenceMessage =
+            serde_json::from_value(json!({"type": "node_down", "nodeId": "n"})).unwrap();
+        assert_eq!(down.node_id(), "n");
+    }
+
+    #[test]
+    fn command_requests_use_camel_case() {
+        let r = CommandRequest {
+            user_id: "u".into(),
+            socket_id: "s".into(),
+            node_id: "n".into(),
+            payload: json!({"callId": "c"}),
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"userId": "u", "socketId": "s", "nodeId": "n", "payload": {"callId": "c"}})
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! What signaling asks of calls-api over the bus: the socket commands (`join_call`,
+//! `leave_call`, `media_state_changed`, `call_status_changed`) and socket presence.
+//!
+//! Both are request/reply in the `calls-api` queue group, so each request is handled by one
+//! replica. Commands run through the same [`Calls`] service as REST, so a socket event and its
+//! REST twin answer identically. Replies use the socket ack shape (`{ok, data}` /
+//! `{ok: false, error: {code, message}}`), which signaling forwards to the client as is.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use calls_bus::{Ack, Bus, CommandRequest, Message, PresenceMessage, Subjects};
+use common::error::{ApiError, ErrorCode};
+use common::shutdown::Shutdown;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::domain::{MediaPatch, ParticipantStatus};
+use crate::service::{Calls, store_error};
+
+/// Requests handled at once per replica; more wait in the subscription (bounded memory).
+const MAX_IN_FLIGHT: usize = 512;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CallRef {
+    call_id: Uuid,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MediaCommand {
+    call_id: Uuid,
+    is_mic_muted: Option<bool>,
+    is_camera_off: Option<bool>,
+    is_sharing_screen: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StatusCommand {
+    call_id: Uuid,
+    status: ParticipantStatus,
+    reason: Option<String>,
+    decline_reason: Option<String>,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(payload: Value) -> Result<T, ApiError> {
+    let bytes = serde_json::to_vec(&payload).map_err(ApiError::internal_from)?;
+    common::error::parse_json(&bytes)
+}
+
+fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(value).map_err(ApiError::internal_from)
+}
+
+/// Runs one command for `user`; the answer goes back as the socket ack.
+pub async fn handle_command(calls: &Calls, name: &str, user: &str, payload: Value, trace: Option<&str>) -> Result<Value, ApiError> {
+    match name {
+        "join_call" => {
+            let req: CallRef = parse(payload)?;
+            to_value(&calls.snapshot(user, req.call_id).await?)
+        }
+        "leave_call" => {
+            let req: CallRef = parse(payload)?;
+            to_value(&calls.leave(user, req.call_id, trace).await?)
+        }
+        "media_state_changed" => {
+            let req: MediaCommand = parse(payload)?;
+            let patch = MediaPatch {
+                is_mic_muted: req.is_mic_muted,
+                is_camera_off: req.is_camera_off,
+                is_sharing_screen: req.is_sharing_screen,
+            };
+            if patch == MediaPatch::default() {
+                return Err(ApiError::invalid_field(
+                    "body",
+                    "give at least one of isMicMuted, isCameraOff, isSharingScreen",
+                ));
+            }
+            to_value(&calls.update_media(user, req.call_id, patch, trace).await?)
+        }
+        "call_status_changed" => {
+            let req: StatusCommand = parse(payload)?;
+            let reason = req.reason.or(req.decline_reason);
+            to_value(&calls.set_status(user, req.call_id, req.status, reason, trace).await?)
+        }
+        other => Err(ApiError::new(ErrorCode::ValidationFailed, format!("unknown command {other:?}"))),
+    }
+}
+
+fn ack_bytes(result: Result<Value, ApiError>) -> Bytes {
+    let ack: Ack<Value> = match result {
+        Ok(data) => Ack::Ok(data),
+        Err(e) => {
+            // Field errors read better in one line on a socket than as a details array.
+            let message = match e.details.first() {
+                Some(d) if e.code == ErrorCode::ValidationFailed => format!("{}: {}", d.field, d.message),
+                _ => e.message.clone(),
+            };
+            Ack::err(e.code.as_str(), message)
+        }
+    };
+    Bytes::from(serde_json::to_vec(&ack).unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"INTERNAL","message":"Internal error"}}"#.to_vec()))
+}
+
+/// Applies one presence report; returns whether events were written.
+async fn handle_presence(calls: &Calls, message: PresenceMessage) -> Result<bool, ApiError> {
+    let store = calls.store();
+    let timing = calls.timing();
+    let now = OffsetDateTime::now_utc();
+    let events = match message {
+        PresenceMessage::Connected { node_id, socket_id, user_id } => {
+            metrics::counter!("calls_presence_reports_total", "type" => "connected").increment(1);
+            store.socket_connected(&node_id, &socket_id, &user_id, now, timing).await
+        }
+        PresenceMessage::Disconnected { node_id, socket_id, .. } => {
+            metrics::counter!("calls_presence_reports_total", "type" => "disconnected").increment(1);
+            store.socket_disconnected(&node_id, &socket_id, now, timing).await
+        }
+        PresenceMessage::NodeDown { node_id } => {
+            tracing::info!(node = %node_id, "signaling node shut down; its sockets are gone");
+            store.node_down(&node_id, now, timing).await
+        }
+        PresenceMessage::Heartbeat { node_id, sockets } => {
+            metrics::gauge!("calls_signaling_node_sockets", "node" => node_id.clone()).set(sockets as f64);
+            store.node_heartbeat(&node_id, now).await.map(|_| Vec::new())
+        }
+    }
+    .map_err(store_error)?;
+    Ok(!events.is_empty())
+}
+
+/// Serves commands and presence until `shutdown`.
+pub async fn serve(bus: Bus, subjects: Subjects, calls: Calls, shutdown: Shutdown) -> Result<(), calls_bus::BusError> {
+    let group = calls_bus::subjects::CALLS_API_QUEUE_GROUP;
+    let mut commands = bus.queue_subscribe(&subjects.all_commands(), group).await?;
+    let mut presence = bus.queue_subscribe(&subjects.all_presence(), group).await?;
+    bus.flush().await?;
+    let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut stop = std::pin::pin!(shutdown.wait());
+    loop {
+        let (message, is_command) = tokio::select! {
+            () = &mut stop => return Ok(()),
+            m = commands.next() => match m { Some(m) => (m, true), None => return Ok(()) },
+            m = presence.next() => match m { Some(m) => (m, false), None => return Ok(()) },
+        };
+        let Ok(permit) = limit.clone().acquire_owned().await else { return Ok(()) };
+        let (bus, subjects, calls) = (bus.clone(), subjects.clone(), calls.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if is_command {
+                answer_command(&bus, &subjects, &calls, message).await;
+            } else {
+                answer_presence(&bus, &calls, message).await;
+            }
+        });
+    }
+}
+
+async fn answer_command(bus: &Bus, subjects: &Subjects, calls: &Calls, message: Message) {
+    let started = std::time::Instant::now();
+    let name = subjects.command_name(&message.subject).unwrap_or("unknown").to_owned();
+    let trace = message.headers.get("traceparent").map(str::to_owned);
+    let result = match serde_json::from_slice::<CommandRequest<Value>>(&message.payload) {
+        Ok(req) => handle_command(calls, &name, &req.user_id, req.payload, trace.as_deref()).await,
+        Err(e) => Err(ApiError::new(ErrorCode::ValidationFailed, format!("malformed command: {e}"))),
+    };
+    let code = match &result {
+        Ok(_) => "OK",
+        Err(e) => e.code.as_str(),
+    };
+    if result.is_ok() && name != "join_call" {
+        calls.wake_relay();
+    }
+    metrics::counter!("calls_commands_total", "command" => name.clone(), "code" => code).increment(1);
+    metrics::histogram!("calls_command_duration_seconds", "command" => name).record(started.elapsed().as_secs_f64());
+    if let Some(reply) = message.reply
+        && let Err(e) = bus.respond(&reply, ack_bytes(result)).await
+    {
+        tracing::warn!(error = %e, "could not answer a command");
+    }
+}
+
+async fn answer_presence(bus: &Bus, calls: &Calls, message: Message) {
+    let result = match serde_json::from_slice::<PresenceMessage>(&message.payload) {
+        Ok(presence) => handle_presence(calls, presence).await,
+        Err(e) => Err(ApiError::new(ErrorCode::ValidationFailed, format!("malformed presence report: {e}"))),
+    };
+    match &result {
+        Ok(true) => calls.wake_relay(),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(code = e.code.as_str(), message = %e.message, "presence report failed"),
+    }
+    if let Some(reply) = message.reply {
+        let _ = bus.respond(&reply, ack_bytes(result.map(|_| Value::Null))).await;
+    }
+}

@@ -1,0 +1,121 @@
+//! Typed configuration from the environment (every field also has a command-line flag).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::auth::JwtConfig;
+use common::config::Secret;
+
+/// Who may call whom (CONTRACT section 2).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipMode {
+    /// Any authenticated user may initiate and be invited; a call's room members are its
+    /// initiator and invitees. The development default.
+    Open,
+    /// Room members come from the chat backend through the internal API; only members may
+    /// initiate, be invited, or see and join the room's group calls.
+    Table,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    /// HTTP listen address.
+    #[arg(long, env = "CALLS_API_LISTEN", default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// `postgres://…` or `sqlite://path?mode=rwc`.
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// NATS server(s).
+    #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Prefix of every NATS subject (lets several deployments or tests share one NATS).
+    #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "calls.v1")]
+    pub nats_subject_prefix: String,
+    #[command(flatten)]
+    pub jwt: JwtConfig,
+    #[arg(long, env = "MEMBERSHIP_MODE", value_enum, default_value_t = MembershipMode::Open)]
+    pub membership_mode: MembershipMode,
+    /// Bearer credential of the internal membership API; the API is off while unset.
+    #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]
+    pub internal_api_token: Option<Secret>,
+    #[command(flatten)]
+    pub calls: CallRules,
+    /// media-token gRPC endpoint; media sessions answer 503 while unset.
+    #[arg(long, env = "MEDIA_TOKEN_URL")]
+    pub media_token_url: Option<String>,
+    /// Credential presented to media-token.
+    #[arg(long, env = "MEDIA_TOKEN_SERVICE_TOKEN", hide_env_values = true)]
+    pub media_token_service_token: Option<Secret>,
+    /// How long a media session waits for media-token before answering 503.
+    #[arg(long, env = "MEDIA_TOKEN_TIMEOUT_MS", default_value_t = 2000)]
+    pub media_token_timeout_ms: u64,
+    /// Largest accepted request body.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Signaling nodes heartbeat this often; three missed beats mark a node dead.
+    #[arg(long, env = "PRESENCE_HEARTBEAT_SECONDS", default_value_t = 5)]
+    pub presence_heartbeat_seconds: u64,
+    /// How often the outbox relay and the timer loop look for work when not woken earlier.
+    #[arg(long, env = "WORKER_POLL_MS", default_value_t = 250)]
+    pub worker_poll_ms: u64,
+}
+
+/// Where calls are stored.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host/db` or `sqlite://path/to/calls.db`.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub url: Secret,
+    /// Connection pool size.
+    #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    pub max_connections: u32,
+}
+
+/// The call rules of CONTRACT section 4 that operators tune.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CallRules {
+    /// Invitees still ringing after this become `missed`.
+    #[arg(long, env = "CALL_RING_TIMEOUT_SECONDS", default_value_t = 45)]
+    pub ring_timeout_seconds: u64,
+    /// A joined participant with no socket for this long becomes `left` (`connection_lost`).
+    #[arg(long, env = "CALL_DISCONNECT_GRACE_SECONDS", default_value_t = 30)]
+    pub disconnect_grace_seconds: u64,
+    /// Calls end `timeout` after this long; 0 = no limit.
+    #[arg(long, env = "CALL_MAX_DURATION_SECONDS", default_value_t = 14_400)]
+    pub max_duration_seconds: u64,
+    /// Upper bound (and default) of a call's `maxParticipants`.
+    #[arg(long, env = "CALL_MAX_PARTICIPANTS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1000))]
+    pub max_participants: u32,
+}
+
+impl CallRules {
+    /// The durations the state machine needs.
+    pub fn timing(&self) -> crate::domain::Timing {
+        crate::domain::Timing {
+            ring_timeout: Duration::from_secs(self.ring_timeout_seconds.max(1)),
+            disconnect_grace: Duration::from_secs(self.disconnect_grace_seconds),
+            max_duration: (self.max_duration_seconds > 0).then(|| Duration::from_secs(self.max_duration_seconds)),
+        }
+    }
+}
+
+impl Config {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.presence_heartbeat_seconds.max(1))
+    }
+
+    /// Checks what clap cannot express; messages name the variables.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = self.database.url.expose();
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+            return Err("DATABASE_URL must start with postgres:// or sqlite:".into());
+        }
+        if self.membership_mode == MembershipMode::Table && self.internal_api_token.is_none() {
+            return Err("MEMBERSHIP_MODE=table needs INTERNAL_API_TOKEN (the chat backend writes room members with it)".into());
+        }
+        if self.media_token_url.is_some() && self.media_token_service_token.is_none() {
+            return Err("MEDIA_TOKEN_URL is set but MEDIA_TOKEN_SERVICE_TOKEN is not".into());
+        }
+        Ok(())
+    }
+}

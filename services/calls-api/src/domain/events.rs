@@ -1,0 +1,179 @@
+//! The events a state change causes (CONTRACT section 5), and where they go.
+//!
+//! An event is produced by the state machine together with the state change, and stored in the
+//! same transaction (the outbox), so the two can never disagree. Each event knows:
+//! - its wire name ([`DomainEvent::name`]) and its exact wire JSON ([`DomainEvent::payload`],
+//!   also its `Serialize` impl): `callId`, `seq` (call events only), `at`, then the fields of
+//!   the kind;
+//! - its audience: the call's subscribers and/or individual users (every device of a user).
+//!   `call_ended` is one event with several audiences: the call and every invitee.
+//!
+//! Which status change emits what: becoming `joined` emits `participant_joined`, becoming
+//! `left` emits `participant_left`, any other participant status change (`ringing`,
+//! `declined`, `missed`) emits `participant_status_changed`. When a call ends, `call_ended`
+//! alone stands for everything that happens to the participants at that moment (the joined
+//! become `left`, the still-ringing become `missed`): no per-participant events precede it.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::model::{
+    Call, CallId, CancelReason, EndReason, LeftReason, Participant, ParticipantStatus, UserId,
+};
+use super::timefmt;
+
+/// Who receives an event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Audience {
+    /// Every socket subscribed to the call (`calls.v1.evt.call.<callId>`).
+    Call(CallId),
+    /// Every device of one user (`calls.v1.evt.user.<userKey>`).
+    User(UserId),
+}
+
+/// An event, as produced by the state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainEvent {
+    /// The call it is about.
+    pub call_id: CallId,
+    /// The call's event counter after this event; `None` for user-addressed events
+    /// (`incoming_call`, `incoming_call_cancelled`), which are not part of the call's stream.
+    pub seq: Option<u64>,
+    /// When it happened.
+    pub at: OffsetDateTime,
+    /// Where it goes; never empty.
+    pub audiences: Vec<Audience>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened, with the payload fields of the wire event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged, rename_all_fields = "camelCase")]
+pub enum EventKind {
+    /// `participant_joined`
+    ParticipantJoined {
+        /// The participant as it is after joining.
+        participant: Participant,
+    },
+    /// `participant_left`
+    ParticipantLeft {
+        /// Who left.
+        user_id: UserId,
+        /// Why.
+        reason: LeftReason,
+    },
+    /// `participant_disconnected`: a joined participant lost all sockets; they become `left`
+    /// unless one comes back within `graceSeconds`.
+    ParticipantDisconnected {
+        /// Who.
+        user_id: UserId,
+        /// The disconnect grace, whole seconds.
+        grace_seconds: u64,
+    },
+    /// `participant_reconnected`
+    ParticipantReconnected {
+        /// Who.
+        user_id: UserId,
+    },
+    /// `participant_media_changed`: the full set of flags after the change.
+    ParticipantMediaChanged {
+        /// Who.
+        user_id: UserId,
+        /// Microphone muted.
+        is_mic_muted: bool,
+        /// Camera off.
+        is_camera_off: bool,
+        /// Sharing the screen.
+        is_sharing_screen: bool,
+    },
+    /// `participant_status_changed`: `ringing`, `declined` or `missed`.
+    ParticipantStatusChanged {
+        /// Who.
+        user_id: UserId,
+        /// The new status.
+        status: ParticipantStatus,
+        /// The decline reason, `"ring_timeout"` for a server-side miss, else `null`.
+        reason: Option<String>,
+    },
+    /// `call_ended`
+    CallEnded {
+        /// Why.
+        reason: EndReason,
+        /// Whose action ended it; `null` for timers and lost connections.
+        ended_by: Option<UserId>,
+    },
+    /// `incoming_call`: ring this user's devices.
+    IncomingCall {
+        /// The call as it is once initiated.
+        call: Box<Call>,
+        /// The caller's user id.
+        from: UserId,
+    },
+    /// `incoming_call_cancelled`: stop ringing this user's devices.
+    IncomingCallCancelled {
+        /// Why.
+        reason: CancelReason,
+    },
+}
+
+impl EventKind {
+    /// The Socket.IO event name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::ParticipantJoined { .. } => "participant_joined",
+            EventKind::ParticipantLeft { .. } => "participant_left",
+            EventKind::ParticipantDisconnected { .. } => "participant_disconnected",
+            EventKind::ParticipantReconnected { .. } => "participant_reconnected",
+            EventKind::ParticipantMediaChanged { .. } => "participant_media_changed",
+            EventKind::ParticipantStatusChanged { .. } => "participant_status_changed",
+            EventKind::CallEnded { .. } => "call_ended",
+            EventKind::IncomingCall { .. } => "incoming_call",
+            EventKind::IncomingCallCancelled { .. } => "incoming_call_cancelled",
+        }
+    }
+}
+
+/// The wire shape: common fields first, then the kind's fields.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Wire<'a> {
+    call_id: &'a CallId,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(with = "timefmt")]
+    at: OffsetDateTime,
+    #[serde(flatten)]
+    kind: &'a EventKind,
+}
+
+impl Serialize for DomainEvent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            call_id: &self.call_id,
+            seq: self.seq,
+            at: self.at,
+            kind: &self.kind,
+        }
+        .serialize(s)
+    }
+}
+
+impl DomainEvent {
+    /// The Socket.IO event name.
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    /// The exact wire payload, as a JSON value.
+    pub fn payload(&self) -> serde_json::Value {
+        // Serializing these plain structs into a Value cannot fail (no maps with non-string
+        // keys, no failing custom impls).
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The exact wire payload, as JSON text (what the outbox stores and the relay publishes).
+    pub fn payload_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,332 @@
+//! The call resource and its vocabulary (CONTRACT section 3).
+//!
+//! These types serialize to exactly the JSON the contract shows (camelCase, RFC 3339
+//! timestamps). A few fields exist only for the state machine (who was invited, who ever
+//! answered); they are never serialized, and read back as `false` from JSON.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::timefmt;
+
+/// A user of the host application (the JWT `sub`). Kept as a plain string inside the domain;
+/// parsing and validation happen at the edge.
+pub type UserId = String;
+/// A chat room of the host application.
+pub type ChatRoomId = String;
+/// A call's id (UUID v7 when created by the store).
+pub type CallId = Uuid;
+
+/// Declares a unit enum with its wire string, used for JSON (serde) and database columns alike
+/// so the two can never drift apart.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $wire:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $wire)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire (and database) spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $wire),+ }
+            }
+
+            /// Parses the wire spelling; `None` for anything else.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($wire => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+wire_enum!(
+    /// Audio-only or video call.
+    CallType { Audio => "audio", Video => "video" }
+);
+
+wire_enum!(
+    /// The lifecycle of a call: `ringing` until someone other than the initiator joins.
+    CallStatus { Ringing => "ringing", Active => "active", Ended => "ended" }
+);
+
+wire_enum!(
+    /// A participant's state; the allowed transitions are in CONTRACT section 4.
+    ParticipantStatus {
+        Invited => "invited",
+        Ringing => "ringing",
+        Joined => "joined",
+        Left => "left",
+        Declined => "declined",
+        Missed => "missed",
+    }
+);
+
+wire_enum!(
+    /// The initiator is the host; everyone else is a participant.
+    Role { Host => "host", Participant => "participant" }
+);
+
+wire_enum!(
+    /// Why a call ended (CONTRACT section 3).
+    EndReason {
+        Completed => "completed",
+        Cancelled => "cancelled",
+        Declined => "declined",
+        Missed => "missed",
+        Busy => "busy",
+        Timeout => "timeout",
+        Failed => "failed",
+    }
+);
+
+wire_enum!(
+    /// Why a participant left (`participant_left.reason`).
+    LeftReason { Left => "left", ConnectionLost => "connection_lost", Removed => "removed" }
+);
+
+wire_enum!(
+    /// Why a ringing device stops ringing (`incoming_call_cancelled.reason`).
+    CancelReason {
+        AnsweredElsewhere => "answered_elsewhere",
+        DeclinedElsewhere => "declined_elsewhere",
+        Cancelled => "cancelled",
+        Missed => "missed",
+    }
+);
+
+wire_enum!(
+    /// The server-side timers of a call; stored as rows so they survive restarts.
+    TimerKind {
+        RingTimeout => "ring_timeout",
+        DisconnectGrace => "disconnect_grace",
+        MaxDuration => "max_duration",
+    }
+);
+
+impl ParticipantStatus {
+    /// Still being rung: `invited` or `ringing`.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            ParticipantStatus::Invited | ParticipantStatus::Ringing
+        )
+    }
+}
+
+impl CallStatus {
+    /// `ringing` or `active`: the call can still change.
+    pub fn is_live(self) -> bool {
+        !matches!(self, CallStatus::Ended)
+    }
+}
+
+/// A call (CONTRACT section 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Call {
+    /// The call's id.
+    #[schema(value_type = String, format = Uuid)]
+    pub id: CallId,
+    /// The chat room the call belongs to; at most one live call per room.
+    pub chat_room_id: ChatRoomId,
+    /// Audio or video.
+    #[serde(rename = "type")]
+    pub call_type: CallType,
+    /// Group calls admit any room member; 1:1 calls only the two sides.
+    pub is_group_call: bool,
+    /// Ringing, active or ended.
+    pub status: CallStatus,
+    /// Who started the call; the host.
+    pub initiator_id: UserId,
+    /// The most participants that may be `joined` at once.
+    pub max_participants: u32,
+    /// When the call was initiated.
+    #[serde(with = "timefmt")]
+    #[schema(value_type = String, format = DateTime, example = "2026-02-24T12:00:00.000Z")]
+    pub created_at: OffsetDateTime,
+    /// When someone other than the initiator first joined.
+    #[serde(with = "timefmt::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub started_at: Option<OffsetDateTime>,
+    /// When the call ended.
+    #[serde(with = "timefmt::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ended_at: Option<OffsetDateTime>,
+    /// Why the call ended.
+    pub end_reason: Option<EndReason>,
+    /// Whose action ended the call; `null` when a timer or a lost connection did.
+    pub ended_by: Option<UserId>,
+    /// The call's event counter: the `seq` of the last call event.
+    pub seq: u64,
+    /// Host first, then invitees in invitation order, then those who joined uninvited.
+    pub participants: Vec<Participant>,
+}
+
+/// One user's place in a call (CONTRACT section 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Participant {
+    /// The user.
+    pub user_id: UserId,
+    /// Host or participant.
+    pub role: Role,
+    /// Where the user stands in the call.
+    pub status: ParticipantStatus,
+    /// Microphone muted.
+    pub is_mic_muted: bool,
+    /// Camera off.
+    pub is_camera_off: bool,
+    /// Sharing the screen.
+    pub is_sharing_screen: bool,
+    /// When the user was invited (for users who joined a group call uninvited: when they
+    /// first joined).
+    #[serde(with = "timefmt")]
+    #[schema(value_type = String, format = DateTime, example = "2026-02-24T12:00:00.000Z")]
+    pub invited_at: OffsetDateTime,
+    /// When the user last joined.
+    #[serde(with = "timefmt::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub joined_at: Option<OffsetDateTime>,
+    /// When the user last left; cleared on rejoin.
+    #[serde(with = "timefmt::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub left_at: Option<OffsetDateTime>,
+    /// Why the user declined (`"busy"` when the server declined for them).
+    pub decline_reason: Option<String>,
+    /// `false` while a joined participant has no socket (the disconnect grace is running).
+    pub is_connected: bool,
+    /// Invited by the initiator (as opposed to joining a group call uninvited). Invitees get
+    /// `call_ended` on their user subject and count for the "everybody declined" rule.
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
+    pub is_invitee: bool,
+    /// Has been `joined` at least once: the call was answered by this user.
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
+    pub has_joined: bool,
+}
+
+/// What a user asks for when initiating a call (already validated for shape by the API;
+/// [`Call::initiate`] checks the rules that belong to the state machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCall {
+    /// The room.
+    pub chat_room_id: ChatRoomId,
+    /// Audio or video.
+    pub call_type: CallType,
+    /// Group or 1:1.
+    pub is_group_call: bool,
+    /// The caller.
+    pub initiator_id: UserId,
+    /// Who to ring, in order; exactly one for a 1:1.
+    pub invitee_ids: Vec<UserId>,
+    /// Capacity for a group call (at least 2). A 1:1 always gets 2.
+    pub max_participants: u32,
+}
+
+/// Media flags to change; `None` leaves a flag as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaPatch {
+    /// New microphone state.
+    pub is_mic_muted: Option<bool>,
+    /// New camera state.
+    pub is_camera_off: Option<bool>,
+    /// New screen-share state.
+    pub is_sharing_screen: Option<bool>,
+}
+
+/// Who is acting, and whether they belong to the call's chat room (decided by the caller of
+/// the state machine from the membership mode). Room membership is what lets someone see and
+/// join a group call without having been invited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// The acting user.
+    pub user_id: UserId,
+    /// Member of the call's chat room.
+    pub is_room_member: bool,
+}
+
+impl Actor {
+    /// An actor.
+    pub fn new(user_id: impl Into<UserId>, is_room_member: bool) -> Self {
+        Actor {
+            user_id: user_id.into(),
+            is_room_member,
+        }
+    }
+}
+
+/// The configured durations of the server-side timers (CONTRACT section 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// `CALL_RING_TIMEOUT_SECONDS` (default 45 s).
+    pub ring_timeout: Duration,
+    /// `CALL_DISCONNECT_GRACE_SECONDS` (default 30 s).
+    pub disconnect_grace: Duration,
+    /// `CALL_MAX_DURATION_SECONDS` (default 4 h); `None` for no limit.
+    pub max_duration: Option<Duration>,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            ring_timeout: Duration::from_secs(45),
+            disconnect_grace: Duration::from_secs(30),
+            max_duration: Some(Duration::from_secs(14_400)),
+        }
+    }
+}
+
+impl Call {
+    /// `ringing` or `active`.
+    pub fn is_live(&self) -> bool {
+        self.status.is_live()
+    }
+
+    /// The participant record of `user_id`, if any.
+    pub fn participant(&self, user_id: &str) -> Option<&Participant> {
+        self.participants.iter().find(|p| p.user_id == user_id)
+    }
+
+    /// Whether `user_id` may see the call at all: a participant in any status, or a member of
+    /// the room for group calls. Everyone else gets "not found", never "forbidden", so a
+    /// call's existence is not revealed.
+    pub fn is_visible_to(&self, user_id: &str, is_room_member: bool) -> bool {
+        self.participant(user_id).is_some() || (self.is_group_call && is_room_member)
+    }
+
+    /// How many participants are `joined` now (what `maxParticipants` limits).
+    pub fn joined_count(&self) -> usize {
+        self.participants
+            .iter()
+            .filter(|p| p.status == ParticipantStatus::Joined)
+            .count()
+    }
+
+    /// Someone is still being rung.
+    pub fn has_pending_invitees(&self) -> bool {
+        self.participants.iter().any(|p| p.status.is_pending())
+    }
+
+    /// Someone other than the initiator has joined at some point: the call was answered.
+    pub fn was_answered(&self) -> bool {
+        self.participants
+            .iter()
+            .any(|p| p.has_joined && p.user_id != self.initiator_id)
+    }
+}

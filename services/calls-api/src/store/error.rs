@@ -1,0 +1,84 @@
+//! Store errors, sorted by what the API should answer: a refused command (the domain's
+//! error, passed through), "try again later" (`Unavailable` → 503 `DEPENDENCY_UNAVAILABLE`),
+//! or a bug/inconsistency (500).
+
+use crate::domain::DomainError;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state machine refused the command; nothing was written.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// The database cannot be reached or is overloaded (connection refused or lost, pool
+    /// exhausted, SQLite busy, Postgres shutting down). Safe to retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A race kept being lost (the room's live call changing under a retried initiate).
+    /// Safe to retry.
+    #[error("too much contention, try again")]
+    Contended,
+    /// Any other database error (a bug: bad SQL, constraint the code did not expect).
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// Applying the migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row does not decode (unknown enum value, malformed id): data written by
+    /// something else, or a schema mismatch.
+    #[error("inconsistent stored data: {0}")]
+    Corrupt(String),
+    /// `DATABASE_URL` is neither `postgres://…` nor `sqlite:…`.
+    #[error("unsupported database URL: expected postgres://… or sqlite://…")]
+    UnsupportedUrl,
+}
+
+impl StoreError {
+    /// Whether retrying later may succeed (the API answers 503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Contended)
+    }
+
+    pub(crate) fn corrupt(what: impl Into<String>) -> Self {
+        StoreError::Corrupt(what.into())
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_transient(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+/// Connection-level and contention failures, as opposed to errors in what we asked.
+fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            let Some(code) = db.code() else {
+                return false;
+            };
+            let code = code.as_ref();
+            // SQLite reports numeric result codes (possibly extended: low byte is the primary
+            // code). BUSY(5)/LOCKED(6) are contention; IOERR(10)/FULL(13)/CANTOPEN(14) mean
+            // the file is not usable right now.
+            if let Ok(n) = code.parse::<u32>() {
+                return matches!(n & 0xff, 5 | 6 | 10 | 13 | 14);
+            }
+            // Postgres SQLSTATE: 08 connection exception, 53 insufficient resources,
+            // 57P01-03 shutdown / cannot connect now, 40001/40P01 serialization / deadlock.
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,198 @@
+//! Persistence: PostgreSQL for deployments, SQLite for the embedded default, chosen by URL.
+//!
+//! The store is what makes the state machine's rules hold across replicas. Every change goes
+//! through [`Store::apply`]: load the call under a row lock, run a pure domain command, write
+//! the changed rows, the events (the outbox) and the timer rows, all in one transaction. The
+//! rest is built on the same pattern:
+//! - [`Store::initiate`]: one live call per room, enforced by a partial unique index (insert,
+//!   and on conflict read the call that won: the glare merge); busy detection and the
+//!   idempotency key in the same transaction.
+//! - [`Store::fire_due_timers`]: timers are rows claimed with `FOR UPDATE SKIP LOCKED`, so
+//!   each fires once however many replicas poll, and none is lost to a restart.
+//! - presence ([`Store::socket_connected`], …): sockets reported by signaling nodes; a user
+//!   whose last socket goes (or whose node stops heartbeating) is disconnected from their
+//!   live calls, which starts the disconnect grace.
+//! - the outbox ([`Store::unpublished_events`], [`Store::mark_published`]) for the relay.
+//!
+//! One set of SQL serves both backends through sqlx's `Any` driver: ids are TEXT, timestamps
+//! BIGINT unix milliseconds, `$n` placeholders work on both. The differences are confined to
+//! [`Backend`]: how a writing transaction starts (`BEGIN IMMEDIATE` on SQLite, which takes the
+//! single write lock up front instead of failing on upgrade) and the row-locking suffixes
+//! (Postgres only; SQLite transactions are already serialized), plus the migrations and a few
+//! connection pragmas.
+
+mod calls;
+mod error;
+mod members;
+mod outbox;
+mod presence;
+mod rows;
+mod timers;
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use sqlx::AnyConnection;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
+
+pub use calls::{CallPage, Initiated, MAX_PAGE};
+pub use error::StoreError;
+pub use outbox::{OutboxEvent, RelayStep};
+pub use presence::NodeExpiry;
+pub use timers::FiredTimer;
+
+/// Which database a [`Store`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgres://…` / `postgresql://…`
+    Postgres,
+    /// `sqlite:…`
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend a `DATABASE_URL` names.
+    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    /// Locks the selected rows until the transaction ends (Postgres; SQLite write
+    /// transactions hold the database lock already).
+    fn for_update(self) -> &'static str {
+        match self {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    }
+
+    /// Locks the selected rows, skipping rows another transaction holds, so replicas share
+    /// work instead of queueing for it.
+    fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+}
+
+/// How long a request waits for a pooled connection before the store reports the database
+/// unavailable: long enough to ride out a burst, short enough to answer 503 promptly.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long SQLite waits for the write lock. Writers hold it for a few milliseconds, so this
+/// only runs out under pathological load.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 15_000;
+
+/// A handle to the calls database; cheap to clone (a connection pool).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://…` or `sqlite:…`) with at most `max_connections`
+    /// pooled connections. A SQLite file is created if missing (unless the URL sets `mode`),
+    /// and runs in WAL mode so readers do not wait for the writer. An in-memory SQLite
+    /// database (`sqlite::memory:`) uses a single, never-recycled connection, since each
+    /// connection would otherwise see its own empty database.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT);
+        let mut url = Cow::Borrowed(url);
+        if backend == Backend::Sqlite {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            if in_memory {
+                options = options
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None);
+            } else if !url.contains("mode=") {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                url = Cow::Owned(format!("{url}{sep}mode=rwc"));
+            }
+            options = options.after_connect(move |conn: &mut AnyConnection, _meta| {
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
+                    )))
+                    .await?;
+                    if !in_memory {
+                        // WAL persists in the file; setting it again is a cheap no-op.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        // Durable across application crashes; only an OS crash may lose
+                        // the last transactions, the usual trade-off for WAL.
+                        conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    }
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Which database this store uses.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Applies the pending migrations of this backend (idempotent; on Postgres concurrent
+    /// replicas serialize on an advisory lock).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        migrator(self.backend).run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Checks the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock at once, so
+    /// concurrent writers queue on `busy_timeout` instead of failing when a read lock cannot
+    /// be upgraded; this also serializes the read-modify-write of a call, which is what a
+    /// row lock does on Postgres.
+    async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        let tx = match self.backend {
+            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        };
+        Ok(tx)
+    }
+}
+
+/// The embedded migrations of a backend.
+fn migrator(backend: Backend) -> Migrator {
+    let init = match backend {
+        Backend::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
+        Backend::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
+    };
+    let migrations = vec![Migration::new(
+        1,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        init.into_sql_str(),
+        false,
+    )];
+    Migrator::with_migrations(migrations)
+}

@@ -1,0 +1,244 @@
+//! Background work every replica runs: the outbox relay, the timer loop, dead signaling-node
+//! expiry, and housekeeping. Each loop is safe to run on every replica at once (the store
+//! serializes what must happen once) and stops when `shutdown` fires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use calls_bus::{Bus, Headers, Subjects};
+use common::shutdown::Shutdown;
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use crate::domain::{Audience, Timing};
+use crate::store::{OutboxEvent, RelayStep, Store};
+
+/// Events read per relay step.
+const RELAY_BATCH: u32 = 256;
+/// Timers fired per poll.
+const TIMER_BATCH: usize = 100;
+
+/// The name of the JetStream stream for a subject prefix: one stream per prefix, so
+/// deployments (and tests) sharing a NATS server do not fight over one stream's subjects.
+pub fn stream_name(subjects: &Subjects) -> String {
+    let suffix: String = subjects
+        .prefix()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .collect();
+    format!("{}_{suffix}", calls_bus::subjects::EVENTS_STREAM)
+}
+
+/// Everything the loops share.
+#[derive(Clone)]
+pub struct Workers {
+    pub store: Store,
+    pub bus: Bus,
+    pub subjects: Subjects,
+    pub timing: Timing,
+    pub relay: Arc<Notify>,
+    pub poll: Duration,
+    pub heartbeat: Duration,
+}
+
+fn subject_of(subjects: &Subjects, event: &OutboxEvent) -> String {
+    match &event.audience {
+        Audience::Call(id) => subjects.call_events(&id.to_string()),
+        Audience::User(user) => subjects.user_events(user),
+    }
+}
+
+/// `{"event": name, "data": payload}` without re-encoding the stored payload.
+fn wire_message(event: &OutboxEvent) -> Bytes {
+    let mut out = String::with_capacity(event.payload.len() + event.event.len() + 24);
+    out.push_str("{\"event\":");
+    // Event names are fixed identifiers; serde_json quotes them correctly all the same.
+    out.push_str(&serde_json::to_string(&event.event).unwrap_or_else(|_| "\"\"".into()));
+    out.push_str(",\"data\":");
+    out.push_str(&event.payload);
+    out.push('}');
+    Bytes::from(out)
+}
+
+/// Counts what users experience from the events themselves, once per call event.
+fn record_event_metrics(event: &OutboxEvent) {
+    if !matches!(event.audience, Audience::Call(_)) {
+        return;
+    }
+    if event.event == "call_ended"
+        && let Ok(value) = serde_json::from_str::<serde_json::Value>(&event.payload)
+    {
+        let reason = value.get("reason").and_then(|r| r.as_str()).unwrap_or("unknown").to_owned();
+        metrics::counter!("calls_ended_total", "reason" => reason).increment(1);
+    }
+    let age = (OffsetDateTime::now_utc() - event.created_at).as_seconds_f64().max(0.0);
+    metrics::histogram!("calls_outbox_publish_delay_seconds").record(age);
+}
+
+impl Workers {
+    /// Spawns every loop; they end when `shutdown` is triggered.
+    pub fn spawn(self, shutdown: &Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(self.clone().relay_loop(shutdown.clone())),
+            tokio::spawn(self.clone().timer_loop(shutdown.clone())),
+            tokio::spawn(self.clone().node_expiry_loop(shutdown.clone())),
+            tokio::spawn(self.housekeeping_loop(shutdown.clone())),
+        ]
+    }
+
+    async fn publish(&self, event: OutboxEvent) -> bool {
+        let subject = subject_of(&self.subjects, &event);
+        let mut headers = Headers::new().with(
+            calls_bus::wire::HEADER_CREATED_AT,
+            (event.created_at.unix_timestamp_nanos() / 1_000_000).to_string(),
+        );
+        if let Some(trace) = &event.trace_context {
+            headers.insert("traceparent", trace.clone());
+        }
+        let msg_id = format!("evt-{}", event.id);
+        match self.bus.publish_event(&subject, &msg_id, headers, wire_message(&event)).await {
+            Ok(()) => {
+                record_event_metrics(&event);
+                metrics::counter!("calls_outbox_published_total").increment(1);
+                true
+            }
+            Err(e) => {
+                metrics::counter!("calls_outbox_publish_failures_total").increment(1);
+                tracing::warn!(error = %e, event_id = event.id, "event publish failed; will retry");
+                false
+            }
+        }
+    }
+
+    /// Publishes the outbox: woken by this replica's writes, and polling for other replicas'.
+    async fn relay_loop(self, shutdown: Shutdown) {
+        let mut stop = std::pin::pin!(shutdown.wait());
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = self.relay.notified() => {}
+                () = tokio::time::sleep(self.poll) => {}
+            }
+            // Drain: keep stepping while there is more, retry briefly while another replica
+            // holds the relay lock (it may not have seen our newest events).
+            let mut busy_rounds = 0;
+            loop {
+                match self.store.relay_step(RELAY_BATCH, |e| self.publish(e)).await {
+                    Ok(RelayStep::Published { stopped: true, .. }) => {
+                        // The bus is down or the stream is gone (a NATS restart without
+                        // storage): recreate it, then back off; the events wait in the outbox.
+                        let _ = self.bus.ensure_stream(&stream_name(&self.subjects), vec![self.subjects.all_events()]).await;
+                        tokio::select! {
+                            () = &mut stop => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    Ok(RelayStep::Published { more: true, .. }) => {
+                        backoff = Duration::from_millis(200);
+                    }
+                    Ok(RelayStep::Published { .. }) => {
+                        backoff = Duration::from_millis(200);
+                        break;
+                    }
+                    Ok(RelayStep::Busy) => {
+                        busy_rounds += 1;
+                        if busy_rounds > 50 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox relay step failed");
+                        tokio::select! {
+                            () = &mut stop => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        break;
+                    }
+                }
+            }
+            if let Ok(lag) = self.store.outbox_lag(OffsetDateTime::now_utc()).await {
+                metrics::gauge!("calls_outbox_lag_seconds").set(lag.as_secs_f64());
+            }
+        }
+    }
+
+    /// Fires due timers (ring timeout, disconnect grace, max duration).
+    async fn timer_loop(self, shutdown: Shutdown) {
+        let mut stop = std::pin::pin!(shutdown.wait());
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(self.poll) => {}
+            }
+            loop {
+                let now = OffsetDateTime::now_utc();
+                match self.store.fire_due_timers(now, TIMER_BATCH).await {
+                    Ok(fired) => {
+                        for timer in &fired {
+                            let lag = (now - timer.due_at).as_seconds_f64().max(0.0);
+                            metrics::histogram!("calls_timer_lag_seconds", "kind" => timer.kind.as_str()).record(lag);
+                            metrics::counter!("calls_timers_fired_total", "kind" => timer.kind.as_str()).increment(1);
+                        }
+                        if fired.iter().any(|t| !t.events.is_empty()) {
+                            self.relay.notify_one();
+                        }
+                        if fired.len() < TIMER_BATCH {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "timer poll failed");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Declares signaling nodes dead after three missed heartbeats: their sockets are gone,
+    /// which starts the disconnect grace for their users (a node that crashed says no goodbye).
+    async fn node_expiry_loop(self, shutdown: Shutdown) {
+        let mut stop = std::pin::pin!(shutdown.wait());
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(self.heartbeat) => {}
+            }
+            match self.store.expire_dead_nodes(OffsetDateTime::now_utc(), self.heartbeat * 3, &self.timing).await {
+                Ok(expiry) => {
+                    for node in &expiry.nodes {
+                        tracing::warn!(node, "signaling node stopped heartbeating; its sockets count as gone");
+                        metrics::counter!("calls_signaling_nodes_expired_total").increment(1);
+                    }
+                    if !expiry.events.is_empty() {
+                        self.relay.notify_one();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "node expiry failed"),
+            }
+        }
+    }
+
+    /// Trims published events and old idempotency keys; the outbox is not an archive.
+    async fn housekeeping_loop(self, shutdown: Shutdown) {
+        let mut stop = std::pin::pin!(shutdown.wait());
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(Duration::from_secs(600)) => {}
+            }
+            let now = OffsetDateTime::now_utc();
+            if let Err(e) = self.store.purge_published_events(now - time::Duration::days(1)).await {
+                tracing::warn!(error = %e, "purging published events failed");
+            }
+            if let Err(e) = self.store.purge_idempotency_keys(now - time::Duration::days(1)).await {
+                tracing::warn!(error = %e, "purging idempotency keys failed");
+            }
+        }
+    }
+}

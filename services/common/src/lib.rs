@@ -1,0 +1,31 @@
+//! What every calls service shares.
+//!
+//! The gateway, calls-api, signaling and media-token services all depend on this crate (and on
+//! nothing of each other), so everything that must behave identically across them lives here:
+//! how a user is identified, how an error looks on the wire, how configuration is read and
+//! secrets kept out of logs, how a process logs, exposes metrics, reports health and shuts down.
+//!
+//! Modules:
+//!
+//! - [`auth`]: JWT access-token verification (HS256 / RS256 / ES256 / EdDSA, algorithm fixed by
+//!   the key), `Authorization: Bearer` parsing, an axum extractor, and token minting for
+//!   development and tests.
+//! - [`config`]: [`config::Secret`], [`config::ConfigError`], and turning clap errors into
+//!   start-up messages that name environment variables.
+//! - [`error`]: the response envelope: [`error::ErrorCode`], [`error::ApiError`],
+//!   [`error::Envelope`], the envelope-producing extractors ([`error::ValidJson`], ...), router
+//!   fallbacks and the middleware that keeps framework plain-text errors out of responses.
+//! - [`health`]: `/healthz`, `/readyz`, `/metrics` routes.
+//! - [`ids`]: [`ids::UserId`], [`ids::ChatRoomId`], [`ids::CallId`], validated on parse.
+//! - [`metrics`]: the process-wide Prometheus recorder and `/metrics` handler.
+//! - [`shutdown`]: SIGTERM / Ctrl-C and a cloneable [`shutdown::Shutdown`] token.
+//! - [`telemetry`]: JSON logging set-up, idempotent for the all-in-one binary.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod health;
+pub mod ids;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

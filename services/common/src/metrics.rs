@@ -1,0 +1,90 @@
+//! Prometheus metrics.
+//!
+//! One global recorder per process (the `metrics` facade allows only one), installed by the first
+//! call to [`prometheus`]; every later call, from any service in the same process, gets a handle
+//! to the same recorder. `GET /metrics` is served by [`metrics_handler`] (mounted by
+//! [`crate::health::router`]).
+//!
+//! Durations are recorded in seconds; metrics whose name ends in `_seconds` get latency buckets
+//! from 1 ms to 30 s, others the exporter's summary.
+
+use std::sync::OnceLock;
+
+use axum::response::IntoResponse;
+use http::StatusCode;
+use http::header::CONTENT_TYPE;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets in seconds: fine below 100 ms where API calls live, coarse up to 30 s.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The Prometheus text exposition content type.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global Prometheus recorder on first use and returns a handle to it.
+///
+/// If some other recorder was installed first (a test harness, say), the handle belongs to a
+/// recorder that is not global: `/metrics` then serves an empty page instead of failing.
+pub fn prometheus() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            let builder = match builder.set_buckets_for_metric(
+                Matcher::Suffix("_seconds".to_owned()),
+                LATENCY_BUCKETS_SECONDS,
+            ) {
+                Ok(builder) => builder,
+                // Only an empty bucket list is refused, and ours is not empty.
+                Err(_) => PrometheusBuilder::new(),
+            };
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn metrics_handler() -> impl IntoResponse {
+    let handle = prometheus();
+    // Without the exporter's HTTP listener nobody else runs upkeep; doing it per scrape keeps
+    // histogram buffers bounded.
+    handle.run_upkeep();
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, CONTENT_TYPE_TEXT)],
+        handle.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorder_is_shared_between_callers() {
+        let a = prometheus();
+        metrics::counter!("common_test_shared_total").increment(3);
+        let b = prometheus();
+        assert!(a.render().contains("common_test_shared_total 3"));
+        assert!(b.render().contains("common_test_shared_total 3"));
+    }
+
+    #[test]
+    fn seconds_histograms_use_latency_buckets() {
+        let handle = prometheus();
+        metrics::histogram!("common_test_latency_seconds").record(0.003);
+        let text = handle.render();
+        assert!(
+            text.contains("common_test_latency_seconds_bucket{le=\"0.005\"} 1"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,492 @@
+//! One request through the gateway: id, route, protections, then the upstream.
+//!
+//! The order of checks is deliberate: the cheap ones that need no secret work come first, so an
+//! abusive client costs as little as possible. Head size, then route (unknown and internal paths
+//! end here), then the per-IP bucket, then the token (a signature check), then the per-user and
+//! initiate buckets, then the body (read only once the request is admitted).
+
+use std::borrow::Cow;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use common::auth::JwtVerifier;
+use common::error::{ApiError, ErrorCode};
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::headers::{self, X_REQUEST_ID};
+use crate::client::PooledBody;
+use crate::pool::Pool;
+use crate::proxy::{self, Forwarder, Outbound};
+use crate::ratelimit::{self, RateLimiter};
+use crate::route::{self, Route};
+use crate::sticky::{self, SessionTable};
+use crate::websocket::WebSockets;
+use crate::{RunError, metrics};
+
+/// Largest engine.io handshake answer read to learn its sid (the open packet is ~120 bytes).
+const HANDSHAKE_MAX_BYTES: u64 = 16 * 1024;
+/// Largest 400 answer read to tell engine.io's "Session ID unknown" apart.
+const UNKNOWN_SESSION_MAX_BYTES: u64 = 4 * 1024;
+
+/// Everything a request needs, shared by all connections.
+pub(crate) struct Gateway {
+    verifier: JwtVerifier,
+    forwarder: Forwarder,
+    pub(crate) calls_api: Arc<Pool>,
+    pub(crate) signaling: Arc<Pool>,
+    pub(crate) sessions: SessionTable,
+    pub(crate) user_limit: Option<RateLimiter<String>>,
+    pub(crate) ip_limit: Option<RateLimiter<IpAddr>>,
+    pub(crate) initiate_limit: Option<RateLimiter<String>>,
+    ops: axum::Router,
+    pub(crate) websockets: WebSockets,
+    max_body_bytes: usize,
+    max_header_bytes: usize,
+    body_read_timeout: Duration,
+    request_timeout: Duration,
+    long_poll_timeout: Duration,
+    trust_forwarded_for: bool,
+}
+
+/// What is known about a request while it is handled, for the access log and metrics.
+struct Exchange {
+    route: Route,
+    upstream: &'static str,
+    peer_ip: HeaderValue,
+    client_ip: IpAddr,
+    request_id: HeaderValue,
+}
+
+impl Gateway {
+    /// Builds the gateway from validated configuration.
+    pub(crate) fn new(config: &Config) -> Result<Self, RunError> {
+        config.validate()?;
+        let verifier = JwtVerifier::from_config(&config.jwt)?;
+        let cors = config.cors_origins()?.is_some();
+
+        let calls_api = Arc::new(Pool::new(
+            "calls-api",
+            &config.calls_api_upstreams,
+            &config.pools,
+        ));
+        let signaling = Arc::new(Pool::new(
+            "signaling",
+            &config.signaling_upstreams,
+            &config.pools,
+        ));
+
+        let _ = common::metrics::prometheus();
+        metrics::describe();
+        let ready = {
+            let calls_api = calls_api.clone();
+            let signaling = signaling.clone();
+            move || {
+                let result = if !calls_api.is_ready() {
+                    Err(calls_api.name().to_owned())
+                } else if !signaling.is_ready() {
+                    Err(signaling.name().to_owned())
+                } else {
+                    Ok(())
+                };
+                async move { result }
+            }
+        };
+        // The middleware stamps the request id into the readiness envelope.
+        let ops = common::health::router(ready).layer(axum::middleware::from_fn(
+            common::error::envelope_middleware,
+        ));
+
+        let limits = &config.rate_limits;
+        Ok(Self {
+            verifier,
+            forwarder: Forwarder::new(config.pools.max_attempts, cors),
+            calls_api,
+            signaling,
+            sessions: SessionTable::default(),
+            user_limit: RateLimiter::new(limits.per_user_per_minute, limits.per_user_burst),
+            ip_limit: RateLimiter::new(limits.per_ip_per_minute, limits.per_ip_burst),
+            initiate_limit: RateLimiter::new(
+                limits.initiate_per_user_per_minute,
+                limits.initiate_burst,
+            ),
+            ops,
+            websockets: WebSockets::default(),
+            max_body_bytes: config.limits.max_body_bytes,
+            max_header_bytes: config.limits.max_header_bytes,
+            body_read_timeout: config.limits.body_read_timeout(),
+            request_timeout: config.pools.request_timeout(),
+            long_poll_timeout: config.pools.long_poll_timeout(),
+            trust_forwarded_for: config.trust_forwarded_for,
+        })
+    }
+
+    /// Handles one request; never fails: every refusal is an envelope.
+    ///
+    /// `peer_ip` is the peer's address as a header value, made once per connection.
+    pub(crate) async fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        peer_ip: HeaderValue,
+        request: Request<Incoming>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        let request_id = headers::request_id(&parts.headers);
+        parts.headers.insert(&X_REQUEST_ID, request_id.clone());
+        // The access log is usually on, but when it is filtered out its copies are not made.
+        let logged = tracing::enabled!(target: "gateway::access", tracing::Level::INFO)
+            .then(|| (parts.method.clone(), parts.uri.clone()));
+        let mut exchange = Exchange {
+            route: route::classify(&parts.method, parts.uri.path()),
+            upstream: "none",
+            peer_ip,
+            client_ip: headers::client_ip(peer, &parts.headers, self.trust_forwarded_for),
+            request_id,
+        };
+
+        let mut body = Some(body);
+        let mut response = match self.dispatch(&mut exchange, parts, &mut body).await {
+            Ok(response) => response,
+            Err(err) => {
+                if let Some(body) = body.take() {
+                    proxy::discard(body).await;
+                }
+                let id = exchange.request_id.to_str().unwrap_or_default();
+                err.with_request_id(id).into_response()
+            }
+        };
+        response
+            .headers_mut()
+            .insert(&X_REQUEST_ID, exchange.request_id.clone());
+
+        let status = response.status();
+        metrics::request(exchange.route, status, exchange.upstream);
+        if let Some((method, uri)) = logged {
+            tracing::info!(
+                target: "gateway::access",
+                request_id = exchange.request_id.to_str().unwrap_or_default(),
+                method = %method,
+                path = uri.path(),
+                status = status.as_u16(),
+                route = exchange.route.label(),
+                upstream = exchange.upstream,
+                client_ip = %exchange.client_ip,
+                duration_us = started.elapsed().as_micros() as u64,
+                "request"
+            );
+        }
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        exchange: &mut Exchange,
+        parts: Parts,
+        body: &mut Option<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        if headers::head_size(&parts) > self.max_header_bytes {
+            let mut err = ApiError::from_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            err.message = "Request headers are too large".to_owned();
+            return Err(err);
+        }
+        match exchange.route {
+            Route::Healthz | Route::Readyz | Route::Metrics => {
+                let request = Request::from_parts(parts, Body::empty());
+                Ok(self
+                    .ops
+                    .clone()
+                    .oneshot(request)
+                    .await
+                    .unwrap_or_else(|never| match never {}))
+            }
+            Route::NotFound => Err(ApiError::not_found()),
+            Route::ApiDocs => {
+                self.limit_ip(exchange.client_ip)?;
+                self.api(exchange, parts, body).await
+            }
+            Route::Api | Route::ApiInitiate => {
+                self.limit_ip(exchange.client_ip)?;
+                let authorization = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                let claims = self
+                    .verifier
+                    .verify_authorization(authorization)
+                    .map_err(ApiError::from)?;
+                let user = claims.sub.as_str();
+                limit(self.user_limit.as_ref(), user, "user")?;
+                if exchange.route == Route::ApiInitiate {
+                    limit(self.initiate_limit.as_ref(), user, "initiate")?;
+                }
+                self.api(exchange, parts, body).await
+            }
+            // Boxed: the Socket.IO path's state is large and rarer than /api; keeping it out of
+            // line keeps every request's future small.
+            Route::SocketIo => Box::pin(self.socket_io(exchange, parts, body)).await,
+        }
+    }
+
+    fn limit_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+        limit(self.ip_limit.as_ref(), &ratelimit::ip_key(ip), "ip")
+    }
+
+    async fn read_body(&self, body: &mut Option<Incoming>) -> Result<Bytes, ApiError> {
+        match body.take() {
+            Some(body) => proxy::read_body(body, self.max_body_bytes, self.body_read_timeout).await,
+            None => Ok(Bytes::new()),
+        }
+    }
+
+    /// The upstream request's method, target and headers.
+    fn outbound(&self, parts: Parts, peer_ip: &HeaderValue, body: Bytes, upgrade: bool) -> Outbound {
+        let Parts {
+            method,
+            uri,
+            mut headers,
+            ..
+        } = parts;
+        headers::strip_hop_by_hop(&mut headers, upgrade);
+        headers::set_forwarded(&mut headers, peer_ip, self.trust_forwarded_for);
+        // The client connection called us by our name; the upstream gets its own (set from
+        // the URI by the client), the original goes in X-Forwarded-Host.
+        headers.remove(header::HOST);
+        // The body has been read already; nobody is waiting for a 100 Continue.
+        headers.remove(header::EXPECT);
+        if !body.is_empty() {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let path_and_query = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        Outbound {
+            method,
+            path_and_query,
+            headers,
+            body,
+        }
+    }
+
+    async fn api(
+        &self,
+        exchange: &mut Exchange,
+        parts: Parts,
+        body: &mut Option<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        exchange.upstream = self.calls_api.name();
+        let body = self.read_body(body).await?;
+        let idempotent = proxy::is_idempotent(&parts.method, &parts.headers);
+        let outbound = self.outbound(parts, &exchange.peer_ip, body, false);
+        let (response, _) = self
+            .forwarder
+            .send_balanced(&self.calls_api, outbound, idempotent, self.request_timeout)
+            .await?;
+        Ok(self.forwarder.to_client(response))
+    }
+
+    async fn socket_io(
+        &self,
+        exchange: &mut Exchange,
+        parts: Parts,
+        body: &mut Option<Incoming>,
+    ) -> Result<Response<Body>, ApiError> {
+        exchange.upstream = self.signaling.name();
+        let sid = sticky::parse_query(parts.uri.query())
+            .sid
+            .map(Cow::into_owned);
+        // A request with a sid continues a session that was admitted when it was opened;
+        // only opening one (the handshake) counts against the client's IP.
+        if sid.is_none() {
+            self.limit_ip(exchange.client_ip)?;
+        }
+        if headers::is_websocket_upgrade(&parts.headers) {
+            return self.websocket(exchange, parts, sid.as_deref()).await;
+        }
+        let body = self.read_body(body).await?;
+        let is_get = parts.method == Method::GET;
+        let outbound = self.outbound(parts, &exchange.peer_ip, body, false);
+        match sid {
+            None => {
+                let (response, index) = self
+                    .forwarder
+                    .send_balanced(&self.signaling, outbound, is_get, self.long_poll_timeout)
+                    .await?;
+                if is_get && response.status() == StatusCode::OK {
+                    Ok(self.learn_session(response, index).await)
+                } else {
+                    Ok(self.forwarder.to_client(response))
+                }
+            }
+            Some(sid) => self.continue_session(&sid, outbound).await,
+        }
+    }
+
+    /// Remembers which instance issued the sid in a handshake answer.
+    async fn learn_session(&self, response: Response<PooledBody>, index: usize) -> Response<Body> {
+        match proxy::read_small(response, HANDSHAKE_MAX_BYTES, self.request_timeout).await {
+            Ok((parts, bytes)) => {
+                if let Some(sid) = sticky::sid_from_handshake(&bytes) {
+                    self.sessions.insert(&sid, index);
+                }
+                self.forwarder.to_client_buffered(parts, bytes)
+            }
+            Err(response) => self.forwarder.to_client(response),
+        }
+    }
+
+    /// A polling request of an existing session: to its instance, found by asking around when
+    /// this gateway did not see the handshake (see [`crate::sticky`]).
+    async fn continue_session(
+        &self,
+        sid: &str,
+        outbound: Outbound,
+    ) -> Result<Response<Body>, ApiError> {
+        let pool = &*self.signaling;
+        if let Some(index) = self.sessions.get(sid) {
+            return match self
+                .forwarder
+                .send_to(pool, index, &outbound, self.long_poll_timeout)
+                .await?
+            {
+                Ok(response) => {
+                    let (response, unknown) = self.inspect_unknown_session(response).await;
+                    if unknown {
+                        self.sessions.remove(sid);
+                    }
+                    Ok(response)
+                }
+                Err(failure) => {
+                    // The session died with its instance; the client will open a new one.
+                    self.sessions.remove(sid);
+                    Err(failure.to_error(pool.name()))
+                }
+            };
+        }
+
+        let mut unknown_answer = None;
+        let mut last_failure = None;
+        for index in pool.available_instances() {
+            match self
+                .forwarder
+                .send_to(pool, index, &outbound, self.long_poll_timeout)
+                .await?
+            {
+                Ok(response) => {
+                    let (response, unknown) = self.inspect_unknown_session(response).await;
+                    if unknown {
+                        unknown_answer = Some(response);
+                        continue;
+                    }
+                    self.sessions.insert(sid, index);
+                    return Ok(response);
+                }
+                Err(failure) => last_failure = Some(failure),
+            }
+        }
+        match (unknown_answer, last_failure) {
+            (Some(response), _) => Ok(response),
+            (None, Some(failure)) => Err(failure.to_error(pool.name())),
+            (None, None) => Err(proxy::unavailable(pool.name())),
+        }
+    }
+
+    /// The client response, and whether it is engine.io's "Session ID unknown".
+    async fn inspect_unknown_session(
+        &self,
+        response: Response<PooledBody>,
+    ) -> (Response<Body>, bool) {
+        if response.status() != StatusCode::BAD_REQUEST {
+            return (self.forwarder.to_client(response), false);
+        }
+        match proxy::read_small(response, UNKNOWN_SESSION_MAX_BYTES, self.request_timeout).await {
+            Ok((parts, bytes)) => {
+                let unknown = sticky::is_unknown_session(parts.status, &bytes);
+                (self.forwarder.to_client_buffered(parts, bytes), unknown)
+            }
+            Err(response) => (self.forwarder.to_client(response), false),
+        }
+    }
+
+    /// A WebSocket upgrade: forwarded to the session's instance (or any), then spliced.
+    async fn websocket(
+        &self,
+        exchange: &Exchange,
+        mut parts: Parts,
+        sid: Option<&str>,
+    ) -> Result<Response<Body>, ApiError> {
+        let Some(client_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "This connection cannot be upgraded",
+            ));
+        };
+        let pool = &*self.signaling;
+        // A sid this gateway has not seen goes to any instance: with socketioxide the wrong one
+        // accepts and then closes the WebSocket, and the client simply stays on long-polling.
+        let pinned = sid.and_then(|sid| self.sessions.get(sid));
+        let outbound = self.outbound(parts, &exchange.peer_ip, Bytes::new(), true);
+        let mut response = match pinned {
+            Some(index) => match self
+                .forwarder
+                .send_to(pool, index, &outbound, self.request_timeout)
+                .await?
+            {
+                Ok(response) => response,
+                Err(failure) => {
+                    if let Some(sid) = sid {
+                        self.sessions.remove(sid);
+                    }
+                    return Err(failure.to_error(pool.name()));
+                }
+            },
+            None => {
+                self.forwarder
+                    .send_balanced(pool, outbound, true, self.request_timeout)
+                    .await?
+                    .0
+            }
+        };
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(self.forwarder.to_client(response));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let request_id = exchange.request_id.to_str().unwrap_or_default().to_owned();
+        self.websockets
+            .splice(client_upgrade, upstream_upgrade, request_id);
+        // The 101 goes to the client as the upstream sent it: Upgrade, Connection and the
+        // Sec-WebSocket-* answers must reach the client unchanged.
+        let (parts, _empty) = response.into_parts();
+        Ok(Response::from_parts(parts, Body::empty()))
+    }
+}
+
+/// Takes a token from `limiter` for `key`, or refuses with 429 and `Retry-After`.
+fn limit<K, Q>(
+    limiter: Option<&RateLimiter<K>>,
+    key: &Q,
+    scope: &'static str,
+) -> Result<(), ApiError>
+where
+    K: std::hash::Hash + Eq + std::borrow::Borrow<Q>,
+    Q: std::hash::Hash + Eq + ToOwned<Owned = K> + ?Sized,
+{
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    limiter.check(key).map_err(|wait| {
+        metrics::rate_limited(scope);
+        ApiError::rate_limited(ratelimit::retry_after_secs(wait))
+    })
+}

@@ -1,0 +1,245 @@
+//! `run(config, listener, shutdown)`: the accept loop, per-connection protections, background
+//! tasks, and graceful shutdown.
+//!
+//! Connections are served with hyper's HTTP/1.1 server directly rather than through
+//! `axum::serve`, for the knobs a public edge needs: a header read timeout (which also bounds
+//! idle keep-alive connections), a cap on the request head, a write timeout (see [`crate::io`]),
+//! and per-connection graceful shutdown. HTTP/2 from clients is left to the TLS-terminating load
+//! balancer in front.
+//!
+//! Shutdown: stop accepting; close proxied WebSockets; ask every connection to finish the request
+//! it is serving and close (idle keep-alive connections close at once); after
+//! `GATEWAY_SHUTDOWN_GRACE_MS`, close whatever is left.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::RunError;
+use crate::config::{Config, CorsOrigins};
+use crate::gateway::Gateway;
+use crate::headers::{IDEMPOTENCY_KEY, X_REQUEST_ID};
+use crate::io::WriteTimeout;
+
+/// How often rate-limit buckets and session pins are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// How long proxied WebSockets may take to close on shutdown.
+const WEBSOCKET_CLOSE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Runs the gateway on `listener` until `shutdown` completes, then drains (see the module docs).
+///
+/// The upstream URLs come from `config`, so tests and the all-in-one binary can point it at
+/// services on any address.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let gateway = Arc::new(Gateway::new(&config)?);
+    let cors = cors_layer(config.cors_origins()?);
+
+    let background = CancellationToken::new();
+    let pools = &config.pools;
+    for pool in [&gateway.calls_api, &gateway.signaling] {
+        pool.clone().spawn_health_checks(
+            pools.health_check_interval(),
+            pools.health_check_timeout(),
+            background.child_token(),
+        );
+    }
+    spawn_sweeper(gateway.clone(), background.child_token());
+
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.limits.header_read_timeout())
+        // The envelope's 431 is produced by the gateway for heads over GATEWAY_MAX_HEADER_BYTES;
+        // this backstop only bounds the memory a single connection's head can take.
+        .max_header_size(config.limits.max_header_bytes.saturating_mul(4))
+        .keep_alive(true);
+    let write_timeout = config.limits.write_timeout();
+
+    let connections = TaskTracker::new();
+    let graceful = CancellationToken::new();
+    let hard_stop = CancellationToken::new();
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        calls_api = %join(&config.calls_api_upstreams),
+        signaling = %join(&config.signaling_upstreams),
+        "gateway listening"
+    );
+
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Per-connection errors (reset before accept) are the client's problem;
+                    // others (out of file descriptors) need a pause, not a hot loop.
+                    if !matches!(err.kind(), std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset) {
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    continue;
+                }
+            },
+        };
+        // Small request/response exchanges: Nagle would hold them back.
+        let _ = stream.set_nodelay(true);
+        let io = TokioIo::new(WriteTimeout::new(stream, write_timeout));
+        let service = tower::ServiceBuilder::new()
+            .option_layer(cors.clone())
+            .service(GatewayService {
+                gateway: gateway.clone(),
+                peer,
+                peer_ip: crate::headers::ip_header(peer.ip()),
+            });
+        let connection = http
+            .serve_connection(io, TowerToHyperService::new(service))
+            .with_upgrades();
+        let graceful = graceful.clone();
+        let hard_stop = hard_stop.clone();
+        connections.spawn(async move {
+            let mut connection = pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(err) = result {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = graceful.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = hard_stop.cancelled() => {}
+            }
+        });
+    }
+
+    drop(listener);
+    tracing::info!(
+        in_flight_connections = connections.len(),
+        "shutting down: not accepting; finishing requests in flight"
+    );
+    graceful.cancel();
+    connections.close();
+    let (_, drained) = tokio::join!(
+        gateway.websockets.close_all(WEBSOCKET_CLOSE_DEADLINE),
+        tokio::time::timeout(config.limits.shutdown_grace(), connections.wait()),
+    );
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = connections.len(),
+            "shutdown grace over; closing remaining connections"
+        );
+        hard_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
+    }
+    background.cancel();
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+fn join(urls: &[crate::config::UpstreamUrl]) -> String {
+    urls.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn spawn_sweeper(gateway: Arc<Gateway>, cancel: CancellationToken) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
+        let mut upkeep = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                // Histogram samples pile up in the recorder until upkeep drains them; /metrics
+                // does it on each scrape, this does it when nobody scrapes.
+                _ = upkeep.tick() => common::metrics::prometheus().run_upkeep(),
+                _ = ticker.tick() => {
+                    let now = std::time::Instant::now();
+                    for limiter in [&gateway.user_limit, &gateway.initiate_limit].into_iter().flatten() {
+                        limiter.sweep(now);
+                    }
+                    if let Some(limiter) = &gateway.ip_limit {
+                        limiter.sweep(now);
+                    }
+                    gateway.sessions.sweep(now);
+                }
+            }
+        }
+    });
+}
+
+fn cors_layer(origins: Option<CorsOrigins>) -> Option<CorsLayer> {
+    let allow_origin = match origins? {
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => AllowOrigin::list(list),
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                AUTHORIZATION,
+                CONTENT_TYPE,
+                IDEMPOTENCY_KEY.clone(),
+                X_REQUEST_ID.clone(),
+            ])
+            .expose_headers([X_REQUEST_ID.clone(), RETRY_AFTER])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// The per-connection service: the shared gateway plus the peer address.
+#[derive(Clone)]
+struct GatewayService {
+    gateway: Arc<Gateway>,
+    peer: SocketAddr,
+    peer_ip: http::HeaderValue,
+}
+
+impl tower::Service<Request<Incoming>> for GatewayService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let gateway = self.gateway.clone();
+        let peer = self.peer;
+        let peer_ip = self.peer_ip.clone();
+        Box::pin(async move { Ok(gateway.handle(peer, peer_ip, request).await) })
+    }
+}

@@ -1,0 +1,365 @@
+//! The `/calls` namespace: handshake, client events, disconnects.
+//!
+//! How the socketioxide traps (SOCKETIO-NOTES.md) are handled here:
+//!
+//! - *Handlers ready before the first emit*: the event and disconnect handlers are registered in
+//!   [`authenticate`], the connect middleware, which runs before the CONNECT packet is sent; the
+//!   connect handler runs only after it, too late for a client that emits in `on('connect')`.
+//! - *Events of one socket applied in order*: socketioxide spawns a task per event, so the
+//!   [`Inbound`] extractor, which runs synchronously in the socket's read loop and so in arrival
+//!   order, queues each event behind the previous one of the same socket
+//!   ([`SocketCtx::next_in_line`]); the handler task waits for its turn.
+//! - *No handler skipped silently*: there is one handler, the fallback, for every event name,
+//!   and its only extractor is infallible; payloads are decoded inside it and any failure is
+//!   answered (ack or `error` event). The disconnect handler uses `MaybeExtension`.
+//! - *Cleanup before shutdown*: see [`crate::server`].
+//!
+//! Limits (payload size, events per second) are checked in the extractor and answered at once,
+//! without queueing, so a flooding client cannot build a backlog.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use calls_bus::{Ack, ErrorBody};
+use common::auth::bearer_token;
+use common::error::ErrorCode;
+use serde::Serialize;
+use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, Event, MaybeExtension, SocketRef, State, TryData};
+use socketioxide::handler::{FromMessageParts, Value as RawMessage};
+use socketioxide::socket::{DisconnectReason, Socket};
+use tokio::sync::oneshot;
+
+use crate::commands::{self, ClientEvent};
+use crate::metrics;
+use crate::relay::RoomKind;
+use crate::state::{Shared, SocketCtx};
+
+/// The namespace path.
+pub const NAMESPACE: &str = "/calls";
+
+/// Why a handshake was refused; the text is the client's `connect_error` message.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// Missing, malformed, expired or wrongly signed token.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// The node cannot subscribe to the user's events (the bus is down).
+    #[error("unavailable")]
+    Unavailable,
+}
+
+/// The connect middleware: authenticates, prepares the socket's state, registers its handlers
+/// and subscribes to the user's events, all before the client learns it is connected.
+pub async fn authenticate(
+    socket: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(state): State<Arc<Shared>>,
+) -> Result<(), Refusal> {
+    let from_auth = auth
+        .ok()
+        .and_then(|auth| auth.get("token").and_then(Value::as_str).map(str::to_owned));
+    let from_header = || {
+        socket
+            .req_parts()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .map(str::to_owned)
+    };
+    let Some(token) = from_auth.or_else(from_header) else {
+        metrics::error(ErrorCode::Unauthorized.as_str());
+        return Err(Refusal::Unauthorized);
+    };
+    let claims = state.verifier.verify(&token).map_err(|err| {
+        tracing::debug!(error = %err, "handshake refused");
+        metrics::error(ErrorCode::Unauthorized.as_str());
+        Refusal::Unauthorized
+    })?;
+
+    let ctx = Arc::new(SocketCtx::new(
+        claims.sub,
+        state.events_per_second,
+        state.events_burst,
+    ));
+    socket.extensions.insert(ctx.clone());
+    socket.on_fallback(dispatch);
+    socket.on_disconnect(disconnected);
+    state.sockets.insert(socket.clone(), ctx.clone());
+    metrics::sockets(1.0);
+
+    let subject = state.subjects.user_events(ctx.user.as_str());
+    if let Err(err) = state.relay.enter(RoomKind::User, &subject, &socket).await {
+        tracing::warn!(error = %err, "cannot subscribe to the user's events; refusing the socket");
+        // socketioxide runs no disconnect handler for a refused socket.
+        state.cleanup(&socket, &ctx);
+        return Err(Refusal::Unavailable);
+    }
+    Ok(())
+}
+
+/// The connect handler, after CONNECT was sent: start relaying the user's events and report the
+/// socket to calls-api.
+pub async fn connected(socket: SocketRef, State(state): State<Arc<Shared>>) {
+    let Some(ctx) = socket.extensions.get::<Arc<SocketCtx>>() else {
+        return;
+    };
+    if ctx.is_cleaned() {
+        return;
+    }
+    let subject = state.subjects.user_events(ctx.user.as_str());
+    state.relay.activate::<()>(&subject, socket.id, None, None);
+    state
+        .presence
+        .connected(&ctx.presence, socket.id.to_string(), ctx.user.to_string());
+}
+
+async fn disconnected(
+    socket: SocketRef,
+    reason: DisconnectReason,
+    MaybeExtension(ctx): MaybeExtension<Arc<SocketCtx>>,
+    State(state): State<Arc<Shared>>,
+) {
+    tracing::debug!(sid = %socket.id, ?reason, "socket disconnected");
+    if let Some(ctx) = ctx {
+        state.cleanup(&socket, &ctx);
+    }
+}
+
+/// One client event, taken in arrival order; `None` when it was already answered (over a limit)
+/// or cannot be handled.
+pub struct Inbound(Option<Job>);
+
+/// A client event queued behind the socket's previous one.
+pub struct Job {
+    event: String,
+    payload: Result<Value, ()>,
+    reply: Reply,
+    ctx: Arc<SocketCtx>,
+    state: Arc<Shared>,
+    previous: Option<oneshot::Receiver<()>>,
+    done: oneshot::Sender<()>,
+}
+
+/// Where the answer goes: the ack if the client asked for one, else (failures only) the `error`
+/// event.
+struct Reply {
+    socket: SocketRef,
+    ack: Option<AckSender>,
+}
+
+#[derive(Serialize)]
+struct ErrorEvent<'a> {
+    event: &'a str,
+    code: &'a str,
+    message: &'a str,
+    #[serde(rename = "callId", skip_serializing_if = "Option::is_none")]
+    call_id: Option<String>,
+}
+
+impl Reply {
+    fn send(self, event: &str, result: Result<Value, ErrorBody>, call_id: Option<String>) {
+        if let Err(err) = &result {
+            metrics::error(&err.code);
+        }
+        match (self.ack, result) {
+            (Some(ack), result) => {
+                let answer = match result {
+                    Ok(data) => Ack::Ok(data),
+                    Err(err) => Ack::Err(err),
+                };
+                if let Err(err) = ack.send(&answer) {
+                    tracing::debug!(sid = %self.socket.id, error = %err, "ack not delivered");
+                }
+            }
+            (None, Ok(_)) => {}
+            (None, Err(err)) => {
+                let payload = ErrorEvent {
+                    event,
+                    code: &err.code,
+                    message: &err.message,
+                    call_id,
+                };
+                if let Err(err) = self.socket.emit("error", &payload) {
+                    tracing::debug!(sid = %self.socket.id, error = %err, "error event not delivered");
+                }
+            }
+        }
+    }
+}
+
+impl FromMessageParts<LocalAdapter> for Inbound {
+    type Error = Infallible;
+
+    fn from_message_parts(
+        s: &Arc<Socket>,
+        v: &mut RawMessage,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Infallible> {
+        let event = Event::from_message_parts(s, v, ack_id)
+            .map(|e| e.0)
+            .unwrap_or_default();
+        metrics::event_in(&event);
+        let ack = ack_id
+            .is_some()
+            .then(|| AckSender::from_message_parts(s, v, ack_id))
+            .and_then(Result::ok);
+        let reply = Reply {
+            socket: SocketRef::from(s.clone()),
+            ack,
+        };
+        let refuse = |reply: Reply, code: ErrorCode, message: &str| {
+            reply.send(&event, Err(commands::failure(code, message)), None);
+            Ok(Inbound(None))
+        };
+
+        let (Some(ctx), Ok(State(state))) = (
+            s.extensions.get::<Arc<SocketCtx>>(),
+            State::<Arc<Shared>>::from_message_parts(s, v, ack_id),
+        ) else {
+            // Only possible if the socket skipped the auth middleware, which socketioxide does
+            // not allow; answer rather than drop.
+            return refuse(
+                reply,
+                ErrorCode::Internal,
+                ErrorCode::Internal.default_message(),
+            );
+        };
+
+        let size = match &*v {
+            RawMessage::Str(text, binaries) => {
+                text.len()
+                    + binaries
+                        .as_ref()
+                        .map_or(0, |b| b.iter().map(bytes::Bytes::len).sum())
+            }
+            RawMessage::Bytes(bytes) => bytes.len(),
+        };
+        if size > state.max_payload_bytes {
+            let message = format!(
+                "Event payload is larger than {} bytes",
+                state.max_payload_bytes
+            );
+            return refuse(reply, ErrorCode::PayloadTooLarge, &message);
+        }
+        if !ctx.allow_event() {
+            return refuse(reply, ErrorCode::RateLimited, "Too many events; slow down");
+        }
+
+        let payload = match TryData::<Value>::from_message_parts(s, v, ack_id) {
+            Ok(TryData(Ok(value))) => Ok(value),
+            _ => Err(()),
+        };
+        let (previous, done) = ctx.next_in_line();
+        Ok(Inbound(Some(Job {
+            event,
+            payload,
+            reply,
+            ctx,
+            state,
+            previous,
+            done,
+        })))
+    }
+}
+
+/// The one message handler: every event name lands here (see the module docs for why).
+async fn dispatch(Inbound(job): Inbound) {
+    if let Some(job) = job {
+        job.run().await;
+    }
+}
+
+impl Job {
+    async fn run(mut self) {
+        if let Some(previous) = self.previous.take() {
+            // An error only means the previous handler is gone, which also means it is done.
+            let _ = previous.await;
+        }
+        let call_hint = self.payload.as_ref().ok().and_then(commands::call_id_hint);
+        let result = self.handle().await;
+        let Job {
+            event, reply, done, ..
+        } = self;
+        reply.send(&event, result, call_hint);
+        drop(done);
+    }
+
+    async fn handle(&self) -> Result<Value, ErrorBody> {
+        let Some(event) = ClientEvent::parse(&self.event) else {
+            return Err(commands::failure(
+                ErrorCode::ValidationFailed,
+                format!("Unknown event {:?}", truncate(&self.event)),
+            ));
+        };
+        let Ok(payload) = &self.payload else {
+            return Err(commands::failure(
+                ErrorCode::ValidationFailed,
+                format!("{} expects a JSON object payload", event.name()),
+            ));
+        };
+        let call_id = commands::validate(event, payload)?;
+        let socket = &self.reply.socket;
+        let state = &self.state;
+        let (user, sid) = (self.ctx.user.as_str(), socket.id.to_string());
+        let subject = state.subjects.call_events(call_id.as_str());
+        match event {
+            ClientEvent::JoinCall => {
+                let previous = state
+                    .relay
+                    .enter(RoomKind::Call, &subject, socket)
+                    .await
+                    .map_err(|err| {
+                        tracing::warn!(error = %err, "cannot subscribe to the call's events");
+                        commands::failure(
+                            ErrorCode::DependencyUnavailable,
+                            "The event bus is unavailable; retry shortly",
+                        )
+                    })?;
+                self.ctx.add_call(call_id);
+                if self.ctx.is_cleaned() {
+                    // The socket went away while subscribing; its cleanup may have run before the
+                    // call was recorded, so undo the subscription here.
+                    state.relay.leave(&subject, socket.id);
+                    return Err(commands::failure(ErrorCode::Internal, "The socket is closed"));
+                }
+                match commands::send(state, event, user, &sid, payload).await {
+                    Ok(snapshot) => {
+                        let seq = snapshot.get("seq").and_then(Value::as_u64);
+                        state.relay.activate(
+                            &subject,
+                            socket.id,
+                            seq,
+                            Some(("call_participants", &snapshot)),
+                        );
+                        Ok(snapshot)
+                    }
+                    Err(err) => {
+                        state.relay.restore(&subject, socket.id, previous);
+                        if !state.relay.contains(&subject, socket.id) {
+                            self.ctx.remove_call(&call_id);
+                        }
+                        Err(err)
+                    }
+                }
+            }
+            ClientEvent::LeaveCall => {
+                let result = commands::send(state, event, user, &sid, payload).await;
+                // The socket stops listening whatever calls-api said: the client asked to leave,
+                // and a retry of leave_call is answered without needing the subscription.
+                state.relay.leave(&subject, socket.id);
+                self.ctx.remove_call(&call_id);
+                result
+            }
+            ClientEvent::MediaStateChanged | ClientEvent::CallStatusChanged => {
+                commands::send(state, event, user, &sid, payload).await
+            }
+        }
+    }
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(64).collect()
+}

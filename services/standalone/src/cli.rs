@@ -1,0 +1,134 @@
+//! `calls-backend [serve]` runs everything; `calls-backend token <user>` mints a development
+//! access token signed with `JWT_SECRET`, so a developer can call the API a minute after cloning.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use common::shutdown::Shutdown;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "calls-backend",
+    version,
+    about = "The calls backend in one process (gateway, calls-api, signaling, media-token)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every service in this process (the default).
+    Serve {
+        /// The public listener (the gateway).
+        #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
+        listen: SocketAddr,
+    },
+    /// Print an HS256 access token for USER, signed with JWT_SECRET (development only).
+    Token {
+        /// The user id (the token's `sub`).
+        user: String,
+        /// Lifetime in hours.
+        #[arg(long, default_value_t = 24)]
+        hours: u64,
+        #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+        jwt_secret: common::config::Secret,
+        #[arg(long, env = "JWT_ISSUER")]
+        jwt_issuer: Option<String>,
+        #[arg(long, env = "JWT_AUDIENCE")]
+        jwt_audience: Option<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli: Cli = common::config::parse_or_exit();
+    match cli.command {
+        Some(Command::Token {
+            user,
+            hours,
+            jwt_secret,
+            jwt_issuer,
+            jwt_audience,
+        }) => {
+            if common::ids::UserId::try_from(user.as_str()).is_err() {
+                eprintln!(
+                    "calls-backend token: the user id must be 1..=255 bytes without control characters"
+                );
+                return ExitCode::from(2);
+            }
+            let token = common::auth::mint_hs256_with(
+                jwt_secret.expose(),
+                &user,
+                Duration::from_secs(hours.max(1) * 3600),
+                jwt_issuer.as_deref(),
+                jwt_audience.as_deref(),
+            );
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Some(Command::Serve { listen }) => serve(listen),
+        None => {
+            let listen = std::env::var("GATEWAY_LISTEN")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080)));
+            serve(listen)
+        }
+    }
+}
+
+fn serve(listen: SocketAddr) -> ExitCode {
+    common::telemetry::init("calls-backend");
+    let Ok(runtime) = tokio::runtime::Runtime::new() else {
+        eprintln!("calls-backend: cannot start the async runtime");
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("calls-backend: cannot listen on {listen} (GATEWAY_LISTEN): {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = Shutdown::on_signal();
+        let running = match crate::start(listener, shutdown).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("calls-backend: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print_banner(&running);
+        match running.wait().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("calls-backend: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn print_banner(running: &crate::Running) {
+    let port = running.addr.port();
+    let host = if running.addr.ip().is_unspecified() {
+        "localhost".to_owned()
+    } else {
+        running.addr.ip().to_string()
+    };
+    let base = format!("http://{host}:{port}");
+    let media = if running.media_enabled {
+        "enabled (Agora credentials set)".to_owned()
+    } else {
+        "DISABLED until AGORA_APP_ID and AGORA_APP_CERTIFICATE are set (media/session answers 503)"
+            .to_owned()
+    };
+    eprintln!(
+        "\n  calls backend is running\n\n    REST API     {base}/api/v1\n    Socket.IO    io('{base}/calls', {{ auth: {{ token }}, transports: ['websocket'] }})\n    Swagger UI   {base}/api/docs\n    Data         {}\n    Media        {media}\n\n  Mint a development token:  make token USER=alice   (or: calls-backend token alice)\n  Stop with Ctrl-C.\n",
+        running.database
+    );
+}
