@@ -21,6 +21,16 @@ USER_ID ?= $(USER)
 run: ## start the whole backend in one process on :8080 (SQLite in ./data, no NATS/Postgres needed)
 	$(CARGO) run --quiet -p standalone --bin calls-backend -- serve
 
+.PHONY: cluster
+cluster: build ## the scaled topology as processes: gateway :8080, 2 calls-api, 2 signaling, media-token (needs Postgres + NATS)
+	scripts/cluster.sh
+
+BASE_URL ?= http://localhost:8080
+
+.PHONY: smoke
+smoke: js-deps ## walk the guide's call flow against a running backend (BASE_URL, default :8080)
+	BASE_URL=$(BASE_URL) node examples/first-call.mjs
+
 .PHONY: token
 token: ## print a development access token: make token USER=alice
 	@$(CARGO) run --quiet -p standalone --bin calls-backend -- token "$(USER_ID)"
@@ -52,7 +62,8 @@ test: services js-deps build ## run every test: Rust (unit, integration, store) 
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 	$(CARGO) test --workspace --doc
-	cd $(JS_DIR) && MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) node --test --test-reporter=spec
+	cd $(JS_DIR) && BIN_DIR=$(abspath $(BIN_DIR)) MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) \
+		SIGNALING_BIN=$(abspath $(BIN_DIR)/signaling) node --test --test-reporter=spec
 
 .PHONY: bench-token
 bench-token: js-deps ## token builder vs the npm agora-token package, and gRPC service throughput

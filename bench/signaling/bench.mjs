@@ -80,12 +80,17 @@ for (let i = 0; i < connections; i += batch) {
       latencies.push(now() - data.t);
       delivered += 1;
     });
-    s.once('connect_error', reject);
+    const timer = setTimeout(() => reject(new Error(`connection ${n} not joined in 30 s`)), 30000);
+    s.once('connect_error', (err) => { clearTimeout(timer); reject(err); });
     s.once('connect', () => {
-      s.emit('join_call', { callId: rooms[Math.floor(n / roomSize)] }, (ack) => (ack?.ok ? resolve() : reject(new Error('join failed'))));
+      s.emit('join_call', { callId: rooms[Math.floor(n / roomSize)] }, (ack) => {
+        clearTimeout(timer);
+        if (ack?.ok) resolve(); else reject(new Error('join failed'));
+      });
     });
   })));
 }
+console.error(`${env.LABEL}: ${connections} connected and joined`);
 await sleep(3000);
 const rssIdle = rssKb();
 

@@ -2,45 +2,52 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+/// `calls-api [OPTIONS]`: serve (configuration from the environment, flags override).
 #[derive(Parser)]
 #[command(name = "calls-api", version, about = "Calls REST API, state machine and persistence")]
-#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
+#[command(after_help = "Run `calls-api migrate` to apply the database migrations and exit.")]
+struct Serve {
     #[command(flatten)]
-    serve: Option<calls_api::Config>,
+    config: calls_api::Config,
 }
 
-#[derive(Subcommand)]
-enum Command {
-    /// Apply the database migrations and exit (run before rolling out a new version).
-    Migrate(calls_api::DatabaseConfig),
+/// `calls-api migrate`: apply the database migrations and exit (run before rolling out a new
+/// version).
+#[derive(Parser)]
+#[command(name = "calls-api migrate")]
+struct Migrate {
+    #[command(flatten)]
+    database: calls_api::DatabaseConfig,
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = common::config::parse_or_exit();
+    // A subcommand would make every serve flag optional to clap; two parsers keep `serve`'s
+    // required variables required.
+    let migrate = std::env::args().nth(1).as_deref() == Some("migrate");
+    let (serve, migrate) = if migrate {
+        let args = std::env::args().enumerate().filter(|(i, _)| *i != 1).map(|(_, a)| a);
+        let parsed = Migrate::try_parse_from(args).unwrap_or_else(|e| e.exit());
+        (None, Some(parsed))
+    } else {
+        (Some(common::config::parse_or_exit::<Serve>()), None)
+    };
     common::telemetry::init("calls-api");
     let Ok(runtime) = tokio::runtime::Runtime::new() else {
         eprintln!("calls-api: cannot start the async runtime");
         return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async move {
-        match (cli.command, cli.serve) {
-            (Some(Command::Migrate(db)), _) => {
-                let store = calls_api::store::Store::connect(db.url.expose(), 1).await?;
-                store.migrate().await?;
-                tracing::info!("migrations applied");
-                Ok(())
-            }
-            (None, Some(config)) => {
-                let listener = tokio::net::TcpListener::bind(config.listen).await?;
-                calls_api::run(config, listener, common::shutdown::signal()).await
-            }
-            (None, None) => Err(calls_api::RunError::Config("nothing to do".into())),
+        if let Some(Migrate { database }) = migrate {
+            let store = calls_api::store::Store::connect(database.url.expose(), 1).await?;
+            store.migrate().await?;
+            tracing::info!("migrations applied");
+            return Ok(());
         }
+        let Some(Serve { config }) = serve else { return Ok(()) };
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        calls_api::run(config, listener, common::shutdown::signal()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

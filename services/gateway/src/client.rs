@@ -79,7 +79,9 @@ pub struct Connections {
 
 impl std::fmt::Debug for Connections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connections").field("authority", &self.authority).finish_non_exhaustive()
+        f.debug_struct("Connections")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,7 +90,12 @@ impl Connections {
     pub fn new(authority: Authority, connect_timeout: Duration) -> Self {
         let host = HeaderValue::from_str(authority.as_str())
             .unwrap_or_else(|_| HeaderValue::from_static("upstream"));
-        Self { authority, host, connect_timeout, idle: Mutex::new(Vec::new()) }
+        Self {
+            authority,
+            host,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
@@ -124,7 +131,11 @@ impl Connections {
         }
     }
 
-    fn wrap(self: &Arc<Self>, response: Response<Incoming>, sender: Sender) -> Response<PooledBody> {
+    fn wrap(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: Sender,
+    ) -> Response<PooledBody> {
         // An upgraded connection belongs to the WebSocket now, never to the pool.
         let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
         response.map(|body| PooledBody::new(body, reusable.then(|| (sender, self.clone()))))
@@ -146,7 +157,10 @@ impl Connections {
         }
         let mut idle = self.idle();
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, since: Instant::now() });
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 
@@ -170,8 +184,9 @@ impl Connections {
         };
         // Requests and responses are small and latency-bound: Nagle would hold them back.
         let _ = stream.set_nodelay(true);
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Transport)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Transport)?;
         let authority = self.authority.clone();
         tokio::spawn(async move {
             if let Err(err) = connection.with_upgrades().await {
@@ -183,7 +198,11 @@ impl Connections {
 
     async fn tcp_connect(&self) -> io::Result<TcpStream> {
         let port = self.authority.port_u16().unwrap_or(80);
-        let host = self.authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = self
+            .authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if let Ok(ip) = host.parse::<IpAddr>() {
             return TcpStream::connect((ip, port)).await;
         }
@@ -222,7 +241,9 @@ impl PooledBody {
 
 impl std::fmt::Debug for PooledBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PooledBody").field("pooled", &self.release.is_some()).finish()
+        f.debug_struct("PooledBody")
+            .field("pooled", &self.release.is_some())
+            .finish()
     }
 }
 
@@ -283,7 +304,9 @@ mod tests {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 1024];
                     loop {
-                        let Ok(n) = stream.read(&mut chunk).await else { return };
+                        let Ok(n) = stream.read(&mut chunk).await else {
+                            return;
+                        };
                         if n == 0 {
                             return;
                         }
@@ -303,7 +326,10 @@ mod tests {
     }
 
     fn get() -> Request<Full<Bytes>> {
-        Request::builder().uri("/x").body(Full::new(Bytes::new())).unwrap()
+        Request::builder()
+            .uri("/x")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
     }
 
     async fn read(response: Response<PooledBody>) -> Bytes {
@@ -358,6 +384,9 @@ mod tests {
         let authority: Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
         drop(listener);
         let connections = Arc::new(Connections::new(authority, Duration::from_secs(1)));
-        assert!(matches!(connections.send(get()).await, Err(SendError::Connect(_))));
+        assert!(matches!(
+            connections.send(get()).await,
+            Err(SendError::Connect(_))
+        ));
     }
 }

@@ -398,7 +398,9 @@ impl UpstreamUrl {
         if self.prefix.is_empty() {
             Ok(Uri::from(path_and_query.clone()))
         } else {
-            Uri::builder().path_and_query(format!("{}{}", self.prefix, path_and_query)).build()
+            Uri::builder()
+                .path_and_query(format!("{}{}", self.prefix, path_and_query))
+                .build()
         }
     }
 

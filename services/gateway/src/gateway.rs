@@ -23,9 +23,9 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use tower::ServiceExt;
 
+use crate::client::PooledBody;
 use crate::config::Config;
 use crate::headers::{self, X_REQUEST_ID};
-use crate::client::PooledBody;
 use crate::pool::Pool;
 use crate::proxy::{self, Forwarder, Outbound};
 use crate::ratelimit::{self, RateLimiter};
@@ -140,13 +140,12 @@ impl Gateway {
         peer_ip: HeaderValue,
         request: Request<Incoming>,
     ) -> Response<Body> {
-        let started = Instant::now();
         let (mut parts, body) = request.into_parts();
         let request_id = headers::request_id(&parts.headers);
         parts.headers.insert(&X_REQUEST_ID, request_id.clone());
         // The access log is usually on, but when it is filtered out its copies are not made.
         let logged = tracing::enabled!(target: "gateway::access", tracing::Level::INFO)
-            .then(|| (parts.method.clone(), parts.uri.clone()));
+            .then(|| (Instant::now(), parts.method.clone(), parts.uri.clone()));
         let mut exchange = Exchange {
             route: route::classify(&parts.method, parts.uri.path()),
             upstream: "none",
@@ -172,7 +171,7 @@ impl Gateway {
 
         let status = response.status();
         metrics::request(exchange.route, status, exchange.upstream);
-        if let Some((method, uri)) = logged {
+        if let Some((started, method, uri)) = logged {
             tracing::info!(
                 target: "gateway::access",
                 request_id = exchange.request_id.to_str().unwrap_or_default(),
@@ -250,7 +249,13 @@ impl Gateway {
     }
 
     /// The upstream request's method, target and headers.
-    fn outbound(&self, parts: Parts, peer_ip: &HeaderValue, body: Bytes, upgrade: bool) -> Outbound {
+    fn outbound(
+        &self,
+        parts: Parts,
+        peer_ip: &HeaderValue,
+        body: Bytes,
+        upgrade: bool,
+    ) -> Outbound {
         let Parts {
             method,
             uri,

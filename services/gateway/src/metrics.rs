@@ -33,7 +33,9 @@ const STATUSES: [u16; 24] = [
 /// Counter handles by (route, upstream, status): looking a labelled counter up in the recorder's
 /// registry hashes its labels on every request, a cost worth avoiding on the hot path.
 static REQUESTS: LazyLock<Box<[OnceLock<Counter>]>> = LazyLock::new(|| {
-    (0..Route::COUNT * UPSTREAMS.len() * STATUSES.len()).map(|_| OnceLock::new()).collect()
+    (0..Route::COUNT * UPSTREAMS.len() * STATUSES.len())
+        .map(|_| OnceLock::new())
+        .collect()
 });
 
 fn upstream_index(upstream: &str) -> Option<usize> {
@@ -88,9 +90,15 @@ pub fn request(route: Route, status: StatusCode, upstream: &'static str) {
         )
     };
     let status_index = STATUSES.iter().position(|s| *s == status.as_u16());
-    let cell = status_index.zip(upstream_index(upstream)).and_then(|(status_index, upstream_index)| {
-        REQUESTS.get((route.index() * UPSTREAMS.len() + upstream_index) * STATUSES.len() + status_index)
-    });
+    let cell =
+        status_index
+            .zip(upstream_index(upstream))
+            .and_then(|(status_index, upstream_index)| {
+                REQUESTS.get(
+                    (route.index() * UPSTREAMS.len() + upstream_index) * STATUSES.len()
+                        + status_index,
+                )
+            });
     match cell {
         Some(cell) => cell.get_or_init(register).increment(1),
         None => register().increment(1),

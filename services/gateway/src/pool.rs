@@ -84,7 +84,10 @@ impl Pool {
             .map(|url| Instance {
                 url: url.clone(),
                 label: url.authority().to_string(),
-                connections: Arc::new(Connections::new(url.authority().clone(), config.connect_timeout())),
+                connections: Arc::new(Connections::new(
+                    url.authority().clone(),
+                    config.connect_timeout(),
+                )),
                 healthy: AtomicBool::new(true),
                 failed_checks: AtomicU32::new(0),
                 failures: AtomicU32::new(0),
@@ -154,11 +157,17 @@ impl Pool {
         if n == 0 {
             return None;
         }
-        let now = self.now_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| start.wrapping_add(k) % n)
-            .find(|&i| !tried.contains(&i) && self.available_at(&self.instances[i], now))
+        // The clock is read only if some instance has been ejected: the common case needs none.
+        let mut now = None;
+        (0..n).map(|k| start.wrapping_add(k) % n).find(|&i| {
+            let instance = &self.instances[i];
+            if tried.contains(&i) || !instance.healthy.load(Ordering::Relaxed) {
+                return false;
+            }
+            let until = instance.ejected_until_ms.load(Ordering::Relaxed);
+            until == 0 || until <= *now.get_or_insert_with(|| self.now_ms())
+        })
     }
 
     /// Whether any instance is available.
@@ -183,10 +192,16 @@ impl Pool {
 
     /// A request to `index` got an answer.
     pub fn report_success(&self, index: usize) {
-        if let Some(instance) = self.instances.get(index)
-            && instance.failures.load(Ordering::Relaxed) != 0
-        {
+        let Some(instance) = self.instances.get(index) else {
+            return;
+        };
+        // Checked before writing: the common case touches no shared cache line.
+        if instance.failures.load(Ordering::Relaxed) != 0 {
             instance.failures.store(0, Ordering::Relaxed);
+        }
+        // It answered after its cool-down: no longer ejected (and `pick` can skip the clock).
+        if instance.ejected_until_ms.load(Ordering::Relaxed) != 0 {
+            instance.ejected_until_ms.store(0, Ordering::Relaxed);
         }
     }
 
@@ -260,7 +275,10 @@ impl Pool {
 
     /// One round of health checks on every instance, concurrently.
     pub async fn check_all(&self, timeout: Duration) {
-        let checks = self.instances.iter().map(|instance| check(instance, timeout));
+        let checks = self
+            .instances
+            .iter()
+            .map(|instance| check(instance, timeout));
         let results = futures::future::join_all(checks).await;
         for (index, ok) in results.into_iter().enumerate() {
             self.record_check(index, ok);

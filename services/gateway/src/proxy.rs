@@ -28,8 +28,8 @@ use http::{Method, Request, Response, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 
-use crate::metrics;
 use crate::client::{PooledBody, SendError};
+use crate::metrics;
 use crate::pool::Pool;
 
 /// After an early refusal (401, 413, 429, ...) the rest of the request body is read and thrown

@@ -28,6 +28,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::Layer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::RunError;
@@ -106,34 +107,21 @@ pub async fn run(
         // Small request/response exchanges: Nagle would hold them back.
         let _ = stream.set_nodelay(true);
         let io = TokioIo::new(WriteTimeout::new(stream, write_timeout));
-        let service = tower::ServiceBuilder::new()
-            .option_layer(cors.clone())
-            .service(GatewayService {
-                gateway: gateway.clone(),
-                peer,
-                peer_ip: crate::headers::ip_header(peer.ip()),
-            });
-        let connection = http
-            .serve_connection(io, TowerToHyperService::new(service))
-            .with_upgrades();
-        let graceful = graceful.clone();
-        let hard_stop = hard_stop.clone();
-        connections.spawn(async move {
-            let mut connection = pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(err) = result {
-                        tracing::debug!(%peer, error = %err, "connection ended with an error");
-                    }
-                    return;
-                }
-                () = graceful.cancelled() => connection.as_mut().graceful_shutdown(),
+        let service = GatewayService {
+            gateway: gateway.clone(),
+            peer,
+            peer_ip: crate::headers::ip_header(peer.ip()),
+        };
+        let stop = (graceful.clone(), hard_stop.clone());
+        // Without CORS the service is handed to hyper directly, saving the tower adapter's
+        // per-request clone.
+        match &cors {
+            Some(cors) => {
+                let service = TowerToHyperService::new(cors.clone().layer(service));
+                spawn_connection(&connections, &http, io, service, peer, stop);
             }
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = hard_stop.cancelled() => {}
-            }
-        });
+            None => spawn_connection(&connections, &http, io, service, peer, stop),
+        }
     }
 
     drop(listener);
@@ -158,6 +146,42 @@ pub async fn run(
     background.cancel();
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+type ClientIo = TokioIo<WriteTimeout<tokio::net::TcpStream>>;
+
+/// Serves one connection in a tracked task: until it ends, or until shutdown asks it to finish
+/// its request and close, or the grace period is over.
+fn spawn_connection<S>(
+    tracker: &TaskTracker,
+    http: &hyper::server::conn::http1::Builder,
+    io: ClientIo,
+    service: S,
+    peer: SocketAddr,
+    (graceful, hard_stop): (CancellationToken, CancellationToken),
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection = http.serve_connection(io, service).with_upgrades();
+    tracker.spawn(async move {
+        let mut connection = pin!(connection);
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(%peer, error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            () = graceful.cancelled() => connection.as_mut().graceful_shutdown(),
+        }
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            () = hard_stop.cancelled() => {}
+        }
+    });
 }
 
 fn join(urls: &[crate::config::UpstreamUrl]) -> String {
@@ -227,6 +251,20 @@ struct GatewayService {
     peer_ip: http::HeaderValue,
 }
 
+impl hyper::service::Service<Request<Incoming>> for GatewayService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let gateway = self.gateway.clone();
+        let peer = self.peer;
+        let peer_ip = self.peer_ip.clone();
+        Box::pin(async move { Ok(gateway.handle(peer, peer_ip, request).await) })
+    }
+}
+
+/// The same service for tower layers (CORS).
 impl tower::Service<Request<Incoming>> for GatewayService {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -237,9 +275,6 @@ impl tower::Service<Request<Incoming>> for GatewayService {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let gateway = self.gateway.clone();
-        let peer = self.peer;
-        let peer_ip = self.peer_ip.clone();
-        Box::pin(async move { Ok(gateway.handle(peer, peer_ip, request).await) })
+        hyper::service::Service::call(&*self, request)
     }
 }

@@ -323,7 +323,10 @@ impl Job {
                     // The socket went away while subscribing; its cleanup may have run before the
                     // call was recorded, so undo the subscription here.
                     state.relay.leave(&subject, socket.id);
-                    return Err(commands::failure(ErrorCode::Internal, "The socket is closed"));
+                    return Err(commands::failure(
+                        ErrorCode::Internal,
+                        "The socket is closed",
+                    ));
                 }
                 match commands::send(state, event, user, &sid, payload).await {
                     Ok(snapshot) => {

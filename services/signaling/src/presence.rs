@@ -6,6 +6,7 @@
 //! up), so calls-api never sees them in the wrong order; different sockets proceed in parallel,
 //! bounded by [`MAX_IN_FLIGHT`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,6 +54,9 @@ struct Inner {
     node_id: String,
     timeout: Duration,
     in_flight: Semaphore,
+    /// Set by `node_down`: per-socket reports still queued or retrying are moot, and must not
+    /// hold `node_down` back.
+    stopping: AtomicBool,
 }
 
 impl Presence {
@@ -65,6 +69,7 @@ impl Presence {
                 node_id: node_id.to_owned(),
                 timeout,
                 in_flight: Semaphore::new(MAX_IN_FLIGHT),
+                stopping: AtomicBool::new(false),
             }),
         }
     }
@@ -121,7 +126,9 @@ impl Presence {
     }
 
     /// Reports the whole node gone; waits for the answer (a few attempts).
+    /// Per-socket reports still pending are dropped: this one stands for all of them.
     pub async fn node_down(&self) -> bool {
+        self.inner.stopping.store(true, Ordering::SeqCst);
         let message = PresenceMessage::NodeDown {
             node_id: self.inner.node_id.clone(),
         };
@@ -158,11 +165,21 @@ impl Presence {
             return false;
         };
         let payload = Bytes::from(payload);
-        let Ok(_permit) = self.inner.in_flight.acquire().await else {
-            return false;
+        let per_socket = !matches!(message, PresenceMessage::NodeDown { .. });
+        // node_down skips the queue: thousands of per-socket retries must not delay shutdown.
+        let _permit = if per_socket {
+            match self.inner.in_flight.acquire().await {
+                Ok(permit) => Some(permit),
+                Err(_) => return false,
+            }
+        } else {
+            None
         };
         let mut delay = RETRY_START;
         for attempt in 1..=attempts {
+            if per_socket && self.inner.stopping.load(Ordering::SeqCst) {
+                return false;
+            }
             let result = self
                 .inner
                 .bus

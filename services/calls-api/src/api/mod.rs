@@ -47,17 +47,17 @@ where
     let request_id = HeaderName::from_static(common::error::REQUEST_ID_HEADER);
     let api = Router::new()
         .route("/api/v1/calls", get(calls::history))
-        .route("/api/v1/calls/rooms/{chat_room_id}/initiate", post(calls::initiate))
-        .route("/api/v1/calls/rooms/{chat_room_id}/active", get(calls::active))
+        .route("/api/v1/calls/rooms/{chatRoomId}/initiate", post(calls::initiate))
+        .route("/api/v1/calls/rooms/{chatRoomId}/active", get(calls::active))
         .route("/api/v1/calls/{id}", get(calls::get_call))
         .route("/api/v1/calls/{id}/join", post(calls::join))
         .route("/api/v1/calls/{id}/media/session", post(calls::media_session))
         .route("/api/v1/calls/{id}/status", patch(calls::update_status))
         .route("/api/v1/calls/{id}/media", patch(calls::update_media))
         .route("/api/v1/calls/{id}/end", post(calls::end))
-        .route("/internal/v1/rooms/{chat_room_id}/members", put(internal::replace_members))
+        .route("/internal/v1/rooms/{chatRoomId}/members", put(internal::replace_members))
         .route(
-            "/internal/v1/rooms/{chat_room_id}/members/{user_id}",
+            "/internal/v1/rooms/{chatRoomId}/members/{userId}",
             post(internal::add_member).delete(internal::remove_member),
         )
         .with_state(state)

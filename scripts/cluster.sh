@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# `make cluster`: the scaled topology as separate processes on one machine — the gateway, two
+# calls-api, two signaling nodes and one media-token — against DATABASE_URL (Postgres) and
+# NATS_URL. Every service reads the same environment variables as in production; this script
+# only wires listen addresses and upstream URLs. Ctrl-C or SIGTERM stops every child.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN_DIR=${BIN_DIR:-target/debug}
+: "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/calls}"
+: "${NATS_URL:=nats://127.0.0.1:4222}"
+: "${GATEWAY_LISTEN:=0.0.0.0:8080}"
+: "${JWT_SECRET:?set JWT_SECRET (make cluster sets a development default)}"
+export DATABASE_URL NATS_URL JWT_SECRET
+LOG_DIR=${CLUSTER_LOG_DIR:-$(mktemp -d -t calls-cluster.XXXXXX)}
+mkdir -p "$LOG_DIR"
+
+for bin in media-token calls-api signaling gateway; do
+  [[ -x "$BIN_DIR/$bin" ]] || { echo "cluster: $BIN_DIR/$bin is missing; run 'cargo build --workspace --bins'" >&2; exit 1; }
+done
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Postgres: create the database if it does not exist yet (the first run on a laptop).
+if [[ "$DATABASE_URL" == postgres* ]] && command -v psql >/dev/null; then
+  db=${DATABASE_URL##*/}; db=${db%%\?*}
+  admin=${DATABASE_URL%/*}/postgres
+  psql "$admin" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$db'" 2>/dev/null | grep -q 1 \
+    || psql "$admin" -qc "CREATE DATABASE \"$db\"" >/dev/null 2>&1 || true
+fi
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
+
+wait_healthy() {
+  local name=$1 url=$2 pid=$3
+  for _ in $(seq 1 300); do
+    curl -sf "$url/healthz" >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "cluster: $name exited; its log:" >&2; tail -n 30 "$LOG_DIR/$name.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "cluster: $name did not become healthy at $url" >&2; exit 1
+}
+
+# start NAME LOG ENV... -- ARGS...: runs $BIN_DIR/NAME with extra environment, logs to LOG.
+start() {
+  local bin=$1 log=$2; shift 2
+  local envs=()
+  while [[ $# -gt 0 && $1 != -- ]]; do envs+=("$1"); shift; done
+  [[ ${1:-} == -- ]] && shift
+  env "${envs[@]}" "$BIN_DIR/$bin" "$@" >"$LOG_DIR/$log.log" 2>&1 &
+  pids+=($!)
+  last_pid=$!
+}
+
+credential=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+
+media_port=$(free_port)
+start media-token media-token MEDIA_TOKEN_LISTEN=127.0.0.1:$media_port MEDIA_TOKEN_SERVICE_TOKENS=$credential -- serve
+wait_healthy media-token "http://127.0.0.1:$media_port" "$last_pid"
+
+# Migrations first, once, as in a rolling upgrade; then both replicas start on the same schema.
+"$BIN_DIR/calls-api" migrate >"$LOG_DIR/migrate.log" 2>&1 || { echo "cluster: migrations failed:" >&2; cat "$LOG_DIR/migrate.log" >&2; exit 1; }
+
+api_urls=()
+for i in 1 2; do
+  port=$(free_port)
+  start calls-api calls-api-$i CALLS_API_LISTEN=127.0.0.1:$port MEDIA_TOKEN_URL=http://127.0.0.1:$media_port MEDIA_TOKEN_SERVICE_TOKEN=$credential
+  wait_healthy calls-api-$i "http://127.0.0.1:$port" "$last_pid"
+  api_urls+=("http://127.0.0.1:$port")
+done
+
+signaling_urls=()
+for i in 1 2; do
+  port=$(free_port)
+  start signaling signaling-$i SIGNALING_LISTEN=127.0.0.1:$port SIGNALING_NODE_ID=signaling-$i-$$
+  wait_healthy signaling-$i "http://127.0.0.1:$port" "$last_pid"
+  signaling_urls+=("http://127.0.0.1:$port")
+done
+
+start gateway gateway GATEWAY_LISTEN=$GATEWAY_LISTEN \
+  CALLS_API_UPSTREAMS="$(IFS=,; echo "${api_urls[*]}")" SIGNALING_UPSTREAMS="$(IFS=,; echo "${signaling_urls[*]}")"
+gateway_port=${GATEWAY_LISTEN##*:}
+wait_healthy gateway "http://127.0.0.1:$gateway_port" "$last_pid"
+
+cat >&2 <<INFO
+
+  calls backend cluster is running (2 calls-api, 2 signaling, 1 media-token, gateway)
+
+    REST API     http://localhost:$gateway_port/api/v1
+    Socket.IO    io('http://localhost:$gateway_port/calls', { auth: { token } })
+    Swagger UI   http://localhost:$gateway_port/api/docs
+    calls-api    ${api_urls[*]}
+    signaling    ${signaling_urls[*]}
+    media-token  127.0.0.1:$media_port (gRPC)
+    Database     ${DATABASE_URL%%@*}@…   NATS $NATS_URL
+    Logs         $LOG_DIR
+
+  Stop with Ctrl-C.
+INFO
+
+# Runs until a signal, or until any child dies (then stops the rest and fails).
+while true; do
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "cluster: a service (pid $pid) exited; stopping the others. Logs in $LOG_DIR" >&2
+      exit 1
+    fi
+  done
+  sleep 1 &
+  wait $! || true
+done
