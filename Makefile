@@ -62,6 +62,7 @@ test: services js-deps build ## run every test: Rust (unit, integration, store) 
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 	$(CARGO) test --workspace --doc
+	python3 scripts/config-docs.py --check
 	cd $(JS_DIR) && BIN_DIR=$(abspath $(BIN_DIR)) MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) \
 		SIGNALING_BIN=$(abspath $(BIN_DIR)/signaling) node --test --test-reporter=spec
 
@@ -70,6 +71,21 @@ bench-token: js-deps ## token builder vs the npm agora-token package, and gRPC s
 	$(CARGO) build --release -p agora-token --example bench_builder
 	$(CARGO) build --release -p media-token --bins --example grpc_load
 	scripts/bench-token.sh
+
+.PHONY: bench-gateway
+bench-gateway: ## the gateway vs nginx proxying the same upstream (installs nginx and wrk if missing)
+	scripts/bench-gateway.sh
+
+.PHONY: bench-signaling
+bench-signaling: js-deps ## Socket.IO fan-out and memory: signaling vs a Node socket.io server
+	bench/signaling/run.sh
+
+.PHONY: bench
+bench: bench-token bench-signaling bench-gateway ## every benchmark
+
+.PHONY: docs
+docs: build ## regenerate docs/configuration.md from the binaries' --help
+	python3 scripts/config-docs.py
 
 .PHONY: fuzz
 fuzz: ## fuzz the AccessToken2 parser for 60 s (installs cargo-fuzz on first use)

@@ -45,7 +45,7 @@ for size in $SIZES; do
     fi
     URL=http://127.0.0.1:$port SERVER_PID=$server NATS_SUBJECT_PREFIX=$prefix CONNECTIONS=$size \
       EVENTS=$EVENTS RATE=$RATE LABEL=$kind PLAY_CALLS_API=$play \
-      $CPU1 node --max-old-space-size=4096 bench/signaling/bench.mjs | tee -a "$results"
+      $CPU1 node --max-old-space-size=4096 --max-semi-space-size=64 bench/signaling/bench.mjs | tee -a "$results"
     kill $server; wait $server 2>/dev/null || true; server=
   done
 done

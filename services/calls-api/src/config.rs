@@ -33,6 +33,9 @@ pub struct Config {
     pub nats_subject_prefix: String,
     #[command(flatten)]
     pub jwt: JwtConfig,
+    /// Who may call whom: `open` (any authenticated user; a call's room members are its
+    /// initiator and invitees) or `table` (room members written by the chat backend through the
+    /// internal API).
     #[arg(long, env = "MEMBERSHIP_MODE", value_enum, default_value_t = MembershipMode::Open)]
     pub membership_mode: MembershipMode,
     /// Bearer credential of the internal membership API; the API is off while unset.

@@ -54,6 +54,14 @@ pub struct Config {
     /// up on the gap.
     #[arg(long = "reorder-window-ms", env = "SIGNALING_REORDER_WINDOW_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(0..=5_000))]
     pub reorder_window_ms: u64,
+    /// Initial read buffer of each WebSocket connection, in bytes; it grows for larger frames.
+    /// Small by default because idle connections dominate memory.
+    #[arg(long = "ws-read-buffer-bytes", env = "SIGNALING_WS_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
+    pub ws_read_buffer_bytes: u64,
+    /// Packets queued per socket before emits to it fail (a stalled client loses events rather
+    /// than growing memory).
+    #[arg(long = "socket-buffer-packets", env = "SIGNALING_SOCKET_BUFFER_PACKETS", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=65_536))]
+    pub socket_buffer_packets: u64,
     /// Access-token verification (`JWT_SECRET` or `JWT_PUBLIC_KEY_FILE`, `JWT_ISSUER`,
     /// `JWT_AUDIENCE`).
     #[command(flatten)]

@@ -97,6 +97,8 @@ pub async fn run_with_bus(
     let (layer, io) = SocketIo::builder()
         .with_state(shared.clone())
         .max_payload(limit)
+        .ws_read_buffer_size(usize::try_from(config.ws_read_buffer_bytes).unwrap_or(4096))
+        .max_buffer_size(usize::try_from(config.socket_buffer_packets).unwrap_or(128))
         .ws_max_message_size(usize::try_from(limit).unwrap_or(usize::MAX))
         .ws_max_frame_size(usize::try_from(limit).unwrap_or(usize::MAX))
         .build_layer();

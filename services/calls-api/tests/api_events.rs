@@ -1,0 +1,265 @@
+//! Events through the outbox onto the bus (CONTRACT section 5, DESIGN "NATS subjects"): what
+//! signaling receives after each REST call, with `seq` gap-free per call; that events written
+//! while NATS is down arrive once it is back; and that two replicas on one database neither
+//! lose nor duplicate anything.
+
+#![allow(clippy::unwrap_used)]
+
+#[macro_use]
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use calls_bus::Headers;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{
+    BusEvent, DEADLINE, NatsServer, Options, Stack, TestApp, assert_call_shape, assert_gap_free,
+    assert_participant_shape, assert_timestamp, id_of, spawn_app,
+};
+
+on_both_stacks!(every_state_change_reaches_the_bus_as_a_contract_event);
+
+#[track_caller]
+fn assert_wire_shape(event: &BusEvent) {
+    let keys: BTreeSet<&str> = event.message.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+    assert_eq!(keys, BTreeSet::from(["data", "event"]), "bus messages are {{\"event\", \"data\"}}: {}", event.message);
+    assert!(
+        event.headers.get("Nats-Msg-Id").is_some_and(|id| !id.is_empty()),
+        "{} on {} has no Nats-Msg-Id header (JetStream cannot de-duplicate retries)",
+        event.name,
+        event.subject
+    );
+    assert_timestamp(&event.data["at"], "at");
+}
+
+async fn every_state_change_reaches_the_bus_as_a_contract_event(stack: Stack) {
+    let app = spawn_app(Options::on(stack)).await;
+    let s = &app.subjects;
+    let call = app.initiate("alice", "team", &["bob", "carol"], true).await;
+    let id = id_of(&call);
+    let on_call = s.call_events(&id);
+
+    // Every device of each invitee rings.
+    for user in ["bob", "carol"] {
+        let ring = app.events.wait_for(&s.user_events(user), "incoming_call").await;
+        assert_wire_shape(&ring);
+        assert_eq!(ring.data["callId"], id.as_str());
+        assert_eq!(ring.data["from"], "alice");
+        assert!(ring.data.get("seq").is_none(), "user events are not part of the call's seq stream");
+        assert_call_shape(&ring.data["call"]);
+        assert_eq!(ring.data["call"]["id"], id.as_str());
+    }
+    assert!(app.events.on(&s.user_events("alice")).is_empty(), "the caller's own devices do not ring");
+
+    app.join("bob", &id).await.ok(200);
+    let joined = app.events.wait_for(&on_call, "participant_joined").await;
+    assert_participant_shape(&joined.data["participant"]);
+    assert_eq!(joined.data["participant"]["userId"], "bob");
+    assert_eq!(joined.data["participant"]["status"], "joined");
+    let stop = app.events.wait_for(&s.user_events("bob"), "incoming_call_cancelled").await;
+    assert_eq!(stop.data["reason"], "answered_elsewhere", "bob's other devices stop ringing");
+
+    app.update_media("bob", &id, json!({"isMicMuted": true})).await.ok(200);
+    let media = app.events.wait_for(&on_call, "participant_media_changed").await;
+    assert_eq!(
+        media.data,
+        json!({"callId": id, "seq": media.data["seq"], "at": media.data["at"], "userId": "bob",
+               "isMicMuted": true, "isCameraOff": false, "isSharingScreen": false})
+    );
+
+    app.set_status("carol", &id, "declined").await.ok(200);
+    let declined = app.events.wait_for(&on_call, "participant_status_changed").await;
+    assert_eq!((declined.data["userId"].as_str(), declined.data["status"].as_str()), (Some("carol"), Some("declined")));
+    let stop = app.events.wait_for(&s.user_events("carol"), "incoming_call_cancelled").await;
+    assert_eq!(stop.data["reason"], "declined_elsewhere");
+
+    app.set_status("bob", &id, "left").await.ok(200);
+    let left = app.events.wait_for(&on_call, "participant_left").await;
+    assert_eq!((left.data["userId"].as_str(), left.data["reason"].as_str()), (Some("bob"), Some("left")));
+
+    let ended = app.end("alice", &id).await.ok(200);
+    let last = ended["seq"].as_u64().unwrap();
+    let stream = app.events.wait_for_count(&on_call, usize::try_from(last).unwrap()).await;
+    assert_gap_free(&stream, last);
+    let names: Vec<&str> = stream.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["participant_joined", "participant_media_changed", "participant_status_changed", "participant_left", "call_ended"]
+    );
+    let end = stream.last().unwrap();
+    assert_eq!((end.data["reason"].as_str(), end.data["endedBy"].as_str()), (Some("completed"), Some("alice")));
+    for event in &stream {
+        assert_wire_shape(event);
+        assert_eq!(event.data["callId"], id.as_str());
+    }
+    // call_ended also goes to every invitee's devices.
+    for user in ["bob", "carol"] {
+        let copy = app.events.wait_for(&s.user_events(user), "call_ended").await;
+        assert_eq!(copy.data, end.data, "{user} gets the same call_ended");
+    }
+    let ids: Vec<String> = app.events.all().iter().map(|e| e.headers.get("Nats-Msg-Id").unwrap_or_default().to_owned()).collect();
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "every message has its own Nats-Msg-Id: {ids:?}");
+}
+
+/// One message of the JetStream stream.
+#[derive(Debug)]
+struct Stored {
+    subject: String,
+    msg_id: String,
+    event: Value,
+}
+
+/// Reads the whole JetStream stream through the JetStream API (request/reply), or `None` while
+/// NATS does not answer.
+async fn read_stream(app: &TestApp) -> Option<Vec<Stored>> {
+    let stream = app.stream_name();
+    let ask = |subject: String, body: Value| {
+        let bus = app.bus.clone();
+        async move {
+            let reply = bus
+                .request(&subject, Headers::new(), serde_json::to_vec(&body).unwrap().into(), Duration::from_secs(2))
+                .await
+                .ok()?;
+            serde_json::from_slice::<Value>(&reply.payload).ok()
+        }
+    };
+    let info = ask(format!("$JS.API.STREAM.INFO.{stream}"), json!({})).await?;
+    let state = &info["state"];
+    let (first, last) = (state["first_seq"].as_u64()?, state["last_seq"].as_u64()?);
+    let mut out = Vec::new();
+    for seq in first..=last {
+        if last == 0 {
+            break;
+        }
+        let got = ask(format!("$JS.API.STREAM.MSG.GET.{stream}"), json!({"seq": seq})).await?;
+        let message = &got["message"];
+        let data = STANDARD.decode(message["data"].as_str()?).ok()?;
+        let headers = message["hdrs"].as_str().and_then(|h| STANDARD.decode(h).ok()).unwrap_or_default();
+        let msg_id = String::from_utf8_lossy(&headers)
+            .lines()
+            .find_map(|l| l.strip_prefix("Nats-Msg-Id:").map(|v| v.trim().to_owned()))
+            .unwrap_or_default();
+        out.push(Stored {
+            subject: message["subject"].as_str()?.to_owned(),
+            msg_id,
+            event: serde_json::from_slice(&data).ok()?,
+        });
+    }
+    Some(out)
+}
+
+async fn readyz(app: &TestApp) -> u16 {
+    app.send(app.request(Method::GET, "/readyz")).await.status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_written_while_nats_is_down_are_all_delivered_in_order_once_it_is_back() {
+    let mut nats = NatsServer::start().await;
+    let app = spawn_app(Options { nats_url: Some(nats.url()), ..Options::default() }).await;
+    let call = app.initiate("alice", "team", &["bob", "carol"], true).await;
+    let id = id_of(&call);
+    app.join("bob", &id).await.ok(200);
+    app.events.wait_for(&app.subjects.call_events(&id), "participant_joined").await;
+
+    nats.stop();
+    let started = Instant::now();
+    while readyz(&app).await != 503 {
+        assert!(started.elapsed() < DEADLINE, "/readyz kept saying ready with NATS down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The API does not need the bus to change state: the events wait in the outbox.
+    app.update_media("bob", &id, json!({"isCameraOff": true})).await.ok(200);
+    app.set_status("carol", &id, "declined").await.ok(200);
+    app.set_status("bob", &id, "left").await.ok(200);
+    let ended = app.end("alice", &id).await.ok(200);
+    let last = ended["seq"].as_u64().unwrap();
+    assert_eq!(last, 5);
+
+    nats.restart().await;
+    let started = Instant::now();
+    let stored = loop {
+        if let Some(stored) = read_stream(&app).await
+            && stored.iter().any(|m| m.subject == app.subjects.call_events(&id) && m.event["event"] == "call_ended")
+            && stored.iter().filter(|m| m.event["event"] == "call_ended").count() == 3
+        {
+            break stored;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the outbox never delivered the events written while NATS was down");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    let on_call: Vec<&Stored> = stored.iter().filter(|m| m.subject == app.subjects.call_events(&id)).collect();
+    let seqs: Vec<u64> = on_call.iter().map(|m| m.event["data"]["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every call event, in order, stored once: {on_call:?}");
+    let names: Vec<&str> = on_call.iter().map(|m| m.event["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["participant_joined", "participant_media_changed", "participant_status_changed", "participant_left", "call_ended"]
+    );
+    for user in ["bob", "carol"] {
+        let mine: Vec<&str> = stored
+            .iter()
+            .filter(|m| m.subject == app.subjects.user_events(user))
+            .map(|m| m.event["event"].as_str().unwrap())
+            .collect();
+        assert_eq!(mine.first(), Some(&"incoming_call"), "{user}'s events: {mine:?}");
+        assert_eq!(mine.last(), Some(&"call_ended"), "{user}'s events: {mine:?}");
+    }
+    let ids: BTreeSet<&str> = stored.iter().map(|m| m.msg_id.as_str()).collect();
+    assert_eq!(ids.len(), stored.len(), "each event is stored once, whatever the relay retried");
+
+    let started = Instant::now();
+    while readyz(&app).await != 200 {
+        assert!(started.elapsed() < DEADLINE, "/readyz never recovered after NATS came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_database_share_the_work_without_duplicating_it() {
+    let mut app = spawn_app(Options { ring_timeout_seconds: 1, ..Options::default() }).await;
+    let b = app.spawn_replica().await;
+    let a = app.api.clone();
+
+    // Requests to either replica act on the same calls.
+    let call = a.initiate("alice", "team", &["bob", "carol"], true).await;
+    let id = id_of(&call);
+    assert_eq!(b.call("bob", &id).await.ok(200)["id"], id.as_str());
+    b.join("bob", &id).await.ok(200);
+    a.update_media("bob", &id, json!({"isSharingScreen": true})).await.ok(200);
+    b.set_status("carol", &id, "declined").await.ok(200);
+    let glare = b.try_initiate("bob", "team", json!({"type": "video", "isGroupCall": true, "inviteUserIds": ["alice"]})).await;
+    assert_eq!(glare.ok(200)["id"], id.as_str(), "one live call per room holds across replicas");
+    let ended = b.end("alice", &id).await.ok(200);
+    let last = ended["seq"].as_u64().unwrap();
+
+    // A ring timeout fires once, whichever replica's timer loop sees it first.
+    let unanswered = b.initiate("dave", "dm", &["erin"], false).await;
+    let missed_id = id_of(&unanswered);
+    let missed = app.wait_for_call("dave", &missed_id, "the ring timeout", |c| c["status"] == "ended").await;
+    assert_eq!(missed["endReason"], "missed");
+    let missed_last = missed["seq"].as_u64().unwrap();
+    assert_eq!(missed_last, 2, "one participant_status_changed and one call_ended: {missed:#}");
+
+    // A sentinel event after everything else: once it is through, anything duplicated would be too.
+    a.initiate("zoe", "sentinel", &["yan"], false).await;
+    app.events.wait_for(&app.subjects.user_events("yan"), "incoming_call").await;
+    let first_stream = app.events.wait_for_count(&app.subjects.call_events(&id), usize::try_from(last).unwrap()).await;
+    assert_gap_free(&first_stream, last);
+    let timeout_stream = app.events.on(&app.subjects.call_events(&missed_id));
+    assert_gap_free(&timeout_stream, missed_last);
+    let names: Vec<&str> = timeout_stream.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["participant_status_changed", "call_ended"]);
+    let erin: Vec<String> = app.events.on(&app.subjects.user_events("erin")).iter().map(|e| e.name.clone()).collect();
+    assert_eq!(erin, ["incoming_call", "incoming_call_cancelled", "call_ended"], "erin's devices hear each thing once");
+
+    let all = app.events.all();
+    let ids: Vec<&str> = all.iter().map(|e| e.headers.get("Nats-Msg-Id").unwrap_or_default()).collect();
+    let unique: BTreeSet<&&str> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "no event was published twice: {ids:?}");
+}
