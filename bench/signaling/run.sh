@@ -3,7 +3,7 @@
 # run on this machine. A benchmark, not a test: it prints numbers and the ratios.
 #
 # Each server gets CPU 0 (signaling with one Tokio worker, Node is single-threaded anyway); the
-# load driver (bench.mjs) gets CPU 1; NATS floats. Needs: target/release/signaling, NATS with
+# load driver (bench.mjs) gets CPU 1; NATS floats. Builds signaling (release); needs NATS with
 # JetStream (NATS_URL, default nats://127.0.0.1:4222), node and tests/js/node_modules.
 #
 # Knobs: BENCH_SIZES (default "1000 10000"), BENCH_EVENTS (default 5000), BENCH_RATE (events/s,
@@ -17,7 +17,7 @@ RATE=${BENCH_RATE:-1000}
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 export JWT_SECRET=bench-secret-bench-secret-bench-secret
 BIN=target/release/signaling
-[ -x "$BIN" ] || { echo "build it first: cargo build --release -p signaling" >&2; exit 1; }
+cargo build --release -p signaling --quiet
 [ -d tests/js/node_modules/socket.io ] || { echo "run: make js-deps" >&2; exit 1; }
 ulimit -n "$(ulimit -Hn)"
 # taskset execs the program, so $! is the server's own pid (read from /proc for RSS and CPU).
@@ -30,11 +30,12 @@ server=
 trap '[ -n "$server" ] && kill $server 2>/dev/null; rm -f "$results"' EXIT
 
 for size in $SIZES; do
-  for kind in signaling node; do
+  for kind in signaling signaling-shared node; do
     port=$(free_port)
     prefix="bench.$(date +%s%N)"
-    if [ "$kind" = signaling ]; then
-      SIGNALING_LISTEN=127.0.0.1:$port NATS_SUBJECT_PREFIX=$prefix RUST_LOG=error TOKIO_WORKER_THREADS=1 \
+    if [ "$kind" != node ]; then
+      user_subs=per-user; [ "$kind" = signaling-shared ] && user_subs=shared
+      SIGNALING_USER_SUBSCRIPTIONS=$user_subs SIGNALING_LISTEN=127.0.0.1:$port NATS_SUBJECT_PREFIX=$prefix RUST_LOG=error TOKIO_WORKER_THREADS=1 \
         $CPU0 "$BIN" & server=$!
       wait_http "http://127.0.0.1:$port/healthz"
       play=1
@@ -58,12 +59,14 @@ print()
 print("| connections | measure | signaling | node socket.io | ratio (signaling / node) |")
 print("|---|---|---|---|---|")
 for n in sorted({r["connections"] for r in rows}):
-    s, nd = by.get(("signaling", n)), by.get(("node", n))
+  nd = by.get(("node", n))
+  for label in ("signaling", "signaling-shared"):
+    s = by.get((label, n))
     if not s or not nd:
         continue
     for key, name in [("rssPerConnectionKb", "idle RSS per connection (KB)"), ("fanoutP50Ms", "fan-out p50 (ms)"),
                       ("fanoutP99Ms", "fan-out p99 (ms)"), ("cpuPerDeliveryUs", "server CPU per delivery (µs)")]:
         ratio = s[key] / nd[key] if nd[key] else float("nan")
-        print(f"| {n} | {name} | {s[key]} | {nd[key]} | {ratio:.2f} |")
-    print(f"| {n} | delivered / expected | {s['delivered']}/{s['expected']} | {nd['delivered']}/{nd['expected']} | |")
+        print(f"| {n} | {name} | {label}: {s[key]} | {nd[key]} | {ratio:.2f} |")
+    print(f"| {n} | delivered / expected | {label}: {s['delivered']}/{s['expected']} | {nd['delivered']}/{nd['expected']} | |")
 PY

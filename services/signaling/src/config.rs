@@ -56,12 +56,18 @@ pub struct Config {
     pub reorder_window_ms: u64,
     /// Initial read buffer of each WebSocket connection, in bytes; it grows for larger frames.
     /// Small by default because idle connections dominate memory.
-    #[arg(long = "ws-read-buffer-bytes", env = "SIGNALING_WS_READ_BUFFER_BYTES", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
+    #[arg(long = "ws-read-buffer-bytes", env = "SIGNALING_WS_READ_BUFFER_BYTES", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(256..=1_048_576))]
     pub ws_read_buffer_bytes: u64,
     /// Packets queued per socket before emits to it fail (a stalled client loses events rather
     /// than growing memory).
     #[arg(long = "socket-buffer-packets", env = "SIGNALING_SOCKET_BUFFER_PACKETS", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=65_536))]
     pub socket_buffer_packets: u64,
+    /// How user events reach this node: `per-user` subscribes to each connected user's subject
+    /// (NATS routes by interest); `shared` makes one `{prefix}.evt.user.*` subscription per node
+    /// and filters locally, which saves about 7 KB per connected user but sends every user
+    /// event to every node. Worth it for many idle connections on few nodes.
+    #[arg(long = "user-subscriptions", env = "SIGNALING_USER_SUBSCRIPTIONS", value_enum, default_value_t = UserSubscriptions::PerUser)]
+    pub user_subscriptions: UserSubscriptions,
     /// Access-token verification (`JWT_SECRET` or `JWT_PUBLIC_KEY_FILE`, `JWT_ISSUER`,
     /// `JWT_AUDIENCE`).
     #[command(flatten)]
@@ -83,6 +89,15 @@ impl Config {
     pub fn transport_limit_bytes(&self) -> u64 {
         (self.max_payload_bytes * 4).max(64 * 1024)
     }
+}
+
+/// See [`Config::user_subscriptions`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserSubscriptions {
+    /// One subscription per connected user.
+    PerUser,
+    /// One wildcard subscription per node.
+    Shared,
 }
 
 fn parse_prefix(value: &str) -> Result<Subjects, String> {

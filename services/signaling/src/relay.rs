@@ -105,6 +105,9 @@ struct Inner {
     bus: Bus,
     rooms: Mutex<HashMap<String, Arc<Room>>>,
     reorder_window: Duration,
+    /// Set once [`Relay::share_user_events`] made one wildcard subscription feed every user
+    /// room, so user rooms subscribe to nothing themselves.
+    shared_user_feed: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -140,6 +143,7 @@ impl Relay {
                 bus,
                 rooms: Mutex::new(HashMap::new()),
                 reorder_window,
+                shared_user_feed: false.into(),
             }),
         }
     }
@@ -185,7 +189,18 @@ impl Relay {
 
         let ready = room
             .ready
-            .get_or_try_init(|| self.subscribe(room.clone()))
+            .get_or_try_init(|| async {
+                if kind == RoomKind::User
+                    && self
+                        .inner
+                        .shared_user_feed
+                        .load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    Ok(())
+                } else {
+                    self.subscribe(room.clone()).await
+                }
+            })
             .await;
         match ready {
             Ok(()) => Ok(previous),
@@ -194,6 +209,29 @@ impl Relay {
                 Err(err)
             }
         }
+    }
+
+    /// Feeds every user room from one subscription to `wildcard` (`{p}.evt.user.*`) instead of
+    /// one subscription per connected user: each connected user then costs no NATS subscription
+    /// (about 7 KB of buffers and a task), at the price of every node receiving every user
+    /// event. Call before the first socket connects.
+    pub async fn share_user_events(&self, wildcard: &str) -> Result<(), BusError> {
+        let mut subscription = self.inner.bus.subscribe(wildcard).await?;
+        self.inner.bus.flush().await?;
+        self.inner
+            .shared_user_feed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let relay = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while let Some(message) = subscription.next().await {
+                let Some(relay) = relay.upgrade() else { break };
+                let room = relay.rooms().get(&message.subject).cloned();
+                if let (Some(room), Some(delivery)) = (room, parse(&message)) {
+                    room.accept(delivery, &mut Reorder::default(), Duration::ZERO);
+                }
+            }
+        });
+        Ok(())
     }
 
     async fn subscribe(&self, room: Arc<Room>) -> Result<(), BusError> {

@@ -25,7 +25,7 @@ use socketioxide::SocketIo;
 use socketioxide::handler::ConnectHandler;
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::config::{Config, UserSubscriptions};
 use crate::namespace::{self, NAMESPACE};
 use crate::presence::Presence;
 use crate::relay::Relay;
@@ -93,6 +93,11 @@ pub async fn run_with_bus(
         events_per_second: config.events_per_second,
         events_burst: config.events_burst,
     });
+
+    if config.user_subscriptions == UserSubscriptions::Shared {
+        let wildcard = format!("{}.evt.user.*", config.subjects.prefix());
+        shared.relay.share_user_events(&wildcard).await?;
+    }
 
     let (layer, io) = SocketIo::builder()
         .with_state(shared.clone())

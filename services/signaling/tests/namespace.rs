@@ -575,3 +575,42 @@ async fn heartbeats_stop_when_the_node_is_gone() {
     assert!(after.is_err(), "presence after stop: {after:?}");
     drop(fake);
 }
+
+#[tokio::test]
+async fn a_shared_user_feed_delivers_user_events_without_a_subscription_per_user() {
+    let (local, fake, node) = setup(&[("user-subscriptions", "shared")]).await;
+    // The fake's two subscriptions and the node's one wildcard.
+    assert_eq!(local.subscription_count(), 3);
+    let mut rita = Client::connect_as(&node.base, "rita").await;
+    let mut sam = Client::connect_as(&node.base, "sam").await;
+    assert_eq!(local.subscription_count(), 3);
+    fake.publish(
+        &fake.subjects.user_events("rita"),
+        "incoming_call",
+        json!({"from": "sam"}),
+    )
+    .await;
+    assert_eq!(rita.event("incoming_call").await["from"], "sam");
+    sam.drain_for(Duration::from_millis(100)).await;
+    assert!(sam.events.is_empty(), "{:?}", sam.events);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn presence_is_retried_until_calls_api_is_back() {
+    let local = LocalBus::new();
+    let bus = Bus::from(local.clone());
+    let prefix = unique_prefix();
+    let node = Node::start(bus.clone(), &prefix, &[]).await;
+    let _tina = Client::connect_as(&node.base, "tina").await;
+    // calls-api comes up only after the socket connected.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fake = FakeCallsApi::start(bus, &prefix).await;
+    eventually("the connected report, retried", || {
+        fake.presence()
+            .iter()
+            .any(|p| matches!(p, PresenceMessage::Connected { user_id, .. } if user_id == "tina"))
+    })
+    .await;
+    node.stop().await;
+}
