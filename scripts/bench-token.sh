@@ -23,6 +23,20 @@ export MEDIA_TOKEN_LISTEN=127.0.0.1:$port MEDIA_TOKEN_SERVICE_TOKENS=bench-crede
 target/release/media-token serve & server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+# Server CPU time per token (utime+stime from /proc, in clock ticks) complements wall-clock
+# throughput: the load generator shares the machine's two cores with the server.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
+tick_hz=$(getconf CLK_TCK)
 for conc in 16 64 256; do
-  target/release/examples/grpc_load "http://127.0.0.1:$port" bench-credential "$SECONDS_PER_RUN" "$conc" 4
+  before=$(cpu_ticks)
+  line=$(target/release/examples/grpc_load "http://127.0.0.1:$port" bench-credential "$SECONDS_PER_RUN" "$conc" 4)
+  after=$(cpu_ticks)
+  echo "$line"
+  python3 - "$line" "$before" "$after" "$tick_hz" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1]); ticks = int(sys.argv[3]) - int(sys.argv[2]); hz = int(sys.argv[4])
+# warm-up requests are served but not counted; this slightly overstates CPU per token.
+us = ticks / hz * 1e6 / max(r["requests"], 1)
+print(f"  server CPU per token: {us:.1f} us  (=> {1e6/us:,.0f} tokens/s per server core)" if us else "  server CPU: n/a")
+PY
 done

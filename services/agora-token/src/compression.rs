@@ -149,7 +149,9 @@ mod tests {
             let mut out = Vec::new();
             deflate(&input, &mut out).unwrap();
             let mut back = Vec::new();
-            flate2::read::ZlibDecoder::new(out.as_slice()).read_to_end(&mut back).unwrap();
+            flate2::read::ZlibDecoder::new(out.as_slice())
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, input, "length {len}");
         }
     }

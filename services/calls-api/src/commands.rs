@@ -59,7 +59,13 @@ fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, ApiError> {
 }
 
 /// Runs one command for `user`; the answer goes back as the socket ack.
-pub async fn handle_command(calls: &Calls, name: &str, user: &str, payload: Value, trace: Option<&str>) -> Result<Value, ApiError> {
+pub async fn handle_command(
+    calls: &Calls,
+    name: &str,
+    user: &str,
+    payload: Value,
+    trace: Option<&str>,
+) -> Result<Value, ApiError> {
     match name {
         "join_call" => {
             let req: CallRef = parse(payload)?;
@@ -87,9 +93,16 @@ pub async fn handle_command(calls: &Calls, name: &str, user: &str, payload: Valu
         "call_status_changed" => {
             let req: StatusCommand = parse(payload)?;
             let reason = req.reason.or(req.decline_reason);
-            to_value(&calls.set_status(user, req.call_id, req.status, reason, trace).await?)
+            to_value(
+                &calls
+                    .set_status(user, req.call_id, req.status, reason, trace)
+                    .await?,
+            )
         }
-        other => Err(ApiError::new(ErrorCode::ValidationFailed, format!("unknown command {other:?}"))),
+        other => Err(ApiError::new(
+            ErrorCode::ValidationFailed,
+            format!("unknown command {other:?}"),
+        )),
     }
 }
 
@@ -99,13 +112,17 @@ fn ack_bytes(result: Result<Value, ApiError>) -> Bytes {
         Err(e) => {
             // Field errors read better in one line on a socket than as a details array.
             let message = match e.details.first() {
-                Some(d) if e.code == ErrorCode::ValidationFailed => format!("{}: {}", d.field, d.message),
+                Some(d) if e.code == ErrorCode::ValidationFailed => {
+                    format!("{}: {}", d.field, d.message)
+                }
                 _ => e.message.clone(),
             };
             Ack::err(e.code.as_str(), message)
         }
     };
-    Bytes::from(serde_json::to_vec(&ack).unwrap_or_else(|_| br#"{"ok":false,"error":{"code":"INTERNAL","message":"Internal error"}}"#.to_vec()))
+    Bytes::from(serde_json::to_vec(&ack).unwrap_or_else(|_| {
+        br#"{"ok":false,"error":{"code":"INTERNAL","message":"Internal error"}}"#.to_vec()
+    }))
 }
 
 /// Applies one presence report; returns whether events were written.
@@ -114,21 +131,36 @@ async fn handle_presence(calls: &Calls, message: PresenceMessage) -> Result<bool
     let timing = calls.timing();
     let now = OffsetDateTime::now_utc();
     let events = match message {
-        PresenceMessage::Connected { node_id, socket_id, user_id } => {
+        PresenceMessage::Connected {
+            node_id,
+            socket_id,
+            user_id,
+        } => {
             metrics::counter!("calls_presence_reports_total", "type" => "connected").increment(1);
-            store.socket_connected(&node_id, &socket_id, &user_id, now, timing).await
+            store
+                .socket_connected(&node_id, &socket_id, &user_id, now, timing)
+                .await
         }
-        PresenceMessage::Disconnected { node_id, socket_id, .. } => {
-            metrics::counter!("calls_presence_reports_total", "type" => "disconnected").increment(1);
-            store.socket_disconnected(&node_id, &socket_id, now, timing).await
+        PresenceMessage::Disconnected {
+            node_id, socket_id, ..
+        } => {
+            metrics::counter!("calls_presence_reports_total", "type" => "disconnected")
+                .increment(1);
+            store
+                .socket_disconnected(&node_id, &socket_id, now, timing)
+                .await
         }
         PresenceMessage::NodeDown { node_id } => {
             tracing::info!(node = %node_id, "signaling node shut down; its sockets are gone");
             store.node_down(&node_id, now, timing).await
         }
         PresenceMessage::Heartbeat { node_id, sockets } => {
-            metrics::gauge!("calls_signaling_node_sockets", "node" => node_id.clone()).set(sockets as f64);
-            store.node_heartbeat(&node_id, now).await.map(|_| Vec::new())
+            metrics::gauge!("calls_signaling_node_sockets", "node" => node_id.clone())
+                .set(sockets as f64);
+            store
+                .node_heartbeat(&node_id, now)
+                .await
+                .map(|_| Vec::new())
         }
     }
     .map_err(store_error)?;
@@ -136,7 +168,12 @@ async fn handle_presence(calls: &Calls, message: PresenceMessage) -> Result<bool
 }
 
 /// Serves commands and presence until `shutdown`.
-pub async fn serve(bus: Bus, subjects: Subjects, calls: Calls, shutdown: Shutdown) -> Result<(), calls_bus::BusError> {
+pub async fn serve(
+    bus: Bus,
+    subjects: Subjects,
+    calls: Calls,
+    shutdown: Shutdown,
+) -> Result<(), calls_bus::BusError> {
     let group = calls_bus::subjects::CALLS_API_QUEUE_GROUP;
     let mut commands = bus.queue_subscribe(&subjects.all_commands(), group).await?;
     let mut presence = bus.queue_subscribe(&subjects.all_presence(), group).await?;
@@ -149,7 +186,9 @@ pub async fn serve(bus: Bus, subjects: Subjects, calls: Calls, shutdown: Shutdow
             m = commands.next() => match m { Some(m) => (m, true), None => return Ok(()) },
             m = presence.next() => match m { Some(m) => (m, false), None => return Ok(()) },
         };
-        let Ok(permit) = limit.clone().acquire_owned().await else { return Ok(()) };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return Ok(());
+        };
         let (bus, subjects, calls) = (bus.clone(), subjects.clone(), calls.clone());
         tokio::spawn(async move {
             let _permit = permit;
@@ -164,11 +203,17 @@ pub async fn serve(bus: Bus, subjects: Subjects, calls: Calls, shutdown: Shutdow
 
 async fn answer_command(bus: &Bus, subjects: &Subjects, calls: &Calls, message: Message) {
     let started = std::time::Instant::now();
-    let name = subjects.command_name(&message.subject).unwrap_or("unknown").to_owned();
+    let name = subjects
+        .command_name(&message.subject)
+        .unwrap_or("unknown")
+        .to_owned();
     let trace = message.headers.get("traceparent").map(str::to_owned);
     let result = match serde_json::from_slice::<CommandRequest<Value>>(&message.payload) {
         Ok(req) => handle_command(calls, &name, &req.user_id, req.payload, trace.as_deref()).await,
-        Err(e) => Err(ApiError::new(ErrorCode::ValidationFailed, format!("malformed command: {e}"))),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::ValidationFailed,
+            format!("malformed command: {e}"),
+        )),
     };
     let code = match &result {
         Ok(_) => "OK",
@@ -177,8 +222,10 @@ async fn answer_command(bus: &Bus, subjects: &Subjects, calls: &Calls, message: 
     if result.is_ok() && name != "join_call" {
         calls.wake_relay();
     }
-    metrics::counter!("calls_commands_total", "command" => name.clone(), "code" => code).increment(1);
-    metrics::histogram!("calls_command_duration_seconds", "command" => name).record(started.elapsed().as_secs_f64());
+    metrics::counter!("calls_commands_total", "command" => name.clone(), "code" => code)
+        .increment(1);
+    metrics::histogram!("calls_command_duration_seconds", "command" => name)
+        .record(started.elapsed().as_secs_f64());
     if let Some(reply) = message.reply
         && let Err(e) = bus.respond(&reply, ack_bytes(result)).await
     {
@@ -189,14 +236,21 @@ async fn answer_command(bus: &Bus, subjects: &Subjects, calls: &Calls, message: 
 async fn answer_presence(bus: &Bus, calls: &Calls, message: Message) {
     let result = match serde_json::from_slice::<PresenceMessage>(&message.payload) {
         Ok(presence) => handle_presence(calls, presence).await,
-        Err(e) => Err(ApiError::new(ErrorCode::ValidationFailed, format!("malformed presence report: {e}"))),
+        Err(e) => Err(ApiError::new(
+            ErrorCode::ValidationFailed,
+            format!("malformed presence report: {e}"),
+        )),
     };
     match &result {
         Ok(true) => calls.wake_relay(),
         Ok(false) => {}
-        Err(e) => tracing::warn!(code = e.code.as_str(), message = %e.message, "presence report failed"),
+        Err(e) => {
+            tracing::warn!(code = e.code.as_str(), message = %e.message, "presence report failed")
+        }
     }
     if let Some(reply) = message.reply {
-        let _ = bus.respond(&reply, ack_bytes(result.map(|_| Value::Null))).await;
+        let _ = bus
+            .respond(&reply, ack_bytes(result.map(|_| Value::Null)))
+            .await;
     }
 }

@@ -70,7 +70,11 @@ pub struct DatabaseConfig {
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub url: Secret,
     /// Connection pool size.
-    #[arg(long = "database-max-connections", env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
     pub max_connections: u32,
 }
 
@@ -97,7 +101,8 @@ impl CallRules {
         crate::domain::Timing {
             ring_timeout: Duration::from_secs(self.ring_timeout_seconds.max(1)),
             disconnect_grace: Duration::from_secs(self.disconnect_grace_seconds),
-            max_duration: (self.max_duration_seconds > 0).then(|| Duration::from_secs(self.max_duration_seconds)),
+            max_duration: (self.max_duration_seconds > 0)
+                .then(|| Duration::from_secs(self.max_duration_seconds)),
         }
     }
 }
@@ -110,7 +115,10 @@ impl Config {
     /// Checks what clap cannot express; messages name the variables.
     pub fn validate(&self) -> Result<(), String> {
         let url = self.database.url.expose();
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("sqlite:"))
+        {
             return Err("DATABASE_URL must start with postgres:// or sqlite:".into());
         }
         if self.membership_mode == MembershipMode::Table && self.internal_api_token.is_none() {

@@ -65,6 +65,10 @@ pub async fn run_with_bus(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     config.validate().map_err(RunError::Config)?;
+    // Install the Prometheus recorder before anything is counted: until it exists, every
+    // `metrics::counter!` goes to the no-op recorder, so the calls, requests and events of a
+    // fresh process would be missing from `/metrics` until its first scrape.
+    let _ = common::metrics::prometheus();
     let jwt = JwtVerifier::from_config(&config.jwt).map_err(|e| RunError::Config(e.to_string()))?;
     let subjects = Subjects::validated(&config.nats_subject_prefix)
         .map_err(|e| RunError::Config(format!("NATS_SUBJECT_PREFIX: {e}")))?;
@@ -75,9 +79,17 @@ pub async fn run_with_bus(
     )
     .map_err(RunError::Config)?;
 
-    let store = store::Store::connect(config.database.url.expose(), config.database.max_connections).await?;
+    let store = store::Store::connect(
+        config.database.url.expose(),
+        config.database.max_connections,
+    )
+    .await?;
     store.migrate().await?;
-    bus.ensure_stream(&workers::stream_name(&subjects), vec![subjects.all_events()]).await?;
+    bus.ensure_stream(
+        &workers::stream_name(&subjects),
+        vec![subjects.all_events()],
+    )
+    .await?;
 
     let timing = config.calls.timing();
     let relay = Arc::new(Notify::new());
@@ -101,7 +113,8 @@ pub async fn run_with_bus(
     }
     .spawn(&stop);
     let bus_task = {
-        let (bus, subjects, calls, stop) = (bus.clone(), subjects.clone(), calls.clone(), stop.clone());
+        let (bus, subjects, calls, stop) =
+            (bus.clone(), subjects.clone(), calls.clone(), stop.clone());
         tokio::spawn(async move {
             if let Err(e) = commands::serve(bus, subjects, calls, stop).await {
                 tracing::error!(error = %e, "command subscription ended");
@@ -122,7 +135,11 @@ pub async fn run_with_bus(
             let (store, bus) = (store.clone(), bus.clone());
             async move {
                 store.ping().await.map_err(|_| "database".to_owned())?;
-                if bus.is_connected() { Ok(()) } else { Err("nats".to_owned()) }
+                if bus.is_connected() {
+                    Ok(())
+                } else {
+                    Err("nats".to_owned())
+                }
             }
         }
     };
@@ -137,7 +154,9 @@ pub async fn run_with_bus(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     stop.trigger();
     for task in tasks {
         let _ = task.await;

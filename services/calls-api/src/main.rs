@@ -6,7 +6,11 @@ use clap::Parser;
 
 /// `calls-api [OPTIONS]`: serve (configuration from the environment, flags override).
 #[derive(Parser)]
-#[command(name = "calls-api", version, about = "Calls REST API, state machine and persistence")]
+#[command(
+    name = "calls-api",
+    version,
+    about = "Calls REST API, state machine and persistence"
+)]
 #[command(after_help = "Run `calls-api migrate` to apply the database migrations and exit.")]
 struct Serve {
     #[command(flatten)]
@@ -27,7 +31,10 @@ fn main() -> ExitCode {
     // required variables required.
     let migrate = std::env::args().nth(1).as_deref() == Some("migrate");
     let (serve, migrate) = if migrate {
-        let args = std::env::args().enumerate().filter(|(i, _)| *i != 1).map(|(_, a)| a);
+        let args = std::env::args()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, a)| a);
         let parsed = Migrate::try_parse_from(args).unwrap_or_else(|e| e.exit());
         (None, Some(parsed))
     } else {
@@ -45,7 +52,9 @@ fn main() -> ExitCode {
             tracing::info!("migrations applied");
             return Ok(());
         }
-        let Some(Serve { config }) = serve else { return Ok(()) };
+        let Some(Serve { config }) = serve else {
+            return Ok(());
+        };
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         calls_api::run(config, listener, common::shutdown::signal()).await
     });

@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use calls_proto::mediatoken::v1::{self as pb, media_token_service_client::MediaTokenServiceClient};
+use calls_proto::mediatoken::v1::{
+    self as pb, media_token_service_client::MediaTokenServiceClient,
+};
 use common::config::Secret;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -61,7 +63,11 @@ impl std::fmt::Debug for MediaClient {
 
 impl MediaClient {
     /// A lazily connecting client: calls-api starts even while media-token is still starting.
-    pub fn new(url: Option<&str>, credential: Option<Secret>, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        url: Option<&str>,
+        credential: Option<Secret>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let client = match url {
             None => None,
             Some(url) => {
@@ -73,7 +79,11 @@ impl MediaClient {
                 Some(MediaTokenServiceClient::new(endpoint.connect_lazy()))
             }
         };
-        Ok(Self { client, credential, timeout })
+        Ok(Self {
+            client,
+            credential,
+            timeout,
+        })
     }
 
     /// Signs a publisher token for `account` in `channel`.
@@ -83,7 +93,9 @@ impl MediaClient {
         };
         let mut request = tonic::Request::new(pb::IssueRtcTokenRequest {
             channel_name: channel.to_owned(),
-            identity: Some(pb::issue_rtc_token_request::Identity::UserAccount(account.to_owned())),
+            identity: Some(pb::issue_rtc_token_request::Identity::UserAccount(
+                account.to_owned(),
+            )),
             role: pb::RtcRole::Publisher as i32,
             token_ttl_seconds: 0,
             privilege_ttl_seconds: 0,
@@ -92,12 +104,15 @@ impl MediaClient {
         if let Some(credential) = &self.credential {
             let value = format!("Bearer {}", credential.expose())
                 .parse()
-                .map_err(|_| MediaError::Rejected("service credential is not a valid header value".into()))?;
+                .map_err(|_| {
+                    MediaError::Rejected("service credential is not a valid header value".into())
+                })?;
             request.metadata_mut().insert("authorization", value);
         }
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(self.timeout, client.issue_rtc_token(request)).await;
-        metrics::histogram!("calls_api_media_token_duration_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("calls_api_media_token_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         let response = match result {
             Err(_) => return Err(MediaError::Unavailable("timed out".into())),
             Ok(Err(status)) => {
@@ -107,7 +122,9 @@ impl MediaClient {
                     | tonic::Code::DeadlineExceeded
                     | tonic::Code::Cancelled
                     | tonic::Code::Unknown
-                    | tonic::Code::ResourceExhausted => MediaError::Unavailable(status.message().to_owned()),
+                    | tonic::Code::ResourceExhausted => {
+                        MediaError::Unavailable(status.message().to_owned())
+                    }
                     _ => MediaError::Rejected(format!("{:?}: {}", status.code(), status.message())),
                 });
             }

@@ -72,15 +72,21 @@ pub fn store_error(err: StoreError) -> ApiError {
 
 pub fn domain_error(err: DomainError) -> ApiError {
     match err {
-        DomainError::Forbidden => ApiError::new(ErrorCode::Forbidden, "You are not allowed to do this to this call"),
+        DomainError::Forbidden => ApiError::new(
+            ErrorCode::Forbidden,
+            "You are not allowed to do this to this call",
+        ),
         DomainError::NotFound => ApiError::new(ErrorCode::CallNotFound, "Call not found"),
         DomainError::CallFull => ApiError::new(ErrorCode::CallFull, "Call is full"),
         DomainError::CallEnded => ApiError::new(ErrorCode::CallEnded, "Call has ended"),
-        DomainError::InvalidTransition => {
-            ApiError::new(ErrorCode::InvalidTransition, "This status change is not allowed")
-        }
+        DomainError::InvalidTransition => ApiError::new(
+            ErrorCode::InvalidTransition,
+            "This status change is not allowed",
+        ),
         DomainError::NotJoined => ApiError::new(ErrorCode::NotJoined, "Join the call first"),
-        DomainError::Validation(v) => ApiError::validation(vec![FieldError::new(v.field, v.message)]),
+        DomainError::Validation(v) => {
+            ApiError::validation(vec![FieldError::new(v.field, v.message)])
+        }
     }
 }
 
@@ -89,8 +95,20 @@ fn now() -> OffsetDateTime {
 }
 
 impl Calls {
-    pub fn new(store: Store, membership: MembershipMode, timing: Timing, max_participants: u32, relay: Arc<Notify>) -> Self {
-        Self { store, membership, timing, max_participants, relay }
+    pub fn new(
+        store: Store,
+        membership: MembershipMode,
+        timing: Timing,
+        max_participants: u32,
+        relay: Arc<Notify>,
+    ) -> Self {
+        Self {
+            store,
+            membership,
+            timing,
+            max_participants,
+            relay,
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -115,7 +133,11 @@ impl Calls {
             // In open mode a call's room members are its participants, which the domain
             // already checks; nobody else counts.
             MembershipMode::Open => Ok(false),
-            MembershipMode::Table => self.store.is_room_member(room, user).await.map_err(store_error),
+            MembershipMode::Table => self
+                .store
+                .is_room_member(room, user)
+                .await
+                .map_err(store_error),
         }
     }
 
@@ -144,7 +166,12 @@ impl Calls {
         user: &str,
         call_id: CallId,
         trace: Option<&str>,
-        command: impl FnOnce(&mut Call, &Actor, OffsetDateTime) -> Result<crate::domain::Outcome, DomainError> + Send,
+        command: impl FnOnce(
+            &mut Call,
+            &Actor,
+            OffsetDateTime,
+        ) -> Result<crate::domain::Outcome, DomainError>
+        + Send,
         pick: impl FnOnce(Call) -> T,
     ) -> Result<T, ApiError> {
         let (_, actor) = self.actor_for(user, call_id).await?;
@@ -189,7 +216,10 @@ impl Calls {
         if request.is_group_call && request.invite_user_ids.len() >= max as usize {
             details.push(FieldError::new(
                 "inviteUserIds",
-                format!("{} invitees and the caller exceed maxParticipants {max}", request.invite_user_ids.len()),
+                format!(
+                    "{} invitees and the caller exceed maxParticipants {max}",
+                    request.invite_user_ids.len()
+                ),
             ));
         }
         if !details.is_empty() {
@@ -197,12 +227,17 @@ impl Calls {
         }
         if self.membership == MembershipMode::Table {
             if !self.is_room_member(room, user).await? {
-                return Err(ApiError::forbidden("Only members of this chat room can start a call in it"));
+                return Err(ApiError::forbidden(
+                    "Only members of this chat room can start a call in it",
+                ));
             }
             let mut not_members = Vec::new();
             for (i, invitee) in request.invite_user_ids.iter().enumerate() {
                 if !self.is_room_member(room, invitee).await? {
-                    not_members.push(FieldError::new(format!("inviteUserIds[{i}]"), "is not a member of this chat room"));
+                    not_members.push(FieldError::new(
+                        format!("inviteUserIds[{i}]"),
+                        "is not a member of this chat room",
+                    ));
                 }
             }
             if !not_members.is_empty() {
@@ -222,9 +257,14 @@ impl Calls {
         let member = self.membership == MembershipMode::Table;
         let initiated = self
             .store
-            .initiate(new, now(), &self.timing, idempotency_key.map(|k| (user, k)), trace, |call| {
-                call.is_visible_to(user, member)
-            })
+            .initiate(
+                new,
+                now(),
+                &self.timing,
+                idempotency_key.map(|k| (user, k)),
+                trace,
+                |call| call.is_visible_to(user, member),
+            )
             .await
             .map_err(store_error)?;
         match initiated {
@@ -233,9 +273,15 @@ impl Calls {
                     self.wake_relay();
                 }
                 metrics::counter!("calls_started_total", "type" => call.call_type.as_str(), "group" => if call.is_group_call { "true" } else { "false" }).increment(1);
-                Ok(Initiation { created: true, call })
+                Ok(Initiation {
+                    created: true,
+                    call,
+                })
             }
-            Initiated::Existing { call } => Ok(Initiation { created: false, call }),
+            Initiated::Existing { call } => Ok(Initiation {
+                created: false,
+                call,
+            }),
             Initiated::Replayed { created, call } => Ok(Initiation { created, call }),
             Initiated::AlreadyActiveHidden => Err(ApiError::new(
                 ErrorCode::CallAlreadyActive,
@@ -253,20 +299,47 @@ impl Calls {
     pub async fn active_in_room(&self, user: &str, room: &str) -> Result<Option<Call>, ApiError> {
         let member = self.is_room_member(room, user).await?;
         if self.membership == MembershipMode::Table && !member {
-            return Err(ApiError::forbidden("Only members of this chat room can see its calls"));
+            return Err(ApiError::forbidden(
+                "Only members of this chat room can see its calls",
+            ));
         }
-        let call = self.store.active_call_in_room(room).await.map_err(store_error)?;
+        let call = self
+            .store
+            .active_call_in_room(room)
+            .await
+            .map_err(store_error)?;
         Ok(call.filter(|c| c.is_visible_to(user, member)))
     }
 
     /// `GET /calls`: the user's own call history, newest first.
-    pub async fn history(&self, user: &str, limit: u32, before: Option<&str>) -> Result<CallPage, ApiError> {
-        self.store.calls_for_user(user, limit, before).await.map_err(store_error)
+    pub async fn history(
+        &self,
+        user: &str,
+        limit: u32,
+        before: Option<&str>,
+    ) -> Result<CallPage, ApiError> {
+        self.store
+            .calls_for_user(user, limit, before)
+            .await
+            .map_err(store_error)
     }
 
     /// `POST /calls/:id/join`.
-    pub async fn join(&self, user: &str, call_id: CallId, media: MediaPatch, trace: Option<&str>) -> Result<Call, ApiError> {
-        self.apply(user, call_id, trace, |call, actor, now| call.join(actor, &media, now), |call| call).await
+    pub async fn join(
+        &self,
+        user: &str,
+        call_id: CallId,
+        media: MediaPatch,
+        trace: Option<&str>,
+    ) -> Result<Call, ApiError> {
+        self.apply(
+            user,
+            call_id,
+            trace,
+            |call, actor, now| call.join(actor, &media, now),
+            |call| call,
+        )
+        .await
     }
 
     /// `PATCH /calls/:id/status` and the socket's `call_status_changed`.
@@ -289,9 +362,20 @@ impl Calls {
     }
 
     /// The socket's `leave_call`.
-    pub async fn leave(&self, user: &str, call_id: CallId, trace: Option<&str>) -> Result<Call, ApiError> {
-        self.apply(user, call_id, trace, |call, actor, now| call.leave(actor, LeftReason::Left, now), |call| call)
-            .await
+    pub async fn leave(
+        &self,
+        user: &str,
+        call_id: CallId,
+        trace: Option<&str>,
+    ) -> Result<Call, ApiError> {
+        self.apply(
+            user,
+            call_id,
+            trace,
+            |call, actor, now| call.leave(actor, LeftReason::Left, now),
+            |call| call,
+        )
+        .await
     }
 
     /// `PATCH /calls/:id/media` and the socket's `media_state_changed`.
@@ -315,8 +399,21 @@ impl Calls {
     }
 
     /// `POST /calls/:id/end`.
-    pub async fn end(&self, user: &str, call_id: CallId, trace: Option<&str>) -> Result<Call, ApiError> {
-        let call = self.apply(user, call_id, trace, |call, actor, now| call.end(actor, now), |call| call).await?;
+    pub async fn end(
+        &self,
+        user: &str,
+        call_id: CallId,
+        trace: Option<&str>,
+    ) -> Result<Call, ApiError> {
+        let call = self
+            .apply(
+                user,
+                call_id,
+                trace,
+                |call, actor, now| call.end(actor, now),
+                |call| call,
+            )
+            .await?;
         Ok(call)
     }
 
@@ -342,5 +439,4 @@ impl Calls {
             participants: call.participants,
         })
     }
-
 }

@@ -25,7 +25,13 @@ pub fn stream_name(subjects: &Subjects) -> String {
     let suffix: String = subjects
         .prefix()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{}_{suffix}", calls_bus::subjects::EVENTS_STREAM)
 }
@@ -69,10 +75,16 @@ fn record_event_metrics(event: &OutboxEvent) {
     if event.event == "call_ended"
         && let Ok(value) = serde_json::from_str::<serde_json::Value>(&event.payload)
     {
-        let reason = value.get("reason").and_then(|r| r.as_str()).unwrap_or("unknown").to_owned();
+        let reason = value
+            .get("reason")
+            .and_then(|r| r.as_str())
+            .unwrap_or("unknown")
+            .to_owned();
         metrics::counter!("calls_ended_total", "reason" => reason).increment(1);
     }
-    let age = (OffsetDateTime::now_utc() - event.created_at).as_seconds_f64().max(0.0);
+    let age = (OffsetDateTime::now_utc() - event.created_at)
+        .as_seconds_f64()
+        .max(0.0);
     metrics::histogram!("calls_outbox_publish_delay_seconds").record(age);
 }
 
@@ -97,7 +109,11 @@ impl Workers {
             headers.insert("traceparent", trace.clone());
         }
         let msg_id = format!("evt-{}", event.id);
-        match self.bus.publish_event(&subject, &msg_id, headers, wire_message(&event)).await {
+        match self
+            .bus
+            .publish_event(&subject, &msg_id, headers, wire_message(&event))
+            .await
+        {
             Ok(()) => {
                 record_event_metrics(&event);
                 metrics::counter!("calls_outbox_published_total").increment(1);
@@ -125,11 +141,21 @@ impl Workers {
             // holds the relay lock (it may not have seen our newest events).
             let mut busy_rounds = 0;
             loop {
-                match self.store.relay_step(RELAY_BATCH, |e| self.publish(e)).await {
+                match self
+                    .store
+                    .relay_step(RELAY_BATCH, |e| self.publish(e))
+                    .await
+                {
                     Ok(RelayStep::Published { stopped: true, .. }) => {
                         // The bus is down or the stream is gone (a NATS restart without
                         // storage): recreate it, then back off; the events wait in the outbox.
-                        let _ = self.bus.ensure_stream(&stream_name(&self.subjects), vec![self.subjects.all_events()]).await;
+                        let _ = self
+                            .bus
+                            .ensure_stream(
+                                &stream_name(&self.subjects),
+                                vec![self.subjects.all_events()],
+                            )
+                            .await;
                         tokio::select! {
                             () = &mut stop => return,
                             () = tokio::time::sleep(backoff) => {}
@@ -209,10 +235,17 @@ impl Workers {
                 () = &mut stop => return,
                 () = tokio::time::sleep(self.heartbeat) => {}
             }
-            match self.store.expire_dead_nodes(OffsetDateTime::now_utc(), self.heartbeat * 3, &self.timing).await {
+            match self
+                .store
+                .expire_dead_nodes(OffsetDateTime::now_utc(), self.heartbeat * 3, &self.timing)
+                .await
+            {
                 Ok(expiry) => {
                     for node in &expiry.nodes {
-                        tracing::warn!(node, "signaling node stopped heartbeating; its sockets count as gone");
+                        tracing::warn!(
+                            node,
+                            "signaling node stopped heartbeating; its sockets count as gone"
+                        );
                         metrics::counter!("calls_signaling_nodes_expired_total").increment(1);
                     }
                     if !expiry.events.is_empty() {
@@ -233,10 +266,18 @@ impl Workers {
                 () = tokio::time::sleep(Duration::from_secs(600)) => {}
             }
             let now = OffsetDateTime::now_utc();
-            if let Err(e) = self.store.purge_published_events(now - time::Duration::days(1)).await {
+            if let Err(e) = self
+                .store
+                .purge_published_events(now - time::Duration::days(1))
+                .await
+            {
                 tracing::warn!(error = %e, "purging published events failed");
             }
-            if let Err(e) = self.store.purge_idempotency_keys(now - time::Duration::days(1)).await {
+            if let Err(e) = self
+                .store
+                .purge_idempotency_keys(now - time::Duration::days(1))
+                .await
+            {
                 tracing::warn!(error = %e, "purging idempotency keys failed");
             }
         }

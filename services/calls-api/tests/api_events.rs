@@ -25,10 +25,22 @@ on_both_stacks!(every_state_change_reaches_the_bus_as_a_contract_event);
 
 #[track_caller]
 fn assert_wire_shape(event: &BusEvent) {
-    let keys: BTreeSet<&str> = event.message.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
-    assert_eq!(keys, BTreeSet::from(["data", "event"]), "bus messages are {{\"event\", \"data\"}}: {}", event.message);
+    let keys: BTreeSet<&str> = event
+        .message
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["data", "event"]),
+        "bus messages are {{\"event\", \"data\"}}: {}",
+        event.message
+    );
     assert!(
-        event.headers.get("Nats-Msg-Id").is_some_and(|id| !id.is_empty()),
+        event
+            .headers
+            .get("Nats-Msg-Id")
+            .is_some_and(|id| !id.is_empty()),
         "{} on {} has no Nats-Msg-Id header (JetStream cannot de-duplicate retries)",
         event.name,
         event.subject
@@ -45,26 +57,46 @@ async fn every_state_change_reaches_the_bus_as_a_contract_event(stack: Stack) {
 
     // Every device of each invitee rings.
     for user in ["bob", "carol"] {
-        let ring = app.events.wait_for(&s.user_events(user), "incoming_call").await;
+        let ring = app
+            .events
+            .wait_for(&s.user_events(user), "incoming_call")
+            .await;
         assert_wire_shape(&ring);
         assert_eq!(ring.data["callId"], id.as_str());
         assert_eq!(ring.data["from"], "alice");
-        assert!(ring.data.get("seq").is_none(), "user events are not part of the call's seq stream");
+        assert!(
+            ring.data.get("seq").is_none(),
+            "user events are not part of the call's seq stream"
+        );
         assert_call_shape(&ring.data["call"]);
         assert_eq!(ring.data["call"]["id"], id.as_str());
     }
-    assert!(app.events.on(&s.user_events("alice")).is_empty(), "the caller's own devices do not ring");
+    assert!(
+        app.events.on(&s.user_events("alice")).is_empty(),
+        "the caller's own devices do not ring"
+    );
 
     app.join("bob", &id).await.ok(200);
     let joined = app.events.wait_for(&on_call, "participant_joined").await;
     assert_participant_shape(&joined.data["participant"]);
     assert_eq!(joined.data["participant"]["userId"], "bob");
     assert_eq!(joined.data["participant"]["status"], "joined");
-    let stop = app.events.wait_for(&s.user_events("bob"), "incoming_call_cancelled").await;
-    assert_eq!(stop.data["reason"], "answered_elsewhere", "bob's other devices stop ringing");
+    let stop = app
+        .events
+        .wait_for(&s.user_events("bob"), "incoming_call_cancelled")
+        .await;
+    assert_eq!(
+        stop.data["reason"], "answered_elsewhere",
+        "bob's other devices stop ringing"
+    );
 
-    app.update_media("bob", &id, json!({"isMicMuted": true})).await.ok(200);
-    let media = app.events.wait_for(&on_call, "participant_media_changed").await;
+    app.update_media("bob", &id, json!({"isMicMuted": true}))
+        .await
+        .ok(200);
+    let media = app
+        .events
+        .wait_for(&on_call, "participant_media_changed")
+        .await;
     assert_eq!(
         media.data,
         json!({"callId": id, "seq": media.data["seq"], "at": media.data["at"], "userId": "bob",
@@ -72,38 +104,95 @@ async fn every_state_change_reaches_the_bus_as_a_contract_event(stack: Stack) {
     );
 
     app.set_status("carol", &id, "declined").await.ok(200);
-    let declined = app.events.wait_for(&on_call, "participant_status_changed").await;
-    assert_eq!((declined.data["userId"].as_str(), declined.data["status"].as_str()), (Some("carol"), Some("declined")));
-    let stop = app.events.wait_for(&s.user_events("carol"), "incoming_call_cancelled").await;
+    let declined = app
+        .events
+        .wait_for(&on_call, "participant_status_changed")
+        .await;
+    assert_eq!(
+        (
+            declined.data["userId"].as_str(),
+            declined.data["status"].as_str()
+        ),
+        (Some("carol"), Some("declined"))
+    );
+    let stop = app
+        .events
+        .wait_for(&s.user_events("carol"), "incoming_call_cancelled")
+        .await;
     assert_eq!(stop.data["reason"], "declined_elsewhere");
 
     app.set_status("bob", &id, "left").await.ok(200);
     let left = app.events.wait_for(&on_call, "participant_left").await;
-    assert_eq!((left.data["userId"].as_str(), left.data["reason"].as_str()), (Some("bob"), Some("left")));
+    assert_eq!(
+        (left.data["userId"].as_str(), left.data["reason"].as_str()),
+        (Some("bob"), Some("left"))
+    );
 
     let ended = app.end("alice", &id).await.ok(200);
     let last = ended["seq"].as_u64().unwrap();
-    let stream = app.events.wait_for_count(&on_call, usize::try_from(last).unwrap()).await;
+    let stream = app
+        .events
+        .wait_for_count(&on_call, usize::try_from(last).unwrap())
+        .await;
     assert_gap_free(&stream, last);
     let names: Vec<&str> = stream.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(
         names,
-        ["participant_joined", "participant_media_changed", "participant_status_changed", "participant_left", "call_ended"]
+        [
+            "participant_joined",
+            "participant_media_changed",
+            "participant_status_changed",
+            "participant_left",
+            "call_ended"
+        ]
     );
     let end = stream.last().unwrap();
-    assert_eq!((end.data["reason"].as_str(), end.data["endedBy"].as_str()), (Some("completed"), Some("alice")));
+    assert_eq!(
+        (end.data["reason"].as_str(), end.data["endedBy"].as_str()),
+        (Some("completed"), Some("alice"))
+    );
     for event in &stream {
         assert_wire_shape(event);
         assert_eq!(event.data["callId"], id.as_str());
     }
     // call_ended also goes to every invitee's devices.
     for user in ["bob", "carol"] {
-        let copy = app.events.wait_for(&s.user_events(user), "call_ended").await;
+        let copy = app
+            .events
+            .wait_for(&s.user_events(user), "call_ended")
+            .await;
         assert_eq!(copy.data, end.data, "{user} gets the same call_ended");
     }
-    let ids: Vec<String> = app.events.all().iter().map(|e| e.headers.get("Nats-Msg-Id").unwrap_or_default().to_owned()).collect();
+
+    // A caller who gives up stops the callee's phone ringing.
+    let cancelled = app.initiate("alice", "dm", &["dave"], false).await;
+    app.end("alice", &id_of(&cancelled)).await.ok(200);
+    let stop = app
+        .events
+        .wait_for(&s.user_events("dave"), "incoming_call_cancelled")
+        .await;
+    assert_eq!(
+        (stop.data["callId"].as_str(), stop.data["reason"].as_str()),
+        (cancelled["id"].as_str(), Some("cancelled"))
+    );
+    let end = app
+        .events
+        .wait_for(&s.user_events("dave"), "call_ended")
+        .await;
+    assert_eq!(end.data["reason"], "cancelled");
+
+    let ids: Vec<String> = app
+        .events
+        .all()
+        .iter()
+        .map(|e| e.headers.get("Nats-Msg-Id").unwrap_or_default().to_owned())
+        .collect();
     let unique: BTreeSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "every message has its own Nats-Msg-Id: {ids:?}");
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "every message has its own Nats-Msg-Id: {ids:?}"
+    );
 }
 
 /// One message of the JetStream stream.
@@ -122,7 +211,12 @@ async fn read_stream(app: &TestApp) -> Option<Vec<Stored>> {
         let bus = app.bus.clone();
         async move {
             let reply = bus
-                .request(&subject, Headers::new(), serde_json::to_vec(&body).unwrap().into(), Duration::from_secs(2))
+                .request(
+                    &subject,
+                    Headers::new(),
+                    serde_json::to_vec(&body).unwrap().into(),
+                    Duration::from_secs(2),
+                )
                 .await
                 .ok()?;
             serde_json::from_slice::<Value>(&reply.payload).ok()
@@ -136,10 +230,17 @@ async fn read_stream(app: &TestApp) -> Option<Vec<Stored>> {
         if last == 0 {
             break;
         }
-        let got = ask(format!("$JS.API.STREAM.MSG.GET.{stream}"), json!({"seq": seq})).await?;
+        let got = ask(
+            format!("$JS.API.STREAM.MSG.GET.{stream}"),
+            json!({"seq": seq}),
+        )
+        .await?;
         let message = &got["message"];
         let data = STANDARD.decode(message["data"].as_str()?).ok()?;
-        let headers = message["hdrs"].as_str().and_then(|h| STANDARD.decode(h).ok()).unwrap_or_default();
+        let headers = message["hdrs"]
+            .as_str()
+            .and_then(|h| STANDARD.decode(h).ok())
+            .unwrap_or_default();
         let msg_id = String::from_utf8_lossy(&headers)
             .lines()
             .find_map(|l| l.strip_prefix("Nats-Msg-Id:").map(|v| v.trim().to_owned()))
@@ -160,20 +261,31 @@ async fn readyz(app: &TestApp) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_written_while_nats_is_down_are_all_delivered_in_order_once_it_is_back() {
     let mut nats = NatsServer::start().await;
-    let app = spawn_app(Options { nats_url: Some(nats.url()), ..Options::default() }).await;
+    let app = spawn_app(Options {
+        nats_url: Some(nats.url()),
+        ..Options::default()
+    })
+    .await;
     let call = app.initiate("alice", "team", &["bob", "carol"], true).await;
     let id = id_of(&call);
     app.join("bob", &id).await.ok(200);
-    app.events.wait_for(&app.subjects.call_events(&id), "participant_joined").await;
+    app.events
+        .wait_for(&app.subjects.call_events(&id), "participant_joined")
+        .await;
 
     nats.stop();
     let started = Instant::now();
     while readyz(&app).await != 503 {
-        assert!(started.elapsed() < DEADLINE, "/readyz kept saying ready with NATS down");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "/readyz kept saying ready with NATS down"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The API does not need the bus to change state: the events wait in the outbox.
-    app.update_media("bob", &id, json!({"isCameraOff": true})).await.ok(200);
+    app.update_media("bob", &id, json!({"isCameraOff": true}))
+        .await
+        .ok(200);
     app.set_status("carol", &id, "declined").await.ok(200);
     app.set_status("bob", &id, "left").await.ok(200);
     let ended = app.end("alice", &id).await.ok(200);
@@ -184,22 +296,50 @@ async fn events_written_while_nats_is_down_are_all_delivered_in_order_once_it_is
     let started = Instant::now();
     let stored = loop {
         if let Some(stored) = read_stream(&app).await
-            && stored.iter().any(|m| m.subject == app.subjects.call_events(&id) && m.event["event"] == "call_ended")
-            && stored.iter().filter(|m| m.event["event"] == "call_ended").count() == 3
+            && stored.iter().any(|m| {
+                m.subject == app.subjects.call_events(&id) && m.event["event"] == "call_ended"
+            })
+            && stored
+                .iter()
+                .filter(|m| m.event["event"] == "call_ended")
+                .count()
+                == 3
         {
             break stored;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the outbox never delivered the events written while NATS was down");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the outbox never delivered the events written while NATS was down"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
 
-    let on_call: Vec<&Stored> = stored.iter().filter(|m| m.subject == app.subjects.call_events(&id)).collect();
-    let seqs: Vec<u64> = on_call.iter().map(|m| m.event["data"]["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=last).collect::<Vec<_>>(), "every call event, in order, stored once: {on_call:?}");
-    let names: Vec<&str> = on_call.iter().map(|m| m.event["event"].as_str().unwrap()).collect();
+    let on_call: Vec<&Stored> = stored
+        .iter()
+        .filter(|m| m.subject == app.subjects.call_events(&id))
+        .collect();
+    let seqs: Vec<u64> = on_call
+        .iter()
+        .map(|m| m.event["data"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "every call event, in order, stored once: {on_call:?}"
+    );
+    let names: Vec<&str> = on_call
+        .iter()
+        .map(|m| m.event["event"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["participant_joined", "participant_media_changed", "participant_status_changed", "participant_left", "call_ended"]
+        [
+            "participant_joined",
+            "participant_media_changed",
+            "participant_status_changed",
+            "participant_left",
+            "call_ended"
+        ]
     );
     for user in ["bob", "carol"] {
         let mine: Vec<&str> = stored
@@ -207,22 +347,50 @@ async fn events_written_while_nats_is_down_are_all_delivered_in_order_once_it_is
             .filter(|m| m.subject == app.subjects.user_events(user))
             .map(|m| m.event["event"].as_str().unwrap())
             .collect();
-        assert_eq!(mine.first(), Some(&"incoming_call"), "{user}'s events: {mine:?}");
-        assert_eq!(mine.last(), Some(&"call_ended"), "{user}'s events: {mine:?}");
+        assert_eq!(
+            mine.first(),
+            Some(&"incoming_call"),
+            "{user}'s events: {mine:?}"
+        );
+        assert_eq!(
+            mine.last(),
+            Some(&"call_ended"),
+            "{user}'s events: {mine:?}"
+        );
     }
     let ids: BTreeSet<&str> = stored.iter().map(|m| m.msg_id.as_str()).collect();
-    assert_eq!(ids.len(), stored.len(), "each event is stored once, whatever the relay retried");
+    assert_eq!(
+        ids.len(),
+        stored.len(),
+        "each event is stored once, whatever the relay retried"
+    );
 
     let started = Instant::now();
     while readyz(&app).await != 200 {
-        assert!(started.elapsed() < DEADLINE, "/readyz never recovered after NATS came back");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "/readyz never recovered after NATS came back"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The command subscription came back with the connection.
+    let ack = app
+        .command("join_call", "alice", json!({"callId": id}))
+        .await;
+    assert_eq!(
+        ack["ok"], true,
+        "signaling's commands must be answered again after a NATS restart: {ack}"
+    );
+    assert_eq!(ack["data"]["seq"], last);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_database_share_the_work_without_duplicating_it() {
-    let mut app = spawn_app(Options { ring_timeout_seconds: 1, ..Options::default() }).await;
+    let mut app = spawn_app(Options {
+        ring_timeout_seconds: 1,
+        ..Options::default()
+    })
+    .await;
     let b = app.spawn_replica().await;
     let a = app.api.clone();
 
@@ -231,35 +399,152 @@ async fn two_replicas_on_one_database_share_the_work_without_duplicating_it() {
     let id = id_of(&call);
     assert_eq!(b.call("bob", &id).await.ok(200)["id"], id.as_str());
     b.join("bob", &id).await.ok(200);
-    a.update_media("bob", &id, json!({"isSharingScreen": true})).await.ok(200);
+    a.update_media("bob", &id, json!({"isSharingScreen": true}))
+        .await
+        .ok(200);
     b.set_status("carol", &id, "declined").await.ok(200);
-    let glare = b.try_initiate("bob", "team", json!({"type": "video", "isGroupCall": true, "inviteUserIds": ["alice"]})).await;
-    assert_eq!(glare.ok(200)["id"], id.as_str(), "one live call per room holds across replicas");
+    let glare = b
+        .try_initiate(
+            "bob",
+            "team",
+            json!({"type": "video", "isGroupCall": true, "inviteUserIds": ["alice"]}),
+        )
+        .await;
+    assert_eq!(
+        glare.ok(200)["id"],
+        id.as_str(),
+        "one live call per room holds across replicas"
+    );
     let ended = b.end("alice", &id).await.ok(200);
     let last = ended["seq"].as_u64().unwrap();
+
+    // Two people calling each other at once through different replicas get one call.
+    for round in 0..5 {
+        let room = format!("glare-{round}");
+        let (x, y) = tokio::join!(
+            a.try_initiate(
+                "gus",
+                &room,
+                json!({"type": "audio", "isGroupCall": false, "inviteUserIds": ["hal"]})
+            ),
+            b.try_initiate(
+                "hal",
+                &room,
+                json!({"type": "audio", "isGroupCall": false, "inviteUserIds": ["gus"]})
+            ),
+        );
+        let mut codes = [x.status, y.status];
+        codes.sort_unstable();
+        assert_eq!(codes, [200, 201], "round {round}: {} / {}", x.text, y.text);
+        assert_eq!(
+            x.body["data"]["id"], y.body["data"]["id"],
+            "round {round}: both sides must land in one call"
+        );
+        a.end("gus", x.body["data"]["id"].as_str().unwrap())
+            .await
+            .ok(200);
+    }
 
     // A ring timeout fires once, whichever replica's timer loop sees it first.
     let unanswered = b.initiate("dave", "dm", &["erin"], false).await;
     let missed_id = id_of(&unanswered);
-    let missed = app.wait_for_call("dave", &missed_id, "the ring timeout", |c| c["status"] == "ended").await;
+    let missed = app
+        .wait_for_call("dave", &missed_id, "the ring timeout", |c| {
+            c["status"] == "ended"
+        })
+        .await;
     assert_eq!(missed["endReason"], "missed");
     let missed_last = missed["seq"].as_u64().unwrap();
-    assert_eq!(missed_last, 2, "one participant_status_changed and one call_ended: {missed:#}");
+    assert_eq!(
+        missed_last, 2,
+        "one participant_status_changed and one call_ended: {missed:#}"
+    );
 
     // A sentinel event after everything else: once it is through, anything duplicated would be too.
     a.initiate("zoe", "sentinel", &["yan"], false).await;
-    app.events.wait_for(&app.subjects.user_events("yan"), "incoming_call").await;
-    let first_stream = app.events.wait_for_count(&app.subjects.call_events(&id), usize::try_from(last).unwrap()).await;
+    app.events
+        .wait_for(&app.subjects.user_events("yan"), "incoming_call")
+        .await;
+    let first_stream = app
+        .events
+        .wait_for_count(
+            &app.subjects.call_events(&id),
+            usize::try_from(last).unwrap(),
+        )
+        .await;
     assert_gap_free(&first_stream, last);
     let timeout_stream = app.events.on(&app.subjects.call_events(&missed_id));
     assert_gap_free(&timeout_stream, missed_last);
     let names: Vec<&str> = timeout_stream.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["participant_status_changed", "call_ended"]);
-    let erin: Vec<String> = app.events.on(&app.subjects.user_events("erin")).iter().map(|e| e.name.clone()).collect();
-    assert_eq!(erin, ["incoming_call", "incoming_call_cancelled", "call_ended"], "erin's devices hear each thing once");
+    let erin: Vec<String> = app
+        .events
+        .on(&app.subjects.user_events("erin"))
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    assert_eq!(
+        erin,
+        ["incoming_call", "incoming_call_cancelled", "call_ended"],
+        "erin's devices hear each thing once"
+    );
 
     let all = app.events.all();
-    let ids: Vec<&str> = all.iter().map(|e| e.headers.get("Nats-Msg-Id").unwrap_or_default()).collect();
+    let ids: Vec<&str> = all
+        .iter()
+        .map(|e| e.headers.get("Nats-Msg-Id").unwrap_or_default())
+        .collect();
     let unique: BTreeSet<&&str> = ids.iter().collect();
-    assert_eq!(unique.len(), ids.len(), "no event was published twice: {ids:?}");
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "no event was published twice: {ids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_event_stream_is_recreated_and_the_events_still_go_out() {
+    // What a NATS restart without storage looks like to calls-api: the stream is gone.
+    let app = spawn_app(Options::default()).await;
+    let call = app.initiate("alice", "team", &["bob"], true).await;
+    let id = id_of(&call);
+    app.events
+        .wait_for(&app.subjects.user_events("bob"), "incoming_call")
+        .await;
+    app.bus.delete_stream(&app.stream_name()).await.unwrap();
+
+    app.join("bob", &id).await.ok(200);
+    app.update_media("bob", &id, json!({"isMicMuted": true}))
+        .await
+        .ok(200);
+    // The first publish after the loss reaches core subscribers but no stream acknowledges it
+    // (the relay waits out the 5 s JetStream ack timeout: subscribers count as responders), so
+    // the relay sends it again once the stream is back. Delivery is at-least-once, and a retry
+    // carries the same Nats-Msg-Id (signaling drops call events by seq).
+    let on_call = app.subjects.call_events(&id);
+    let distinct = app
+        .events
+        .wait_until("both events after the stream was lost", |events| {
+            let mut seen = BTreeSet::new();
+            let distinct: Vec<BusEvent> = events
+                .iter()
+                .filter(|e| {
+                    e.subject == on_call
+                        && seen.insert(e.headers.get("Nats-Msg-Id").unwrap_or_default().to_owned())
+                })
+                .cloned()
+                .collect();
+            (distinct.len() >= 2).then_some(distinct)
+        })
+        .await;
+    assert_gap_free(&distinct, 2);
+    let stored = read_stream(&app)
+        .await
+        .expect("the stream must exist again");
+    assert!(
+        stored
+            .iter()
+            .any(|m| m.event["event"] == "participant_media_changed"),
+        "events after the loss are stored again: {stored:?}"
+    );
 }

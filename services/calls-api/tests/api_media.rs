@@ -17,7 +17,11 @@ use support::{
 
 async fn app_with_media(with_agora: bool) -> (TestApp, MediaTokenServer) {
     let media = MediaTokenServer::start(with_agora).await;
-    let app = spawn_app(Options { media_token_url: Some(media.url.clone()), ..Options::default() }).await;
+    let app = spawn_app(Options {
+        media_token_url: Some(media.url.clone()),
+        ..Options::default()
+    })
+    .await;
     (app, media)
 }
 
@@ -27,9 +31,25 @@ async fn media_session(app: &TestApp, user: &str, call_id: &str) -> Value {
     let resp = app.media_session(user, call_id).await;
     let session = resp.ok(200);
     assert_eq!(resp.body["message"], "Media session created successfully");
-    let mut keys: Vec<&str> = session.as_object().unwrap().keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = session
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["appId", "channelName", "expiresAt", "mode", "provider", "rtcToken", "userAccount"]);
+    assert_eq!(
+        keys,
+        [
+            "appId",
+            "channelName",
+            "expiresAt",
+            "mode",
+            "provider",
+            "rtcToken",
+            "userAccount"
+        ]
+    );
     let channel = format!("call_{call_id}");
     assert_eq!(session["provider"], "agora");
     assert_eq!(session["mode"], "sfu");
@@ -39,14 +59,33 @@ async fn media_session(app: &TestApp, user: &str, call_id: &str) -> Value {
     assert_timestamp(&session["expiresAt"], "expiresAt");
 
     let token = session["rtcToken"].as_str().unwrap();
-    assert!(token.starts_with("007"), "an AccessToken2 starts with 007: {token}");
-    let decoded = agora_token::decode(token).unwrap_or_else(|e| panic!("the rtcToken does not decode: {e}"));
-    assert!(decoded.verify(AGORA_CERT), "the rtcToken's signature does not verify with the app certificate");
+    assert!(
+        token.starts_with("007"),
+        "an AccessToken2 starts with 007: {token}"
+    );
+    let decoded =
+        agora_token::decode(token).unwrap_or_else(|e| panic!("the rtcToken does not decode: {e}"));
+    assert!(
+        decoded.verify(AGORA_CERT),
+        "the rtcToken's signature does not verify with the app certificate"
+    );
     assert_eq!(decoded.app_id(), AGORA_APP_ID);
-    match &decoded.services()[..] {
-        [agora_token::Service::Rtc { channel_name, account, privileges }] => {
-            assert_eq!(channel_name, &channel, "the token must be bound to the call's channel");
-            assert_eq!(account, user, "the token must be bound to the caller's account");
+    match decoded.services() {
+        [
+            agora_token::Service::Rtc {
+                channel_name,
+                account,
+                privileges,
+            },
+        ] => {
+            assert_eq!(
+                channel_name, &channel,
+                "the token must be bound to the call's channel"
+            );
+            assert_eq!(
+                account, user,
+                "the token must be bound to the caller's account"
+            );
             assert_eq!(
                 privileges.keys().copied().collect::<Vec<_>>(),
                 vec![1, 2, 3, 4],
@@ -55,12 +94,22 @@ async fn media_session(app: &TestApp, user: &str, call_id: &str) -> Value {
         }
         other => panic!("expected exactly one RTC service in the token, got {other:?}"),
     }
-    let expires = time::OffsetDateTime::parse(session["expiresAt"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
-        .unwrap()
-        .unix_timestamp();
-    assert_eq!(u64::try_from(expires).unwrap(), decoded.expires_at(), "expiresAt must be when the token expires");
+    let expires = time::OffsetDateTime::parse(
+        session["expiresAt"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp();
+    assert_eq!(
+        u64::try_from(expires).unwrap(),
+        decoded.expires_at(),
+        "expiresAt must be when the token expires"
+    );
     let ttl = expires - time::OffsetDateTime::now_utc().unix_timestamp();
-    assert!((3500..=3610).contains(&ttl), "AGORA_TOKEN_TTL_SECONDS defaults to an hour, got {ttl} s");
+    assert!(
+        (3500..=3610).contains(&ttl),
+        "AGORA_TOKEN_TTL_SECONDS defaults to an hour, got {ttl} s"
+    );
     session
 }
 
@@ -73,10 +122,16 @@ async fn the_recommended_one_to_one_flow_gets_both_sides_a_token_for_the_calls_c
     app.join("bob", &id).await.ok(200);
     let bob = media_session(&app, "bob", &id).await;
     let alice = media_session(&app, "alice", &id).await;
-    assert_eq!(alice["channelName"], bob["channelName"], "both sides meet in one channel");
+    assert_eq!(
+        alice["channelName"], bob["channelName"],
+        "both sides meet in one channel"
+    );
     assert_ne!(alice["rtcToken"], bob["rtcToken"]);
 
-    let me = app.update_media("bob", &id, json!({"isMicMuted": true})).await.ok(200);
+    let me = app
+        .update_media("bob", &id, json!({"isMicMuted": true}))
+        .await
+        .ok(200);
     assert_eq!(me["isMicMuted"], true);
     let ended = app.end("bob", &id).await.ok(200);
     assert_eq!(ended["endReason"], "completed");
@@ -86,7 +141,9 @@ async fn the_recommended_one_to_one_flow_gets_both_sides_a_token_for_the_calls_c
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recommended_group_flow_gets_every_participant_a_token_for_the_same_channel() {
     let (app, _media) = app_with_media(true).await;
-    let call = app.initiate("alice", "team", &["bob", "carol", "dave"], true).await;
+    let call = app
+        .initiate("alice", "team", &["bob", "carol", "dave"], true)
+        .await;
     let id = id_of(&call);
     let mut channels = Vec::new();
     for user in ["bob", "carol"] {
@@ -94,9 +151,14 @@ async fn the_recommended_group_flow_gets_every_participant_a_token_for_the_same_
         channels.push(media_session(&app, user, &id).await["channelName"].clone());
     }
     channels.push(media_session(&app, "alice", &id).await["channelName"].clone());
-    assert!(channels.iter().all(|c| *c == channels[0]), "everyone in a group call shares its channel: {channels:?}");
+    assert!(
+        channels.iter().all(|c| *c == channels[0]),
+        "everyone in a group call shares its channel: {channels:?}"
+    );
     app.media_session("dave", &id).await.err(409, "NOT_JOINED");
-    app.media_session("mallory", &id).await.err(404, "CALL_NOT_FOUND");
+    app.media_session("mallory", &id)
+        .await
+        .err(404, "CALL_NOT_FOUND");
 
     app.set_status("carol", &id, "left").await.ok(200);
     app.media_session("carol", &id).await.err(409, "NOT_JOINED");
@@ -111,7 +173,10 @@ async fn asking_again_renews_the_media_token() {
     let id = id_of(&call);
     let first = media_session(&app, "alice", &id).await;
     let second = media_session(&app, "alice", &id).await;
-    assert_ne!(first["rtcToken"], second["rtcToken"], "a renewal is a new token");
+    assert_ne!(
+        first["rtcToken"], second["rtcToken"],
+        "a renewal is a new token"
+    );
     assert_eq!(first["channelName"], second["channelName"]);
 }
 
@@ -120,7 +185,9 @@ async fn a_media_token_service_without_agora_credentials_means_media_provider_no
     let (app, _media) = app_with_media(false).await;
     let call = app.initiate("alice", "dm", &["bob"], false).await;
     let id = id_of(&call);
-    app.media_session("alice", &id).await.err(503, "MEDIA_PROVIDER_NOT_CONFIGURED");
+    app.media_session("alice", &id)
+        .await
+        .err(503, "MEDIA_PROVIDER_NOT_CONFIGURED");
     // Calls themselves keep working.
     app.join("bob", &id).await.ok(200);
 }
@@ -137,8 +204,14 @@ async fn an_unreachable_or_silent_media_token_service_is_a_retryable_503() {
     .await;
     let call = app.initiate("alice", "dm", &["bob"], false).await;
     let started = Instant::now();
-    app.media_session("alice", &id_of(&call)).await.err(503, "DEPENDENCY_UNAVAILABLE");
-    assert!(started.elapsed() < Duration::from_secs(3), "a refused connection should fail fast, took {:?}", started.elapsed());
+    app.media_session("alice", &id_of(&call))
+        .await
+        .err(503, "DEPENDENCY_UNAVAILABLE");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a refused connection should fail fast, took {:?}",
+        started.elapsed()
+    );
     drop(app);
 
     // A listener that accepts connections and never answers: the timeout must cut it short.
@@ -158,7 +231,9 @@ async fn an_unreachable_or_silent_media_token_service_is_a_retryable_503() {
     .await;
     let call = app.initiate("alice", "dm", &["bob"], false).await;
     let started = Instant::now();
-    app.media_session("alice", &id_of(&call)).await.err(503, "DEPENDENCY_UNAVAILABLE");
+    app.media_session("alice", &id_of(&call))
+        .await
+        .err(503, "DEPENDENCY_UNAVAILABLE");
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "MEDIA_TOKEN_TIMEOUT_MS=300 must bound the wait, took {:?}",

@@ -35,7 +35,10 @@ mod tempdir {
         }
     }
     fn uuid_like() -> String {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         format!("{}-{nanos}", std::process::id())
     }
 }
@@ -62,7 +65,8 @@ fn start(agora: bool) -> Backend {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     if agora {
-        cmd.env("AGORA_APP_ID", APP_ID).env("AGORA_APP_CERTIFICATE", CERT);
+        cmd.env("AGORA_APP_ID", APP_ID)
+            .env("AGORA_APP_CERTIFICATE", CERT);
     }
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -76,7 +80,9 @@ fn start(agora: bool) -> Backend {
     let mut seen = Vec::new();
     let base = loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|_| panic!("no banner within 60 s; output: {seen:#?}"));
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no banner within 60 s; output: {seen:#?}"));
         if let Some(url) = line.trim().strip_prefix("REST API") {
             break url.trim().trim_end_matches("/api/v1").to_owned();
         }
@@ -84,16 +90,33 @@ fn start(agora: bool) -> Backend {
     };
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    Backend { child, base, _data: data }
+    Backend {
+        child,
+        base,
+        _data: data,
+    }
 }
 
 fn token(user: &str) -> String {
-    let out = Command::new(BIN).args(["token", user]).env("JWT_SECRET", SECRET).output().unwrap();
-    assert!(out.status.success(), "token command failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["token", user])
+        .env("JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "token command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-async fn post(base: &str, path: &str, user: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+async fn post(
+    base: &str,
+    path: &str,
+    user: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
     let resp = reqwest::Client::new()
         .post(format!("{base}{path}"))
         .bearer_auth(token(user))
@@ -107,7 +130,9 @@ async fn post(base: &str, path: &str, user: &str, body: serde_json::Value) -> (u
 #[tokio::test]
 async fn a_developer_can_run_a_call_through_the_gateway_with_a_minted_token() {
     let backend = start(true);
-    let health = reqwest::get(format!("{}/healthz", backend.base)).await.unwrap();
+    let health = reqwest::get(format!("{}/healthz", backend.base))
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200, "the gateway should answer /healthz");
 
     let (status, body) = post(
@@ -120,26 +145,49 @@ async fn a_developer_can_run_a_call_through_the_gateway_with_a_minted_token() {
     assert_eq!(status, 201, "initiate: {body}");
     let call_id = body["data"]["id"].as_str().unwrap().to_owned();
 
-    let (status, body) = post(&backend.base, &format!("/api/v1/calls/{call_id}/join"), "bob", serde_json::json!({})).await;
+    let (status, body) = post(
+        &backend.base,
+        &format!("/api/v1/calls/{call_id}/join"),
+        "bob",
+        serde_json::json!({}),
+    )
+    .await;
     assert_eq!(status, 200, "join: {body}");
     assert_eq!(body["data"]["status"], "active");
 
-    let (status, body) =
-        post(&backend.base, &format!("/api/v1/calls/{call_id}/media/session"), "bob", serde_json::json!({})).await;
+    let (status, body) = post(
+        &backend.base,
+        &format!("/api/v1/calls/{call_id}/media/session"),
+        "bob",
+        serde_json::json!({}),
+    )
+    .await;
     assert_eq!(status, 200, "media session: {body}");
     assert_eq!(body["data"]["channelName"], format!("call_{call_id}"));
     assert_eq!(body["data"]["userAccount"], "bob");
     let rtc = agora_token_check(body["data"]["rtcToken"].as_str().unwrap());
-    assert!(rtc, "the token signed in-process must verify with the app certificate");
+    assert!(
+        rtc,
+        "the token signed in-process must verify with the app certificate"
+    );
 
-    let (status, body) = post(&backend.base, &format!("/api/v1/calls/{call_id}/end"), "alice", serde_json::json!({})).await;
+    let (status, body) = post(
+        &backend.base,
+        &format!("/api/v1/calls/{call_id}/end"),
+        "alice",
+        serde_json::json!({}),
+    )
+    .await;
     assert_eq!(status, 200, "end: {body}");
     assert_eq!(body["data"]["endReason"], "completed");
 }
 
 /// Checks an RTC token the way Agora would: it decodes and its signature verifies.
 fn agora_token_check(token: &str) -> bool {
-    token.starts_with("007") && agora_token::decode(token).map(|t| t.verify(CERT)).unwrap_or(false)
+    token.starts_with("007")
+        && agora_token::decode(token)
+            .map(|t| t.verify(CERT))
+            .unwrap_or(false)
 }
 
 #[tokio::test]
@@ -153,15 +201,27 @@ async fn without_agora_credentials_media_sessions_say_the_provider_is_not_config
     )
     .await;
     let call_id = body["data"]["id"].as_str().unwrap().to_owned();
-    let (status, body) =
-        post(&backend.base, &format!("/api/v1/calls/{call_id}/media/session"), "carol", serde_json::json!({})).await;
+    let (status, body) = post(
+        &backend.base,
+        &format!("/api/v1/calls/{call_id}/media/session"),
+        "carol",
+        serde_json::json!({}),
+    )
+    .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["code"], "MEDIA_PROVIDER_NOT_CONFIGURED");
 }
 
 #[test]
 fn the_token_command_refuses_to_run_without_a_secret() {
-    let out = Command::new(BIN).args(["token", "alice"]).env_remove("JWT_SECRET").output().unwrap();
+    let out = Command::new(BIN)
+        .args(["token", "alice"])
+        .env_remove("JWT_SECRET")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"), "the error should name JWT_SECRET");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"),
+        "the error should name JWT_SECRET"
+    );
 }

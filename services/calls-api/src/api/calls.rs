@@ -145,17 +145,31 @@ pub async fn initiate(
     let request = InitiateRequest {
         call_type: body.call_type,
         is_group_call: body.is_group_call,
-        invite_user_ids: body.invite_user_ids.into_iter().map(UserId::into_string).collect(),
+        invite_user_ids: body
+            .invite_user_ids
+            .into_iter()
+            .map(UserId::into_string)
+            .collect(),
         max_participants: body.max_participants,
     };
     let Initiation { created, call } = state
         .calls
-        .initiate(auth.user_id().as_str(), chat_room_id.as_str(), request, key, traceparent(&headers))
+        .initiate(
+            auth.user_id().as_str(),
+            chat_room_id.as_str(),
+            request,
+            key,
+            traceparent(&headers),
+        )
         .await?;
     Ok(if created {
         ok(StatusCode::CREATED, "Call initiated successfully", call)
     } else {
-        ok(StatusCode::OK, "An active call already exists in this room", call)
+        ok(
+            StatusCode::OK,
+            "An active call already exists in this room",
+            call,
+        )
     })
 }
 
@@ -174,8 +188,15 @@ pub async fn active(
     auth: Authenticated,
     ValidPath(chat_room_id): ValidPath<ChatRoomId>,
 ) -> Result<Response, ApiError> {
-    let call = state.calls.active_in_room(auth.user_id().as_str(), chat_room_id.as_str()).await?;
-    let message = if call.is_some() { "Active call retrieved successfully" } else { "No active call" };
+    let call = state
+        .calls
+        .active_in_room(auth.user_id().as_str(), chat_room_id.as_str())
+        .await?;
+    let message = if call.is_some() {
+        "Active call retrieved successfully"
+    } else {
+        "No active call"
+    };
     Ok(ok(StatusCode::OK, message, call))
 }
 
@@ -201,11 +222,17 @@ pub async fn history(
             format!("must be between 1 and {}", crate::store::MAX_PAGE),
         )]));
     }
-    let page = state.calls.history(auth.user_id().as_str(), limit, query.before.as_deref()).await?;
+    let page = state
+        .calls
+        .history(auth.user_id().as_str(), limit, query.before.as_deref())
+        .await?;
     Ok(ok(
         StatusCode::OK,
         "Call history retrieved successfully",
-        HistoryPage { items: page.items, next_cursor: page.next_cursor },
+        HistoryPage {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        },
     ))
 }
 
@@ -224,7 +251,10 @@ pub async fn get_call(
     auth: Authenticated,
     ValidPath(id): ValidPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let call = state.calls.get(auth.user_id().as_str(), call_path(id)).await?;
+    let call = state
+        .calls
+        .get(auth.user_id().as_str(), call_path(id))
+        .await?;
     Ok(ok(StatusCode::OK, "Call retrieved successfully", call))
 }
 
@@ -248,8 +278,20 @@ pub async fn join(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body: JoinBody = optional_json(&body)?;
-    let media = MediaPatch { is_mic_muted: body.is_mic_muted, is_camera_off: body.is_camera_off, is_sharing_screen: None };
-    let call = state.calls.join(auth.user_id().as_str(), call_path(id), media, traceparent(&headers)).await?;
+    let media = MediaPatch {
+        is_mic_muted: body.is_mic_muted,
+        is_camera_off: body.is_camera_off,
+        is_sharing_screen: None,
+    };
+    let call = state
+        .calls
+        .join(
+            auth.user_id().as_str(),
+            call_path(id),
+            media,
+            traceparent(&headers),
+        )
+        .await?;
     metrics::counter!("calls_joins_total").increment(1);
     Ok(ok(StatusCode::OK, "Call joined successfully", call))
 }
@@ -274,18 +316,28 @@ pub async fn media_session(
     let user = auth.user_id().as_str();
     let call = state.calls.media_session_call(user, call_path(id)).await?;
     let channel = format!("call_{}", call.id);
-    let session = state.media.session(&channel, user).await.map_err(|e| match e {
-        MediaError::NotConfigured => ApiError::new(
-            ErrorCode::MediaProviderNotConfigured,
-            "Media sessions are disabled until AGORA_APP_ID and AGORA_APP_CERTIFICATE are set",
-        ),
-        MediaError::Unavailable(why) => {
-            tracing::warn!(error = %why, "media-token unavailable");
-            ApiError::dependency_unavailable("media-token")
-        }
-        MediaError::Rejected(why) => ApiError::internal_from(format!("media-token refused: {why}")),
-    })?;
-    Ok(ok(StatusCode::OK, "Media session created successfully", session))
+    let session = state
+        .media
+        .session(&channel, user)
+        .await
+        .map_err(|e| match e {
+            MediaError::NotConfigured => ApiError::new(
+                ErrorCode::MediaProviderNotConfigured,
+                "Media sessions are disabled until AGORA_APP_ID and AGORA_APP_CERTIFICATE are set",
+            ),
+            MediaError::Unavailable(why) => {
+                tracing::warn!(error = %why, "media-token unavailable");
+                ApiError::dependency_unavailable("media-token")
+            }
+            MediaError::Rejected(why) => {
+                ApiError::internal_from(format!("media-token refused: {why}"))
+            }
+        })?;
+    Ok(ok(
+        StatusCode::OK,
+        "Media session created successfully",
+        session,
+    ))
 }
 
 #[utoipa::path(
@@ -310,9 +362,19 @@ pub async fn update_status(
     let reason = body.decline_reason.or(body.reason);
     let call = state
         .calls
-        .set_status(auth.user_id().as_str(), call_path(id), body.status, reason, traceparent(&headers))
+        .set_status(
+            auth.user_id().as_str(),
+            call_path(id),
+            body.status,
+            reason,
+            traceparent(&headers),
+        )
         .await?;
-    Ok(ok(StatusCode::OK, "Participant status updated successfully", call))
+    Ok(ok(
+        StatusCode::OK,
+        "Participant status updated successfully",
+        call,
+    ))
 }
 
 #[utoipa::path(
@@ -345,9 +407,20 @@ pub async fn update_media(
             "give at least one of isMicMuted, isCameraOff, isSharingScreen",
         )]));
     }
-    let participant: Participant =
-        state.calls.update_media(auth.user_id().as_str(), call_path(id), patch, traceparent(&headers)).await?;
-    Ok(ok(StatusCode::OK, "Media state updated successfully", participant))
+    let participant: Participant = state
+        .calls
+        .update_media(
+            auth.user_id().as_str(),
+            call_path(id),
+            patch,
+            traceparent(&headers),
+        )
+        .await?;
+    Ok(ok(
+        StatusCode::OK,
+        "Media state updated successfully",
+        participant,
+    ))
 }
 
 #[utoipa::path(
@@ -367,7 +440,14 @@ pub async fn end(
     ValidPath(id): ValidPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let call = state.calls.end(auth.user_id().as_str(), call_path(id), traceparent(&headers)).await?;
+    let call = state
+        .calls
+        .end(
+            auth.user_id().as_str(),
+            call_path(id),
+            traceparent(&headers),
+        )
+        .await?;
     Ok(ok(StatusCode::OK, "Call ended successfully", call))
 }
 

@@ -52,14 +52,21 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "internal",
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("INTERNAL_API_TOKEN (calls-api only; never exposed by the gateway)"))
+                    .description(Some(
+                        "INTERNAL_API_TOKEN (calls-api only; never exposed by the gateway)",
+                    ))
                     .build(),
             ),
         );
@@ -91,5 +98,7 @@ pub struct ApiDoc;
 
 /// Swagger UI at `/api/docs`, the document at `/api/docs/openapi.json`.
 pub fn router() -> Router {
-    SwaggerUi::new("/api/docs").url("/api/docs/openapi.json", ApiDoc::openapi()).into()
+    SwaggerUi::new("/api/docs")
+        .url("/api/docs/openapi.json", ApiDoc::openapi())
+        .into()
 }

@@ -55,9 +55,16 @@ pub async fn replace_members(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     if body.user_ids.len() > MAX_MEMBERS {
-        return Err(ApiError::invalid_field("userIds", format!("at most {MAX_MEMBERS} members")));
+        return Err(ApiError::invalid_field(
+            "userIds",
+            format!("at most {MAX_MEMBERS} members"),
+        ));
     }
-    let ids: Vec<String> = body.user_ids.iter().map(|u| u.as_str().to_owned()).collect();
+    let ids: Vec<String> = body
+        .user_ids
+        .iter()
+        .map(|u| u.as_str().to_owned())
+        .collect();
     state
         .calls
         .store()
@@ -86,7 +93,11 @@ pub async fn add_member(
         .add_room_member(room.as_str(), user.as_str(), OffsetDateTime::now_utc())
         .await
         .map_err(store_error)?;
-    Ok(ok(StatusCode::OK, "Room member added", serde_json::json!({"chatRoomId": room, "userId": user})))
+    Ok(ok(
+        StatusCode::OK,
+        "Room member added",
+        serde_json::json!({"chatRoomId": room, "userId": user}),
+    ))
 }
 
 #[utoipa::path(
@@ -102,6 +113,15 @@ pub async fn remove_member(
     ValidPath((room, user)): ValidPath<(ChatRoomId, UserId)>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    state.calls.store().remove_room_member(room.as_str(), user.as_str()).await.map_err(store_error)?;
-    Ok(ok(StatusCode::OK, "Room member removed", serde_json::json!({"chatRoomId": room, "userId": user})))
+    state
+        .calls
+        .store()
+        .remove_room_member(room.as_str(), user.as_str())
+        .await
+        .map_err(store_error)?;
+    Ok(ok(
+        StatusCode::OK,
+        "Room member removed",
+        serde_json::json!({"chatRoomId": room, "userId": user}),
+    ))
 }

@@ -13,7 +13,9 @@ mod observe;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{get, patch, post, put};
 use common::auth::JwtVerifier;
 use common::config::Secret;
@@ -47,15 +49,27 @@ where
     let request_id = HeaderName::from_static(common::error::REQUEST_ID_HEADER);
     let api = Router::new()
         .route("/api/v1/calls", get(calls::history))
-        .route("/api/v1/calls/rooms/{chatRoomId}/initiate", post(calls::initiate))
-        .route("/api/v1/calls/rooms/{chatRoomId}/active", get(calls::active))
+        .route(
+            "/api/v1/calls/rooms/{chatRoomId}/initiate",
+            post(calls::initiate),
+        )
+        .route(
+            "/api/v1/calls/rooms/{chatRoomId}/active",
+            get(calls::active),
+        )
         .route("/api/v1/calls/{id}", get(calls::get_call))
         .route("/api/v1/calls/{id}/join", post(calls::join))
-        .route("/api/v1/calls/{id}/media/session", post(calls::media_session))
+        .route(
+            "/api/v1/calls/{id}/media/session",
+            post(calls::media_session),
+        )
         .route("/api/v1/calls/{id}/status", patch(calls::update_status))
         .route("/api/v1/calls/{id}/media", patch(calls::update_media))
         .route("/api/v1/calls/{id}/end", post(calls::end))
-        .route("/internal/v1/rooms/{chatRoomId}/members", put(internal::replace_members))
+        .route(
+            "/internal/v1/rooms/{chatRoomId}/members",
+            put(internal::replace_members),
+        )
         .route(
             "/internal/v1/rooms/{chatRoomId}/members/{userId}",
             post(internal::add_member).delete(internal::remove_member),
@@ -63,9 +77,36 @@ where
         .with_state(state)
         .layer(axum::middleware::from_fn(observe::record));
 
-    let app = common::error::with_fallbacks(api.merge(docs::router()).merge(common::health::router(ready)));
+    let app = common::error::with_fallbacks(
+        api.merge(docs::router())
+            .merge(common::health::router(ready)),
+    );
     app.layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn(common::error::envelope_middleware))
+        .layer(axum::middleware::from_fn(
+            common::error::envelope_middleware,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(drop_unusable_request_id))
+}
+
+/// The longest request id the error envelope echoes (`common::error` ignores longer ones).
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Removes an incoming `X-Request-Id` that the error envelope would not echo (empty, over
+/// 128 bytes, or not printable ASCII), so that `SetRequestIdLayer` assigns a fresh one. Without
+/// this the response header would carry the client's id while error bodies had no `requestId`
+/// at all, and the two must always agree (CONTRACT section 1).
+async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
+    let header = common::error::REQUEST_ID_HEADER;
+    let unusable = request.headers().get_all(header).iter().any(|value| {
+        let bytes = value.as_bytes();
+        bytes.is_empty()
+            || bytes.len() > MAX_REQUEST_ID_LEN
+            || !bytes.iter().all(u8::is_ascii_graphic)
+    }) || request.headers().get_all(header).iter().count() > 1;
+    if unusable {
+        request.headers_mut().remove(header);
+    }
+    next.run(request).await
 }

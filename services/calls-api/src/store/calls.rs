@@ -136,7 +136,7 @@ impl Store {
                 }
             },
             None => {
-                let busy = joined_elsewhere(&mut tx, &new.invitee_ids).await?;
+                let busy = joined_elsewhere(&mut tx, &new.invitee_ids, &new.chat_room_id).await?;
                 let (call, outcome) =
                     Call::initiate(new.clone(), &busy, CallId::now_v7(), now, timing)?;
                 if insert_call_row(&mut tx, &call).await? {
@@ -387,20 +387,26 @@ pub(crate) async fn live_call_id_in_room(
         .transpose()
 }
 
-/// Of `users`, those `joined` in some live call.
+/// Of `users`, those `joined` in a live call of another room.
+///
+/// A live call in `room` itself does not make anyone busy: it can only be one that committed
+/// after this transaction looked for the room's live call, that is, the other side of a glare.
+/// Counting it would create a second call, ended `busy`, next to it; leaving it out lets the
+/// insert below conflict on the one-live-call-per-room index and merge into it.
 async fn joined_elsewhere(
     conn: &mut AnyConnection,
     users: &[UserId],
+    room: &str,
 ) -> Result<BTreeSet<UserId>, StoreError> {
     if users.is_empty() {
         return Ok(BTreeSet::new());
     }
     let sql = format!(
         "SELECT p.user_id FROM call_participants p JOIN calls c ON c.id = p.call_id \
-         WHERE p.status = 'joined' AND c.{LIVE} AND p.user_id IN ({})",
-        placeholders(1, users.len())
+         WHERE p.status = 'joined' AND c.{LIVE} AND c.chat_room_id <> $1 AND p.user_id IN ({})",
+        placeholders(2, users.len())
     );
-    let mut q = sqlx::query(AssertSqlSafe(sql));
+    let mut q = sqlx::query(AssertSqlSafe(sql)).bind(room.to_owned());
     for u in users {
         q = q.bind(u.clone());
     }

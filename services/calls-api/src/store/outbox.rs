@@ -43,7 +43,11 @@ pub enum RelayStep {
     Busy,
     /// `count` events published; `more` when a full batch was read (call again at once);
     /// `stopped` when the publisher refused one (the bus is down).
-    Published { count: usize, more: bool, stopped: bool },
+    Published {
+        count: usize,
+        more: bool,
+        stopped: bool,
+    },
 }
 
 /// Advisory-lock key of the relay ("calls-outbox" as an arbitrary fixed 63-bit number).
@@ -99,7 +103,11 @@ impl Store {
     /// advisory lock; on SQLite the single write lock): two relays publishing concurrently
     /// would deliver a call's events twice or out of order to the sockets. A replica that finds
     /// the lock taken gets [`RelayStep::Busy`] and tries again shortly.
-    pub async fn relay_step<F, Fut>(&self, limit: u32, mut publish: F) -> Result<RelayStep, StoreError>
+    pub async fn relay_step<F, Fut>(
+        &self,
+        limit: u32,
+        mut publish: F,
+    ) -> Result<RelayStep, StoreError>
     where
         F: FnMut(OutboxEvent) -> Fut,
         Fut: std::future::Future<Output = bool>,

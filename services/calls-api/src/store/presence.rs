@@ -155,7 +155,10 @@ impl Store {
         now: OffsetDateTime,
         timing: &Timing,
     ) -> Result<Vec<DomainEvent>, StoreError> {
-        Ok(self.remove_node(node, None, now, timing).await?.unwrap_or_default())
+        Ok(self
+            .remove_node(node, None, now, timing)
+            .await?
+            .unwrap_or_default())
     }
 
     /// Removes `node` with its sockets and reconciles its users' calls, in one transaction.

@@ -95,6 +95,9 @@ pub struct Options {
     pub media_token_timeout_ms: u64,
     pub heartbeat_seconds: u64,
     pub worker_poll_ms: u64,
+    /// `JWT_ISSUER` / `JWT_AUDIENCE`.
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
 }
 
 impl Default for Options {
@@ -113,13 +116,18 @@ impl Default for Options {
             media_token_timeout_ms: 2_000,
             heartbeat_seconds: 5,
             worker_poll_ms: 50,
+            jwt_issuer: None,
+            jwt_audience: None,
         }
     }
 }
 
 impl Options {
     pub fn on(stack: Stack) -> Self {
-        Options { stack, ..Options::default() }
+        Options {
+            stack,
+            ..Options::default()
+        }
     }
 
     pub fn table_mode(mut self) -> Self {
@@ -171,11 +179,17 @@ impl TestDb {
                 if let Some(via) = postgres_via {
                     url = url.replacen(postgres_authority(&admin), &via.to_string(), 1);
                 }
-                TestDb { url, kind: DbKind::Postgres { name } }
+                TestDb {
+                    url,
+                    kind: DbKind::Postgres { name },
+                }
             }
             Stack::SqliteLocal => {
                 let path = std::env::temp_dir().join(format!("calls_api_test_{}.db", tag()));
-                TestDb { url: format!("sqlite://{}", path.display()), kind: DbKind::Sqlite { path } }
+                TestDb {
+                    url: format!("sqlite://{}", path.display()),
+                    kind: DbKind::Sqlite { path },
+                }
             }
         }
     }
@@ -201,18 +215,6 @@ impl TestDb {
                 }
             }
         }
-    }
-
-    /// Runs one SQL statement in the test's database (PostgreSQL only).
-    pub async fn execute(&self, sql: &str) {
-        let DbKind::Postgres { name } = &self.kind else {
-            panic!("execute is for PostgreSQL test databases");
-        };
-        let admin = admin_url();
-        let (base, _) = admin.rsplit_once('/').unwrap();
-        let mut conn = sqlx::PgConnection::connect(&format!("{base}/{name}")).await.unwrap();
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(&mut conn).await.unwrap();
-        conn.close().await.ok();
     }
 }
 
@@ -248,13 +250,22 @@ impl std::ops::Deref for TestApp {
     }
 }
 
-fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &str) -> Config {
+/// The configuration `spawn_app` runs the service with.
+pub fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &str) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        database: DatabaseConfig { url: Secret::new(db_url), max_connections: 6 },
+        database: DatabaseConfig {
+            url: Secret::new(db_url),
+            max_connections: 6,
+        },
         nats_url: nats_url.to_owned(),
         nats_subject_prefix: prefix.to_owned(),
-        jwt: JwtConfig { jwt_secret: Some(Secret::new(JWT_SECRET)), ..JwtConfig::default() },
+        jwt: JwtConfig {
+            jwt_secret: Some(Secret::new(JWT_SECRET)),
+            jwt_public_key_file: None,
+            jwt_issuer: options.jwt_issuer.clone(),
+            jwt_audience: options.jwt_audience.clone(),
+        },
         membership_mode: options.membership,
         internal_api_token: (options.internal_token || options.membership == MembershipMode::Table)
             .then(|| Secret::new(INTERNAL_TOKEN)),
@@ -265,7 +276,10 @@ fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &str) -
             max_participants: options.max_participants,
         },
         media_token_url: options.media_token_url.clone(),
-        media_token_service_token: options.media_token_url.as_ref().map(|_| Secret::new(MEDIA_CREDENTIAL)),
+        media_token_service_token: options
+            .media_token_url
+            .as_ref()
+            .map(|_| Secret::new(MEDIA_CREDENTIAL)),
         media_token_timeout_ms: options.media_token_timeout_ms,
         max_body_bytes: common::error::DEFAULT_BODY_LIMIT,
         presence_heartbeat_seconds: options.heartbeat_seconds,
@@ -286,8 +300,17 @@ async fn start_instance(config: Config, bus: Bus) -> (SocketAddr, Instance) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = Shutdown::new();
-    let mut task = tokio::spawn(calls_api::run_with_bus(config, bus, listener, shutdown.wait()));
-    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().unwrap();
+    let mut task = tokio::spawn(calls_api::run_with_bus(
+        config,
+        bus,
+        listener,
+        shutdown.wait(),
+    ));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     let started = Instant::now();
     loop {
         if task.is_finished() {
@@ -299,7 +322,10 @@ async fn start_instance(config: Config, bus: Bus) -> (SocketAddr, Instance) {
         {
             break;
         }
-        assert!(started.elapsed() < DEADLINE, "calls-api never answered /healthz on {addr}");
+        assert!(
+            started.elapsed() < DEADLINE,
+            "calls-api never answered /healthz on {addr}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     (addr, Instance { shutdown, task })
@@ -339,7 +365,12 @@ impl TestApp {
     /// connection), and returns a client of it sharing this app's tokens.
     pub async fn spawn_replica(&mut self) -> Api {
         let bus = connect_bus(self.options.stack, &self.nats_url, Some(&self.app_bus)).await;
-        let config = build_config(&self.options, &self.db.url, &self.nats_url, self.subjects.prefix());
+        let config = build_config(
+            &self.options,
+            &self.db.url,
+            &self.nats_url,
+            self.subjects.prefix(),
+        );
         let (addr, instance) = start_instance(config, bus).await;
         self.instances.push(instance);
         self.api.at(format!("http://{addr}"))
@@ -349,13 +380,18 @@ impl TestApp {
     /// while calls-api's subscription is not up yet.
     pub async fn command(&self, name: &str, user: &str, payload: Value) -> Value {
         let request = json!({"userId": user, "socketId": format!("sock-{user}"), "nodeId": "node-test", "payload": payload});
-        self.request_raw(&self.subjects.command(name), serde_json::to_vec(&request).unwrap()).await
+        self.request_raw(
+            &self.subjects.command(name),
+            serde_json::to_vec(&request).unwrap(),
+        )
+        .await
     }
 
     /// Sends a presence report as a request and returns the ack.
     pub async fn presence(&self, message: &PresenceMessage) -> Value {
         let subject = self.subjects.presence(message.node_id());
-        self.request_raw(&subject, serde_json::to_vec(message).unwrap()).await
+        self.request_raw(&subject, serde_json::to_vec(message).unwrap())
+            .await
     }
 
     /// A request on the bus with raw bytes; the reply parsed as JSON.
@@ -364,7 +400,12 @@ impl TestApp {
         loop {
             match self
                 .bus
-                .request(subject, Headers::new(), payload.clone().into(), Duration::from_secs(5))
+                .request(
+                    subject,
+                    Headers::new(),
+                    payload.clone().into(),
+                    Duration::from_secs(5),
+                )
                 .await
             {
                 Ok(reply) => {
@@ -384,14 +425,23 @@ impl TestApp {
     }
 
     /// Polls `GET /calls/:id` as `user` until `done` holds for the call, and returns it.
-    pub async fn wait_for_call(&self, user: &str, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_for_call(
+        &self,
+        user: &str,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let started = Instant::now();
         loop {
             let call = self.call(user, id).await.ok(200);
             if done(&call) {
                 return call;
             }
-            assert!(started.elapsed() < DEADLINE, "{what} never happened; the call stayed {call:#}");
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{what} never happened; the call stayed {call:#}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -415,13 +465,18 @@ impl Drop for TestApp {
         // unwinds, and the service's tasks keep running on the test's runtime meanwhile.
         let cleanup = std::thread::spawn(move || {
             let started = Instant::now();
-            while tasks.iter().any(|t| !t.is_finished()) && started.elapsed() < Duration::from_secs(5) {
+            while tasks.iter().any(|t| !t.is_finished())
+                && started.elapsed() < Duration::from_secs(5)
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             for task in &tasks {
                 task.abort();
             }
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             runtime.block_on(async move {
                 if let Some((url, name)) = stream
                     && let Ok(bus) = Bus::connect(&url).await
@@ -475,12 +530,20 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        Api { base, http, tokens: Tokens::default() }
+        Api {
+            base,
+            http,
+            tokens: Tokens::default(),
+        }
     }
 
     /// A client of another replica, sharing the tokens.
     pub fn at(&self, base: String) -> Api {
-        Api { base, http: self.http.clone(), tokens: self.tokens.clone() }
+        Api {
+            base,
+            http: self.http.clone(),
+            tokens: self.tokens.clone(),
+        }
     }
 
     /// A valid access token of `user` (minted once per user and app).
@@ -490,7 +553,9 @@ impl Api {
             .lock()
             .unwrap()
             .entry(user.to_owned())
-            .or_insert_with(|| common::auth::mint_hs256(JWT_SECRET, user, Duration::from_secs(3600)))
+            .or_insert_with(|| {
+                common::auth::mint_hs256(JWT_SECRET, user, Duration::from_secs(3600))
+            })
             .clone()
     }
 
@@ -499,7 +564,11 @@ impl Api {
         if token.len() < 8 {
             return; // too short to be a credential; would match any body
         }
-        self.tokens.0.lock().unwrap().insert(format!("forged:{token}"), token.to_owned());
+        self.tokens
+            .0
+            .lock()
+            .unwrap()
+            .insert(format!("forged:{token}"), token.to_owned());
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -529,7 +598,13 @@ impl Api {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let resp = Resp { what, status, headers, text, body };
+        let resp = Resp {
+            what,
+            status,
+            headers,
+            text,
+            body,
+        };
         self.check_no_secrets(&resp);
         resp
     }
@@ -559,7 +634,8 @@ impl Api {
     }
 
     pub async fn post(&self, user: &str, path: &str, body: Value) -> Resp {
-        self.send(self.request_as(user, Method::POST, path).json(&body)).await
+        self.send(self.request_as(user, Method::POST, path).json(&body))
+            .await
     }
 
     /// A POST without a body (how mobile clients call the action endpoints).
@@ -568,19 +644,25 @@ impl Api {
     }
 
     pub async fn patch(&self, user: &str, path: &str, body: Value) -> Resp {
-        self.send(self.request_as(user, Method::PATCH, path).json(&body)).await
+        self.send(self.request_as(user, Method::PATCH, path).json(&body))
+            .await
     }
 
     // --- the calls API, by endpoint ---
 
     pub async fn try_initiate(&self, user: &str, room: &str, body: Value) -> Resp {
-        self.post(user, &format!("/api/v1/calls/rooms/{room}/initiate"), body).await
+        self.post(user, &format!("/api/v1/calls/rooms/{room}/initiate"), body)
+            .await
     }
 
     /// Initiates a call and expects a new one (201); returns the call.
     pub async fn initiate(&self, user: &str, room: &str, invitees: &[&str], group: bool) -> Value {
         let call = self
-            .try_initiate(user, room, json!({"type": "video", "isGroupCall": group, "inviteUserIds": invitees}))
+            .try_initiate(
+                user,
+                room,
+                json!({"type": "video", "isGroupCall": group, "inviteUserIds": invitees}),
+            )
             .await
             .ok(201);
         assert_call_shape(&call);
@@ -588,19 +670,27 @@ impl Api {
     }
 
     pub async fn join(&self, user: &str, id: &str) -> Resp {
-        self.post_empty(user, &format!("/api/v1/calls/{id}/join")).await
+        self.post_empty(user, &format!("/api/v1/calls/{id}/join"))
+            .await
     }
 
     pub async fn set_status(&self, user: &str, id: &str, status: &str) -> Resp {
-        self.patch(user, &format!("/api/v1/calls/{id}/status"), json!({"status": status})).await
+        self.patch(
+            user,
+            &format!("/api/v1/calls/{id}/status"),
+            json!({"status": status}),
+        )
+        .await
     }
 
     pub async fn update_media(&self, user: &str, id: &str, body: Value) -> Resp {
-        self.patch(user, &format!("/api/v1/calls/{id}/media"), body).await
+        self.patch(user, &format!("/api/v1/calls/{id}/media"), body)
+            .await
     }
 
     pub async fn end(&self, user: &str, id: &str) -> Resp {
-        self.post_empty(user, &format!("/api/v1/calls/{id}/end")).await
+        self.post_empty(user, &format!("/api/v1/calls/{id}/end"))
+            .await
     }
 
     pub async fn call(&self, user: &str, id: &str) -> Resp {
@@ -608,11 +698,13 @@ impl Api {
     }
 
     pub async fn active(&self, user: &str, room: &str) -> Resp {
-        self.get(user, &format!("/api/v1/calls/rooms/{room}/active")).await
+        self.get(user, &format!("/api/v1/calls/rooms/{room}/active"))
+            .await
     }
 
     pub async fn media_session(&self, user: &str, id: &str) -> Resp {
-        self.post_empty(user, &format!("/api/v1/calls/{id}/media/session")).await
+        self.post_empty(user, &format!("/api/v1/calls/{id}/media/session"))
+            .await
     }
 
     pub async fn history(&self, user: &str, query: &str) -> Resp {
@@ -630,9 +722,13 @@ impl Api {
 
     /// Makes `users` the members of `room`.
     pub async fn set_members(&self, room: &str, users: &[&str]) {
-        self.internal(Method::PUT, &format!("/internal/v1/rooms/{room}/members"), Some(json!({"userIds": users})))
-            .await
-            .ok(200);
+        self.internal(
+            Method::PUT,
+            &format!("/internal/v1/rooms/{room}/members"),
+            Some(json!({"userIds": users})),
+        )
+        .await
+        .ok(200);
     }
 }
 
@@ -650,12 +746,19 @@ impl Resp {
             self.what, self.status, self.text
         );
         assert!(
-            self.header("content-type").is_some_and(|c| c.starts_with("application/json")),
+            self.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
             "{}: a success response must be JSON, got content-type {:?}",
             self.what,
             self.header("content-type")
         );
-        assert_eq!(self.body["statusCode"], json!(status), "{}: statusCode must repeat the HTTP status: {}", self.what, self.text);
+        assert_eq!(
+            self.body["statusCode"],
+            json!(status),
+            "{}: statusCode must repeat the HTTP status: {}",
+            self.what,
+            self.text
+        );
         assert!(
             self.body["message"].as_str().is_some_and(|m| !m.is_empty()),
             "{}: the envelope needs a human message: {}",
@@ -663,8 +766,19 @@ impl Resp {
             self.text
         );
         let object = self.body.as_object().unwrap();
-        assert!(object.contains_key("data"), "{}: the envelope has no data: {}", self.what, self.text);
-        assert_eq!(object.len(), 3, "{}: a success envelope is exactly statusCode, message, data: {}", self.what, self.text);
+        assert!(
+            object.contains_key("data"),
+            "{}: the envelope has no data: {}",
+            self.what,
+            self.text
+        );
+        assert_eq!(
+            object.len(),
+            3,
+            "{}: a success envelope is exactly statusCode, message, data: {}",
+            self.what,
+            self.text
+        );
         self.body["data"].clone()
     }
 
@@ -681,20 +795,42 @@ impl Resp {
             self.text
         );
         assert!(
-            self.header("content-type").is_some_and(|c| c.starts_with("application/json")),
+            self.header("content-type")
+                .is_some_and(|c| c.starts_with("application/json")),
             "{}: an error must be a JSON envelope, got content-type {:?}: {}",
             self.what,
             self.header("content-type"),
             self.text
         );
-        let envelope: ErrorEnvelope = serde_json::from_value(self.body.clone())
-            .unwrap_or_else(|e| panic!("{}: not the error envelope ({e}): {}", self.what, self.text));
-        assert_eq!(envelope.status_code, status, "{}: statusCode must repeat the HTTP status", self.what);
-        let reason = http::StatusCode::from_u16(status).unwrap().canonical_reason().unwrap();
-        assert_eq!(envelope.error, reason, "{}: `error` must be the HTTP reason phrase", self.what);
-        assert!(!envelope.message.is_empty(), "{}: the error needs a human message", self.what);
+        let envelope: ErrorEnvelope =
+            serde_json::from_value(self.body.clone()).unwrap_or_else(|e| {
+                panic!("{}: not the error envelope ({e}): {}", self.what, self.text)
+            });
+        assert_eq!(
+            envelope.status_code, status,
+            "{}: statusCode must repeat the HTTP status",
+            self.what
+        );
+        let reason = http::StatusCode::from_u16(status)
+            .unwrap()
+            .canonical_reason()
+            .unwrap();
+        assert_eq!(
+            envelope.error, reason,
+            "{}: `error` must be the HTTP reason phrase",
+            self.what
+        );
+        assert!(
+            !envelope.message.is_empty(),
+            "{}: the error needs a human message",
+            self.what
+        );
         let header = self.header("x-request-id");
-        assert!(header.is_some(), "{}: the response has no x-request-id header", self.what);
+        assert!(
+            header.is_some(),
+            "{}: the response has no x-request-id header",
+            self.what
+        );
         assert_eq!(
             envelope.request_id.as_deref(),
             header,
@@ -704,14 +840,27 @@ impl Resp {
         );
         for key in self.body.as_object().unwrap().keys() {
             assert!(
-                ["statusCode", "message", "error", "code", "requestId", "details"].contains(&key.as_str()),
+                [
+                    "statusCode",
+                    "message",
+                    "error",
+                    "code",
+                    "requestId",
+                    "details"
+                ]
+                .contains(&key.as_str()),
                 "{}: unexpected key {key:?} in the error envelope: {}",
                 self.what,
                 self.text
             );
         }
         if code == "VALIDATION_FAILED" {
-            assert!(!envelope.details.is_empty(), "{}: a validation failure must say which field: {}", self.what, self.text);
+            assert!(
+                !envelope.details.is_empty(),
+                "{}: a validation failure must say which field: {}",
+                self.what,
+                self.text
+            );
         }
         envelope
     }
@@ -753,7 +902,9 @@ const PARTICIPANT_KEYS: [&str; 11] = [
 /// Asserts an RFC 3339 UTC timestamp.
 #[track_caller]
 pub fn assert_timestamp(value: &Value, what: &str) {
-    let s = value.as_str().unwrap_or_else(|| panic!("{what} must be an RFC 3339 string, got {value}"));
+    let s = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} must be an RFC 3339 string, got {value}"));
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|e| panic!("{what} is not RFC 3339 ({e}): {s}"));
     assert!(s.ends_with('Z'), "{what} must be UTC: {s}");
@@ -773,27 +924,62 @@ fn one_of(value: &Value, allowed: &[&str]) -> bool {
 /// Asserts the Call resource of CONTRACT section 3, exactly (no internal fields leak).
 #[track_caller]
 pub fn assert_call_shape(call: &Value) {
-    let object = call.as_object().unwrap_or_else(|| panic!("a Call must be an object: {call}"));
+    let object = call
+        .as_object()
+        .unwrap_or_else(|| panic!("a Call must be an object: {call}"));
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort_unstable();
     let mut expected = CALL_KEYS.to_vec();
     expected.sort_unstable();
-    assert_eq!(keys, expected, "the Call's fields differ from the contract: {call:#}");
-    assert!(uuid::Uuid::parse_str(call["id"].as_str().unwrap_or_default()).is_ok(), "id must be a UUID: {call}");
+    assert_eq!(
+        keys, expected,
+        "the Call's fields differ from the contract: {call:#}"
+    );
+    assert!(
+        uuid::Uuid::parse_str(call["id"].as_str().unwrap_or_default()).is_ok(),
+        "id must be a UUID: {call}"
+    );
     assert!(call["chatRoomId"].is_string() && call["initiatorId"].is_string());
-    assert!(one_of(&call["type"], &["audio", "video"]), "type: {}", call["type"]);
+    assert!(
+        one_of(&call["type"], &["audio", "video"]),
+        "type: {}",
+        call["type"]
+    );
     assert!(call["isGroupCall"].is_boolean());
-    assert!(one_of(&call["status"], &["ringing", "active", "ended"]), "status: {}", call["status"]);
+    assert!(
+        one_of(&call["status"], &["ringing", "active", "ended"]),
+        "status: {}",
+        call["status"]
+    );
     assert!(call["maxParticipants"].is_u64() && call["seq"].is_u64());
     assert_timestamp(&call["createdAt"], "createdAt");
     assert_optional_timestamp(&call["startedAt"], "startedAt");
     assert_optional_timestamp(&call["endedAt"], "endedAt");
     let ended = call["status"] == "ended";
-    assert_eq!(!call["endedAt"].is_null(), ended, "endedAt is set exactly when the call ended: {call:#}");
-    assert_eq!(!call["endReason"].is_null(), ended, "endReason is set exactly when the call ended: {call:#}");
+    assert_eq!(
+        !call["endedAt"].is_null(),
+        ended,
+        "endedAt is set exactly when the call ended: {call:#}"
+    );
+    assert_eq!(
+        !call["endReason"].is_null(),
+        ended,
+        "endReason is set exactly when the call ended: {call:#}"
+    );
     if ended {
         assert!(
-            one_of(&call["endReason"], &["completed", "cancelled", "declined", "missed", "busy", "timeout", "failed"]),
+            one_of(
+                &call["endReason"],
+                &[
+                    "completed",
+                    "cancelled",
+                    "declined",
+                    "missed",
+                    "busy",
+                    "timeout",
+                    "failed"
+                ]
+            ),
             "endReason: {}",
             call["endReason"]
         );
@@ -804,27 +990,47 @@ pub fn assert_call_shape(call: &Value) {
     for p in participants {
         assert_participant_shape(p);
     }
-    assert_eq!(participants[0]["userId"], call["initiatorId"], "the host comes first: {call:#}");
+    assert_eq!(
+        participants[0]["userId"], call["initiatorId"],
+        "the host comes first: {call:#}"
+    );
     assert_eq!(participants[0]["role"], "host");
 }
 
 /// Asserts the Participant resource of CONTRACT section 3, exactly.
 #[track_caller]
 pub fn assert_participant_shape(p: &Value) {
-    let object = p.as_object().unwrap_or_else(|| panic!("a Participant must be an object: {p}"));
+    let object = p
+        .as_object()
+        .unwrap_or_else(|| panic!("a Participant must be an object: {p}"));
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort_unstable();
     let mut expected = PARTICIPANT_KEYS.to_vec();
     expected.sort_unstable();
-    assert_eq!(keys, expected, "the Participant's fields differ from the contract: {p:#}");
+    assert_eq!(
+        keys, expected,
+        "the Participant's fields differ from the contract: {p:#}"
+    );
     assert!(p["userId"].is_string());
-    assert!(one_of(&p["role"], &["host", "participant"]), "role: {}", p["role"]);
     assert!(
-        one_of(&p["status"], &["invited", "ringing", "joined", "left", "declined", "missed"]),
+        one_of(&p["role"], &["host", "participant"]),
+        "role: {}",
+        p["role"]
+    );
+    assert!(
+        one_of(
+            &p["status"],
+            &["invited", "ringing", "joined", "left", "declined", "missed"]
+        ),
         "status: {}",
         p["status"]
     );
-    for flag in ["isMicMuted", "isCameraOff", "isSharingScreen", "isConnected"] {
+    for flag in [
+        "isMicMuted",
+        "isCameraOff",
+        "isSharingScreen",
+        "isConnected",
+    ] {
         assert!(p[flag].is_boolean(), "{flag} must be a boolean: {p}");
     }
     assert_timestamp(&p["invitedAt"], "invitedAt");
@@ -852,7 +1058,12 @@ pub fn statuses(call: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["userId"].as_str().unwrap().to_owned(), p["status"].as_str().unwrap().to_owned()))
+        .map(|p| {
+            (
+                p["userId"].as_str().unwrap().to_owned(),
+                p["status"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -902,7 +1113,8 @@ impl EventLog {
             let (seen, notify) = (seen.clone(), notify.clone());
             tokio::spawn(async move {
                 while let Some(message) = subscription.next().await {
-                    let parsed: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+                    let parsed: Value =
+                        serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
                     let event = BusEvent {
                         subject: message.subject.clone(),
                         name: parsed["event"].as_str().unwrap_or_default().to_owned(),
@@ -915,7 +1127,11 @@ impl EventLog {
                 }
             })
         };
-        EventLog { seen, notify, _task: Arc::new(AbortOnDrop(task)) }
+        EventLog {
+            seen,
+            notify,
+            _task: Arc::new(AbortOnDrop(task)),
+        }
     }
 
     pub fn all(&self) -> Vec<BusEvent> {
@@ -924,7 +1140,10 @@ impl EventLog {
 
     /// The events on exactly `subject`, in arrival order.
     pub fn on(&self, subject: &str) -> Vec<BusEvent> {
-        self.all().into_iter().filter(|e| e.subject == subject).collect()
+        self.all()
+            .into_iter()
+            .filter(|e| e.subject == subject)
+            .collect()
     }
 
     /// Waits until `found` finds something in the log.
@@ -948,9 +1167,17 @@ impl EventLog {
     }
 
     /// Waits for the first `name` event on `subject` whose data satisfies `matches`.
-    pub async fn wait_for_where(&self, subject: &str, name: &str, matches: impl Fn(&Value) -> bool) -> BusEvent {
+    pub async fn wait_for_where(
+        &self,
+        subject: &str,
+        name: &str,
+        matches: impl Fn(&Value) -> bool,
+    ) -> BusEvent {
         self.wait_until(&format!("a {name} event on {subject}"), |events| {
-            events.iter().find(|e| e.subject == subject && e.name == name && matches(&e.data)).cloned()
+            events
+                .iter()
+                .find(|e| e.subject == subject && e.name == name && matches(&e.data))
+                .cloned()
         })
         .await
     }
@@ -963,7 +1190,11 @@ impl EventLog {
     /// Waits until `subject` carried at least `n` events, and returns them all.
     pub async fn wait_for_count(&self, subject: &str, n: usize) -> Vec<BusEvent> {
         self.wait_until(&format!("{n} events on {subject}"), |events| {
-            let on: Vec<BusEvent> = events.iter().filter(|e| e.subject == subject).cloned().collect();
+            let on: Vec<BusEvent> = events
+                .iter()
+                .filter(|e| e.subject == subject)
+                .cloned()
+                .collect();
             (on.len() >= n).then_some(on)
         })
         .await
@@ -976,7 +1207,10 @@ pub fn assert_gap_free(events: &[BusEvent], last: u64) {
     let seqs: Vec<Option<u64>> = events.iter().map(BusEvent::seq).collect();
     let expected: Vec<Option<u64>> = (1..=last).map(Some).collect();
     let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(seqs, expected, "a call's events must carry seq 1..={last} in order, each once; got {names:?}");
+    assert_eq!(
+        seqs, expected,
+        "a call's events must carry seq 1..={last} in order, each once; got {names:?}"
+    );
 }
 
 // ----- other processes the tests own -----------------------------------------------------------
@@ -989,8 +1223,14 @@ pub fn free_port() -> u16 {
 
 async fn wait_for_port(port: u16, what: &str) {
     let started = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-        assert!(started.elapsed() < DEADLINE, "{what} never listened on port {port}");
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{what} never listened on port {port}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -1007,7 +1247,11 @@ impl NatsServer {
     pub async fn start() -> NatsServer {
         let dir = std::env::temp_dir().join(format!("calls_api_test_nats_{}", tag()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut server = NatsServer { port: free_port(), dir, child: None };
+        let mut server = NatsServer {
+            port: free_port(),
+            dir,
+            child: None,
+        };
         server.run().await;
         server
     }
@@ -1017,9 +1261,17 @@ impl NatsServer {
     }
 
     async fn run(&mut self) {
-        let binary = std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".to_owned());
+        let binary =
+            std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "/usr/sbin/nats-server".to_owned());
         let child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -1083,10 +1335,16 @@ impl MediaTokenServer {
             {
                 break;
             }
-            assert!(started.elapsed() < DEADLINE, "media-token never became healthy");
+            assert!(
+                started.elapsed() < DEADLINE,
+                "media-token never became healthy"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        MediaTokenServer { url: format!("http://{addr}"), stop: Some(stop) }
+        MediaTokenServer {
+            url: format!("http://{addr}"),
+            stop: Some(stop),
+        }
     }
 }
 
@@ -1147,7 +1405,11 @@ impl TcpProxy {
             match TcpListener::bind(self.addr).await {
                 Ok(listener) => break listener,
                 Err(e) => {
-                    assert!(started.elapsed() < DEADLINE, "cannot listen on {} again: {e}", self.addr);
+                    assert!(
+                        started.elapsed() < DEADLINE,
+                        "cannot listen on {} again: {e}",
+                        self.addr
+                    );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
