@@ -125,8 +125,13 @@ fn ack_bytes(result: Result<Value, ApiError>) -> Bytes {
     }))
 }
 
-/// Applies one presence report; returns whether events were written.
-async fn handle_presence(calls: &Calls, message: PresenceMessage) -> Result<bool, ApiError> {
+/// Applies one presence report; returns whether events were written, and the reply's data
+/// (`{"known": false}` to a heartbeat from a node this replica had expired, so it re-reports
+/// its sockets).
+async fn handle_presence(
+    calls: &Calls,
+    message: PresenceMessage,
+) -> Result<(bool, Value), ApiError> {
     let store = calls.store();
     let timing = calls.timing();
     let now = OffsetDateTime::now_utc();
@@ -157,14 +162,15 @@ async fn handle_presence(calls: &Calls, message: PresenceMessage) -> Result<bool
         PresenceMessage::Heartbeat { node_id, sockets } => {
             metrics::gauge!("calls_signaling_node_sockets", "node" => node_id.clone())
                 .set(sockets as f64);
-            store
+            let known = store
                 .node_heartbeat(&node_id, now)
                 .await
-                .map(|_| Vec::new())
+                .map_err(store_error)?;
+            return Ok((false, serde_json::json!({ "known": known })));
         }
     }
     .map_err(store_error)?;
-    Ok(!events.is_empty())
+    Ok((!events.is_empty(), Value::Null))
 }
 
 /// Serves commands and presence until `shutdown`.
@@ -242,15 +248,15 @@ async fn answer_presence(bus: &Bus, calls: &Calls, message: Message) {
         )),
     };
     match &result {
-        Ok(true) => calls.wake_relay(),
-        Ok(false) => {}
+        Ok((true, _)) => calls.wake_relay(),
+        Ok((false, _)) => {}
         Err(e) => {
             tracing::warn!(code = e.code.as_str(), message = %e.message, "presence report failed")
         }
     }
     if let Some(reply) = message.reply {
         let _ = bus
-            .respond(&reply, ack_bytes(result.map(|_| Value::Null)))
+            .respond(&reply, ack_bytes(result.map(|(_, data)| data)))
             .await;
     }
 }

@@ -515,3 +515,22 @@ async fn a_node_that_shuts_down_disconnects_its_users_at_once() {
         "the host is still in the group call"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_from_a_node_calls_api_forgot_is_told_to_report_its_sockets_again() {
+    let app = spawn_app(Options::default()).await;
+    let heartbeat = |node: &str| PresenceMessage::Heartbeat {
+        node_id: node.into(),
+        sockets: 1,
+    };
+    // A node calls-api has never heard of (or expired after missed heartbeats) learns it.
+    let first = app.presence(&heartbeat("node-forgotten")).await;
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(
+        first["data"]["known"], false,
+        "the node must be told to re-report its sockets: {first}"
+    );
+    // From then on it is known, and its heartbeats are plain acknowledgements.
+    let second = app.presence(&heartbeat("node-forgotten")).await;
+    assert_eq!(second["data"]["known"], true, "{second}");
+}

@@ -1,5 +1,6 @@
 //! Presence reports to calls-api: socket connected / disconnected (requests, retried with
-//! backoff so a calls-api restart does not lose them), node heartbeats (plain publishes), and
+//! backoff so a calls-api restart does not lose them), node heartbeats (requests: an answer
+//! saying the node is unknown makes it report its sockets again), and
 //! `node_down` on graceful shutdown.
 //!
 //! Per socket, `disconnected` is sent only after `connected` has been settled (answered or given
@@ -135,23 +136,50 @@ impl Presence {
         self.request(&message, NODE_DOWN_ATTEMPTS).await
     }
 
-    /// Publishes one heartbeat.
-    pub async fn heartbeat(&self, sockets: u64) {
+    /// Sends one heartbeat. Returns `Some(false)` when calls-api answered that it does not know
+    /// this node (it expired the node after missed heartbeats, e.g. across a network partition):
+    /// the caller must then report its sockets again, or their users stay disconnected.
+    pub async fn heartbeat(&self, sockets: u64) -> Option<bool> {
         let message = PresenceMessage::Heartbeat {
             node_id: self.inner.node_id.clone(),
             sockets,
         };
-        let Ok(payload) = serde_json::to_vec(&message) else {
-            return;
-        };
-        if let Err(err) = self
+        let payload = Bytes::from(serde_json::to_vec(&message).ok()?);
+        match self
             .inner
             .bus
-            .publish(&self.inner.subject, Headers::new(), Bytes::from(payload))
+            .request(
+                &self.inner.subject,
+                Headers::new(),
+                payload,
+                self.inner.timeout,
+            )
             .await
         {
-            tracing::warn!(error = %err, "presence heartbeat not published");
+            Ok(reply) => match serde_json::from_slice::<Ack<Value>>(&reply.payload) {
+                Ok(Ack::Ok(data)) => {
+                    Some(data.get("known").and_then(Value::as_bool).unwrap_or(true))
+                }
+                _ => None,
+            },
+            Err(err) => {
+                tracing::warn!(error = %err, "presence heartbeat not answered");
+                None
+            }
         }
+    }
+
+    /// Reports an already-connected socket again (after calls-api forgot this node).
+    pub fn reannounce(&self, socket_id: String, user_id: String) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let message = PresenceMessage::Connected {
+                node_id: this.inner.node_id.clone(),
+                socket_id,
+                user_id,
+            };
+            this.request(&message, SOCKET_ATTEMPTS).await;
+        });
     }
 
     async fn request(&self, message: &PresenceMessage, attempts: u32) -> bool {

@@ -199,6 +199,19 @@ async fn heartbeat_loop(shared: Arc<Shared>, every: Duration) {
     loop {
         ticks.tick().await;
         shared.sweep();
-        shared.presence.heartbeat(shared.sockets.len() as u64).await;
+        if shared.presence.heartbeat(shared.sockets.len() as u64).await == Some(false)
+            && !shared.draining.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let sockets = shared.sockets.snapshot();
+            tracing::warn!(
+                sockets = sockets.len(),
+                "calls-api had expired this node; reporting its sockets again"
+            );
+            for (socket, ctx) in sockets {
+                shared
+                    .presence
+                    .reannounce(socket.id.to_string(), ctx.user.to_string());
+            }
+        }
     }
 }
