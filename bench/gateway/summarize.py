@@ -33,7 +33,10 @@ def main():
     runs = {}
     for path in sorted(root.glob("*.txt")):
         scenario, target, _round = path.stem.split("-")
-        runs.setdefault((scenario, target), []).append(parse(path.read_text()))
+        run = parse(path.read_text())
+        cpu = path.with_suffix(".cpu")
+        run["cpu_us"] = float(cpu.read_text()) if cpu.exists() and cpu.read_text().strip() else None
+        runs.setdefault((scenario, target), []).append(run)
 
     summary = {}
     for (scenario, target), results in runs.items():
@@ -41,6 +44,12 @@ def main():
             "rps": statistics.median(r["rps"] for r in results),
             "p50_ms": statistics.median(r["p50_ms"] for r in results),
             "p99_ms": statistics.median(r["p99_ms"] for r in results),
+            "cpu_us_per_request": (
+                statistics.median(r["cpu_us"] for r in results if r["cpu_us"] is not None)
+                if any(r["cpu_us"] is not None for r in results)
+                else None
+            ),
+            "rps_per_round": [round(r["rps"]) for r in results],
             "rounds": len(results),
             "non2xx": sum(r["non2xx"] for r in results),
             "socket_errors": [r["socket_errors"] for r in results if r["socket_errors"]],
@@ -56,8 +65,10 @@ def main():
     for scenario, targets in summary.items():
         direct = targets.get("direct")
         lines.append(f"\n### {scenario}\n")
-        lines.append("| target | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
+        lines.append(
+            "| target | req/s (median) | req/s per round | p50 ms | p99 ms | added p50 ms | added p99 ms | proxy CPU µs/req |"
+        )
+        lines.append("|---|---:|---|---:|---:|---:|---:|---:|")
         for key in ["direct", "nginx", "gateway", "gatewayauth"]:
             t = targets.get(key)
             if not t:
@@ -65,14 +76,20 @@ def main():
             added50 = t["p50_ms"] - direct["p50_ms"] if direct and key != "direct" else None
             added99 = t["p99_ms"] - direct["p99_ms"] if direct and key != "direct" else None
             fmt = lambda v: "" if v is None else f"{v:.3f}"
+            cpu = "" if t["cpu_us_per_request"] is None else f"{t['cpu_us_per_request']:.1f}"
+            per_round = " / ".join(str(v) for v in t["rps_per_round"])
             lines.append(
-                f"| {names[key]} | {t['rps']:.0f} | {t['p50_ms']:.3f} | {t['p99_ms']:.3f} | {fmt(added50)} | {fmt(added99)} |"
+                f"| {names[key]} | {t['rps']:.0f} | {per_round} | {t['p50_ms']:.3f} | {t['p99_ms']:.3f} | {fmt(added50)} | {fmt(added99)} | {cpu} |"
             )
             t["added_p50_ms"], t["added_p99_ms"] = added50, added99
         if "nginx" in targets and "gateway" in targets:
             g, n = targets["gateway"], targets["nginx"]
             ratio = g["rps"] / n["rps"]
             lines.append(f"\nthroughput gateway / nginx: **{ratio:.2f}x**")
+            if g["cpu_us_per_request"] and n["cpu_us_per_request"]:
+                lines.append(
+                    f"CPU per request gateway / nginx: {g['cpu_us_per_request'] / n['cpu_us_per_request']:.2f}x"
+                )
             if n.get("added_p99_ms") is not None and g.get("added_p99_ms") is not None:
                 lines.append(
                     f"added p99 gateway vs nginx: {g['added_p99_ms']:.3f} ms vs {n['added_p99_ms']:.3f} ms"

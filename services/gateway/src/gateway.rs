@@ -19,10 +19,11 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use tower::ServiceExt;
 
+use crate::auth::CachingVerifier;
 use crate::client::PooledBody;
 use crate::config::Config;
 use crate::headers::{self, X_REQUEST_ID};
@@ -41,7 +42,7 @@ const UNKNOWN_SESSION_MAX_BYTES: u64 = 4 * 1024;
 
 /// Everything a request needs, shared by all connections.
 pub(crate) struct Gateway {
-    verifier: JwtVerifier,
+    pub(crate) verifier: CachingVerifier,
     forwarder: Forwarder,
     pub(crate) calls_api: Arc<Pool>,
     pub(crate) signaling: Arc<Pool>,
@@ -72,7 +73,7 @@ impl Gateway {
     /// Builds the gateway from validated configuration.
     pub(crate) fn new(config: &Config) -> Result<Self, RunError> {
         config.validate()?;
-        let verifier = JwtVerifier::from_config(&config.jwt)?;
+        let verifier = CachingVerifier::new(JwtVerifier::from_config(&config.jwt)?);
         let cors = config.cors_origins()?.is_some();
 
         let calls_api = Arc::new(Pool::new(
@@ -154,11 +155,19 @@ impl Gateway {
             request_id,
         };
 
+        // A client that asked for `100 Continue` has not sent its body; reading it now would
+        // only invite it to, for a request that is being refused.
+        let waits_for_continue = parts
+            .headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let mut body = Some(body);
         let mut response = match self.dispatch(&mut exchange, parts, &mut body).await {
             Ok(response) => response,
             Err(err) => {
-                if let Some(body) = body.take() {
+                if let Some(body) = body.take()
+                    && !waits_for_continue
+                {
                     proxy::discard(body).await;
                 }
                 let id = exchange.request_id.to_str().unwrap_or_default();
@@ -220,14 +229,10 @@ impl Gateway {
                     .headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                let claims = self
-                    .verifier
-                    .verify_authorization(authorization)
-                    .map_err(ApiError::from)?;
-                let user = claims.sub.as_str();
-                limit(self.user_limit.as_ref(), user, "user")?;
+                let user = self.verifier.user(authorization).map_err(ApiError::from)?;
+                limit(self.user_limit.as_ref(), &*user, "user")?;
                 if exchange.route == Route::ApiInitiate {
-                    limit(self.initiate_limit.as_ref(), user, "initiate")?;
+                    limit(self.initiate_limit.as_ref(), &*user, "initiate")?;
                 }
                 self.api(exchange, parts, body).await
             }
@@ -242,6 +247,14 @@ impl Gateway {
     }
 
     async fn read_body(&self, body: &mut Option<Incoming>) -> Result<Bytes, ApiError> {
+        // Refused on its Content-Length with the body left in place, so that `handle` decides
+        // whether to drain it (not when the client waits for `100 Continue`).
+        if body
+            .as_ref()
+            .is_some_and(|b| b.size_hint().lower() > self.max_body_bytes as u64)
+        {
+            return Err(proxy::too_large());
+        }
         match body.take() {
             Some(body) => proxy::read_body(body, self.max_body_bytes, self.body_read_timeout).await,
             None => Ok(Bytes::new()),

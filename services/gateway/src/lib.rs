@@ -19,11 +19,13 @@
 //! - [`client`]: keep-alive HTTP/1.1 connections to one instance.
 //! - [`sticky`]: pinning engine.io long-polling sessions to their signaling instance.
 //! - [`websocket`]: splicing upgraded connections, closing them on shutdown.
+//! - [`auth`]: access-token checks at the edge, with a cache of verified tokens.
 //! - [`ratelimit`]: keyed token buckets.
 //! - [`headers`]: request ids, hop-by-hop headers, `X-Forwarded-*`, the client IP.
 //! - [`io`]: the write timeout on client connections.
 //! - [`metrics`]: the Prometheus metrics the gateway exports.
 
+pub mod auth;
 pub mod client;
 pub mod config;
 mod gateway;

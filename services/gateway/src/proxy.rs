@@ -94,7 +94,8 @@ pub async fn read_body(
     Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
-fn too_large() -> ApiError {
+/// 413 `PAYLOAD_TOO_LARGE`.
+pub fn too_large() -> ApiError {
     ApiError::from_code(ErrorCode::PayloadTooLarge)
 }
 

@@ -37,7 +37,7 @@ use crate::gateway::Gateway;
 use crate::headers::{IDEMPOTENCY_KEY, X_REQUEST_ID};
 use crate::io::WriteTimeout;
 
-/// How often rate-limit buckets and session pins are swept.
+/// How often rate-limit buckets, session pins and expired cached tokens are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// How often histogram samples are folded into their buckets.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -210,6 +210,7 @@ fn spawn_sweeper(gateway: Arc<Gateway>, cancel: CancellationToken) {
                         limiter.sweep(now);
                     }
                     gateway.sessions.sweep(now);
+                    gateway.verifier.sweep();
                 }
             }
         }

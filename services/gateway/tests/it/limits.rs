@@ -297,3 +297,25 @@ async fn a_body_that_does_not_arrive_in_time_gets_a_408_envelope() {
     assert_eq!(envelope["code"], "REQUEST_TIMEOUT");
     assert_eq!(api.requests(), 0);
 }
+
+#[tokio::test]
+async fn a_client_waiting_for_100_continue_gets_its_413_without_sending_the_body() {
+    let api = Upstream::start("api-a").await;
+    let sig = Upstream::start("sig-a").await;
+    let gw = Gateway::start(&[&api], &[&sig], &[]).await;
+
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/calls/c1/join HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-length: 1000000\r\nexpect: 100-continue\r\n\r\n",
+        token("alice")
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (status, text) = read_response(&mut stream).await;
+    assert_eq!(status, 413, "{text}");
+    assert!(!text.contains("100 Continue"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "answered without waiting for the body"
+    );
+}

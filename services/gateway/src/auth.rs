@@ -1,0 +1,176 @@
+//! Edge authentication with a cache of verified access tokens.
+//!
+//! An app sends the same access token with every request for as long as it lives, and checking
+//! it (base64, JSON, HMAC or a public-key signature) costs several times the rest of what the
+//! gateway does to a request. Tokens that passed verification are therefore remembered, by their
+//! exact text, together with their subject and expiry; a remembered token is accepted again
+//! without the signature check only while it has not expired (with the verifier's leeway).
+//! Verification is deterministic for a given key, so the answer cannot change otherwise.
+//!
+//! Failures are never cached: a bad token is checked again each time, after the per-IP limit
+//! has had its say. The cache is bounded ([`MAX_ENTRIES`]); when full it is simply emptied, which
+//! costs one verification per active token.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::auth::{AuthError, JwtVerifier, LEEWAY_SECS, bearer_token};
+
+/// Most tokens remembered (about 1 KiB each).
+pub const MAX_ENTRIES: usize = 16 * 1024;
+const SHARDS: usize = 16;
+
+#[derive(Debug, Clone)]
+struct Verified {
+    sub: Arc<str>,
+    /// Accepted until this many seconds since the epoch (`exp` plus the leeway).
+    until: u64,
+}
+
+/// A [`JwtVerifier`] that remembers the tokens it accepted.
+#[derive(Debug)]
+pub struct CachingVerifier {
+    verifier: JwtVerifier,
+    shards: Vec<Mutex<HashMap<Box<str>, Verified>>>,
+    hasher: RandomState,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl CachingVerifier {
+    /// Wraps `verifier`.
+    pub fn new(verifier: JwtVerifier) -> Self {
+        Self {
+            verifier,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, token: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Verified>> {
+        let index = (self.hasher.hash_one(token) as usize) % self.shards.len();
+        // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
+        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The user of an `Authorization: Bearer` header value.
+    pub fn user(&self, authorization: Option<&str>) -> Result<Arc<str>, AuthError> {
+        let token = authorization
+            .and_then(bearer_token)
+            .ok_or(AuthError::Missing)?;
+        let now = now_secs();
+        if let Some(hit) = self.shard(token).get(token)
+            && now <= hit.until
+        {
+            return Ok(hit.sub.clone());
+        }
+        let claims = self.verifier.verify(token)?;
+        let sub: Arc<str> = Arc::from(claims.sub.as_str());
+        let verified = Verified {
+            sub: sub.clone(),
+            until: claims.exp.saturating_add(LEEWAY_SECS),
+        };
+        let mut shard = self.shard(token);
+        if shard.len() >= MAX_ENTRIES / SHARDS {
+            shard.clear();
+        }
+        shard.insert(token.into(), verified);
+        Ok(sub)
+    }
+
+    /// Forgets expired tokens.
+    pub fn sweep(&self) {
+        let now = now_secs();
+        for shard in &self.shards {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, v| now <= v.until);
+        }
+    }
+
+    /// Tokens remembered.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// Whether none is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use common::auth::mint_hs256;
+
+    use super::*;
+
+    const SECRET: &str = "auth-cache-tests-secret-0123456789abcdef";
+
+    fn bearer(token: &str) -> String {
+        format!("Bearer {token}")
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_and_gives_its_subject() {
+        let cache = CachingVerifier::new(JwtVerifier::hs256(SECRET));
+        let token = mint_hs256(SECRET, "alice", Duration::from_secs(600));
+        assert_eq!(&*cache.user(Some(&bearer(&token))).unwrap(), "alice");
+        assert_eq!(cache.len(), 1);
+        assert_eq!(&*cache.user(Some(&bearer(&token))).unwrap(), "alice");
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_every_time_and_never_remembered() {
+        let cache = CachingVerifier::new(JwtVerifier::hs256(SECRET));
+        let forged = mint_hs256(
+            "some-other-secret-0123456789abcdefgh",
+            "alice",
+            Duration::from_secs(600),
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                cache.user(Some(&bearer(&forged))).unwrap_err(),
+                AuthError::BadSignature
+            );
+        }
+        assert_eq!(cache.user(None).unwrap_err(), AuthError::Missing);
+        assert_eq!(
+            cache.user(Some("Basic abc")).unwrap_err(),
+            AuthError::Missing
+        );
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_expired_entry_is_swept_and_its_token_verified_again() {
+        let cache = CachingVerifier::new(JwtVerifier::hs256(SECRET));
+        let token = mint_hs256(SECRET, "alice", Duration::from_secs(600));
+        cache.user(Some(&bearer(&token))).unwrap();
+        // Pretend it expired: the entry says so, and the token is checked again.
+        for shard in &cache.shards {
+            for entry in shard.lock().unwrap().values_mut() {
+                entry.until = 1;
+            }
+        }
+        cache.sweep();
+        assert!(cache.is_empty());
+        assert_eq!(&*cache.user(Some(&bearer(&token))).unwrap(), "alice");
+    }
+}
