@@ -67,9 +67,23 @@ fn wire_message(event: &OutboxEvent) -> Bytes {
     Bytes::from(out)
 }
 
-/// Counts what users experience from the events themselves, once per call event.
+/// Counts what users experience from the events themselves, once per event.
 fn record_event_metrics(event: &OutboxEvent) {
-    if !matches!(event.audience, Audience::Call(_)) {
+    if let Audience::User(_) = event.audience {
+        // Every invitee's ringing ends with exactly one `incoming_call_cancelled`, whose reason
+        // is the ring's outcome.
+        if event.event == "incoming_call_cancelled"
+            && let Ok(value) = serde_json::from_str::<serde_json::Value>(&event.payload)
+        {
+            let outcome = match value.get("reason").and_then(|r| r.as_str()) {
+                Some("answered_elsewhere") => "answered",
+                Some("declined_elsewhere") => "declined",
+                Some("missed") => "missed",
+                Some("cancelled") => "cancelled",
+                _ => "other",
+            };
+            metrics::counter!("calls_ring_outcomes_total", "outcome" => outcome).increment(1);
+        }
         return;
     }
     if event.event == "call_ended"
@@ -189,6 +203,9 @@ impl Workers {
             }
             if let Ok(lag) = self.store.outbox_lag(OffsetDateTime::now_utc()).await {
                 metrics::gauge!("calls_outbox_lag_seconds").set(lag.as_secs_f64());
+            }
+            if let Ok(live) = self.store.live_call_count().await {
+                metrics::gauge!("calls_active").set(live as f64);
             }
         }
     }

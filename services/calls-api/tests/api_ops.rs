@@ -317,3 +317,34 @@ async fn a_misconfigured_service_refuses_to_start_and_names_the_variable() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_export_active_calls_and_how_each_ring_ended() {
+    let app = spawn_app(Options::default()).await;
+    let call = app
+        .initiate("alice", "ops-room", &["bob", "carol"], true)
+        .await;
+    let id = id_of(&call);
+    app.join("bob", &id).await.ok(200);
+    app.set_status("carol", &id, "declined").await.ok(200);
+    // The outcomes are counted as the relay publishes the events: poll with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = get(&app, "/metrics").await.text;
+        let has = |prefix: &str, label: &str| {
+            text.lines()
+                .any(|l| l.starts_with(prefix) && l.contains(label))
+        };
+        if has("calls_ring_outcomes_total{", "outcome=\"answered\"")
+            && has("calls_ring_outcomes_total{", "outcome=\"declined\"")
+            && text.lines().any(|l| l.starts_with("calls_active "))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an SRE would not see ring outcomes (answered, declined) and active calls:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

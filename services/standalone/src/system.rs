@@ -35,6 +35,8 @@ pub struct Running {
     pub database: String,
     /// Whether `AGORA_APP_ID` / `AGORA_APP_CERTIFICATE` are set (media sessions enabled).
     pub media_enabled: bool,
+    /// Where the chat backend writes room members (`INTERNAL_API_TOKEN` set), if anywhere.
+    pub internal_api: Option<String>,
     shutdown: Shutdown,
     tasks: ServiceTasks,
 }
@@ -175,7 +177,33 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
     ensure_sqlite_dir(&database)?;
-    let (api_listener, api_url) = loopback().await?;
+    // calls-api is private (the gateway never routes /internal), except that a chat backend
+    // using MEMBERSHIP_MODE=table must reach its internal API: CALLS_API_LISTEN exposes it.
+    let (api_listener, api_url) = match std::env::var("CALLS_API_LISTEN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        None => loopback().await?,
+        Some(addr) => {
+            let addr: SocketAddr = addr.parse().map_err(|_| {
+                StartError::Config(format!("CALLS_API_LISTEN is not an address: {addr}"))
+            })?;
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Listen { addr, source })?;
+            let port = listener
+                .local_addr()
+                .map_err(|source| StartError::Listen { addr, source })?
+                .port();
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                addr.ip().to_string()
+            };
+            (listener, format!("http://{host}:{port}"))
+        }
+    };
+    let internal_api = env_set("INTERNAL_API_TOKEN").then(|| format!("{api_url}/internal/v1"));
     let mut api_flags = vec![
         "--listen".to_owned(),
         api_url.trim_start_matches("http://").to_owned(),
@@ -244,6 +272,7 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
         addr,
         database: redact_url(&database),
         media_enabled,
+        internal_api,
         shutdown,
         tasks,
     })

@@ -16,6 +16,7 @@ const CERT: &str = "5CFd2fd1755d40ecb72977518be15d3b";
 struct Backend {
     child: Child,
     base: String,
+    internal: Option<String>,
     _data: tempdir::TempDir,
 }
 
@@ -52,6 +53,10 @@ impl Drop for Backend {
 
 /// Starts the binary on a port the OS picks and reads the address from its banner.
 fn start(agora: bool) -> Backend {
+    start_with(agora, &[])
+}
+
+fn start_with(agora: bool, extra_env: &[(&str, &str)]) -> Backend {
     let data = tempdir::TempDir::new();
     let mut cmd = Command::new(BIN);
     cmd.arg("serve")
@@ -68,6 +73,9 @@ fn start(agora: bool) -> Backend {
         cmd.env("AGORA_APP_ID", APP_ID)
             .env("AGORA_APP_CERTIFICATE", CERT);
     }
+    for (key, value) in extra_env {
+        cmd.env(key, value);
+    }
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -78,21 +86,30 @@ fn start(agora: bool) -> Backend {
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
-    let base = loop {
+    let (mut base, mut internal) = (None, None);
+    // The banner ends with the line about minting a token.
+    loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = rx
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("no banner within 60 s; output: {seen:#?}"));
-        if let Some(url) = line.trim().strip_prefix("REST API") {
-            break url.trim().trim_end_matches("/api/v1").to_owned();
+        let text = line.trim();
+        if let Some(url) = text.strip_prefix("REST API") {
+            base = Some(url.trim().trim_end_matches("/api/v1").to_owned());
+        } else if let Some(url) = text.strip_prefix("Internal API") {
+            internal = url.split_whitespace().next().map(str::to_owned);
+        } else if text.starts_with("Mint a development token") {
+            break;
         }
         seen.push(line);
-    };
+    }
+    let base = base.unwrap_or_else(|| panic!("the banner has no REST API line: {seen:#?}"));
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
     Backend {
         child,
         base,
+        internal,
         _data: data,
     }
 }
@@ -224,4 +241,59 @@ fn the_token_command_refuses_to_run_without_a_secret() {
         String::from_utf8_lossy(&out.stderr).contains("JWT_SECRET"),
         "the error should name JWT_SECRET"
     );
+}
+
+#[tokio::test]
+async fn table_membership_works_in_one_process_through_the_exposed_internal_api() {
+    let backend = start_with(
+        false,
+        &[
+            ("MEMBERSHIP_MODE", "table"),
+            ("INTERNAL_API_TOKEN", "internal-secret"),
+            ("CALLS_API_LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    let internal = backend
+        .internal
+        .clone()
+        .expect("the banner should print the internal API address");
+    let resp = reqwest::Client::new()
+        .put(format!("{internal}/rooms/team/members"))
+        .bearer_auth("internal-secret")
+        .json(&serde_json::json!({"userIds": ["alice", "bob"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the chat backend could not write members"
+    );
+
+    let (status, body) = post(
+        &backend.base,
+        "/api/v1/calls/rooms/team/initiate",
+        "mallory",
+        serde_json::json!({"type": "audio", "isGroupCall": false, "inviteUserIds": ["bob"]}),
+    )
+    .await;
+    assert_eq!(status, 403, "a non-member started a call: {body}");
+    let (status, body) = post(
+        &backend.base,
+        "/api/v1/calls/rooms/team/initiate",
+        "alice",
+        serde_json::json!({"type": "audio", "isGroupCall": false, "inviteUserIds": ["bob"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "a member could not start a call: {body}");
+
+    // The gateway itself never exposes /internal.
+    let through_gateway = reqwest::Client::new()
+        .put(format!("{}/internal/v1/rooms/team/members", backend.base))
+        .bearer_auth("internal-secret")
+        .json(&serde_json::json!({"userIds": ["mallory"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(through_gateway.status(), 404);
 }

@@ -176,6 +176,16 @@ impl Store {
         Ok(())
     }
 
+    /// How many calls are live (ringing or active) right now, for the `calls_active` gauge.
+    pub async fn live_call_count(&self) -> Result<u64, StoreError> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM calls WHERE status IN ('ringing', 'active')")
+                .fetch_one(&self.pool)
+                .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// How long the oldest unpublished event has waited (zero when none waits): the relay's
     /// lag, for metrics and alerts.
     pub async fn outbox_lag(&self, now: OffsetDateTime) -> Result<Duration, StoreError> {
