@@ -46,6 +46,21 @@ pub fn prometheus() -> PrometheusHandle {
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
             }
+            // Histograms buffer samples until upkeep drains them. Scrapes run it too, but a
+            // service nobody scrapes would otherwise grow without bound; one plain thread per
+            // process (not a task: this may run outside any runtime) keeps memory flat.
+            let upkeep = handle.clone();
+            let spawned = std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(std::time::Duration::from_secs(5));
+                        upkeep.run_upkeep();
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "metrics upkeep thread not started; histograms drain only on scrape");
+            }
             handle
         })
         .clone()

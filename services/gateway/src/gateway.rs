@@ -73,6 +73,9 @@ impl Gateway {
     /// Builds the gateway from validated configuration.
     pub(crate) fn new(config: &Config) -> Result<Self, RunError> {
         config.validate()?;
+        // The recorder first: the pools register their metric handles when created.
+        let _ = common::metrics::prometheus();
+        metrics::describe();
         let verifier = CachingVerifier::new(JwtVerifier::from_config(&config.jwt)?);
         let cors = config.cors_origins()?.is_some();
 
@@ -87,8 +90,6 @@ impl Gateway {
             &config.pools,
         ));
 
-        let _ = common::metrics::prometheus();
-        metrics::describe();
         let ready = {
             let calls_api = calls_api.clone();
             let signaling = signaling.clone();

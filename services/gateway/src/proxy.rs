@@ -332,6 +332,9 @@ impl Forwarder {
         body: Bytes,
     ) -> Response<Body> {
         self.clean_response_headers(&mut parts.headers);
+        // The length is that of what was read, which a timed-out read may have cut short;
+        // hyper sets it from the body.
+        parts.headers.remove(header::CONTENT_LENGTH);
         Response::from_parts(parts, Body::from(body))
     }
 

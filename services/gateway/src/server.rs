@@ -39,8 +39,6 @@ use crate::io::WriteTimeout;
 
 /// How often rate-limit buckets, session pins and expired cached tokens are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
-/// How often histogram samples are folded into their buckets.
-const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// How long proxied WebSockets may take to close on shutdown.
 const WEBSOCKET_CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
@@ -194,13 +192,9 @@ fn join(urls: &[crate::config::UpstreamUrl]) -> String {
 fn spawn_sweeper(gateway: Arc<Gateway>, cancel: CancellationToken) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(SWEEP_INTERVAL);
-        let mut upkeep = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
         loop {
             tokio::select! {
                 () = cancel.cancelled() => break,
-                // Histogram samples pile up in the recorder until upkeep drains them; /metrics
-                // does it on each scrape, this does it when nobody scrapes.
-                _ = upkeep.tick() => common::metrics::prometheus().run_upkeep(),
                 _ = ticker.tick() => {
                     let now = std::time::Instant::now();
                     for limiter in [&gateway.user_limit, &gateway.initiate_limit].into_iter().flatten() {
