@@ -90,14 +90,18 @@ impl Presence {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            let message = PresenceMessage::Connected {
-                node_id: this.inner.node_id.clone(),
-                socket_id,
-                user_id,
-            };
-            this.request(&message, SOCKET_ATTEMPTS).await;
+            this.report_connected(socket_id, user_id).await;
             drop(done);
         });
+    }
+
+    async fn report_connected(&self, socket_id: String, user_id: String) {
+        let message = PresenceMessage::Connected {
+            node_id: self.inner.node_id.clone(),
+            socket_id,
+            user_id,
+        };
+        self.request(&message, SOCKET_ATTEMPTS).await;
     }
 
     /// Reports a socket gone (in the background), after its `connected` report settled.
@@ -172,14 +176,7 @@ impl Presence {
     /// Reports an already-connected socket again (after calls-api forgot this node).
     pub fn reannounce(&self, socket_id: String, user_id: String) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let message = PresenceMessage::Connected {
-                node_id: this.inner.node_id.clone(),
-                socket_id,
-                user_id,
-            };
-            this.request(&message, SOCKET_ATTEMPTS).await;
-        });
+        tokio::spawn(async move { this.report_connected(socket_id, user_id).await });
     }
 
     async fn request(&self, message: &PresenceMessage, attempts: u32) -> bool {
