@@ -14,6 +14,7 @@ BIN_DIR=${BIN_DIR:-target/debug}
 export DATABASE_URL NATS_URL JWT_SECRET
 LOG_DIR=${CLUSTER_LOG_DIR:-$(mktemp -d -t calls-cluster.XXXXXX)}
 mkdir -p "$LOG_DIR"
+: >"$LOG_DIR/pids"
 
 for bin in media-token calls-api signaling gateway; do
   [[ -x "$BIN_DIR/$bin" ]] || { echo "cluster: $BIN_DIR/$bin is missing; run 'cargo build --workspace --bins'" >&2; exit 1; }
@@ -57,6 +58,8 @@ start() {
   env "${envs[@]}" "$BIN_DIR/$bin" "$@" >"$LOG_DIR/$log.log" 2>&1 &
   pids+=($!)
   last_pid=$!
+  # "name pid url" per service, for operators and for the failure tests.
+  echo "$log $last_pid" >>"$LOG_DIR/pids"
 }
 
 credential=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
@@ -105,12 +108,14 @@ cat >&2 <<INFO
   Stop with Ctrl-C.
 INFO
 
-# Runs until a signal, or until any child dies (then stops the rest and fails).
+# Runs until a signal. A service that dies is reported once; the others keep serving (the
+# gateway routes around a dead replica), as they would in a real deployment.
+declare -A reported=()
 while true; do
   for pid in "${pids[@]}"; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      echo "cluster: a service (pid $pid) exited; stopping the others. Logs in $LOG_DIR" >&2
-      exit 1
+    if [[ -z ${reported[$pid]:-} ]] && ! kill -0 "$pid" 2>/dev/null; then
+      echo "cluster: a service (pid $pid) exited; see $LOG_DIR and $LOG_DIR/pids" >&2
+      reported[$pid]=1
     fi
   done
   sleep 1 &

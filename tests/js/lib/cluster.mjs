@@ -1,0 +1,135 @@
+// Starts the backend the way a newcomer or an SRE does, for tests that drive it only from outside:
+// `calls-backend serve` (make run) or scripts/cluster.sh (make cluster: gateway, 2 calls-api,
+// 2 signaling, media-token on Postgres + NATS). Each start gets its own database, NATS subject prefix,
+// port and temp directory, removed by stop().
+
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { NatsClient } from './signaling-nats.mjs';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const BIN_DIR = process.env.BIN_DIR ?? path.join(ROOT, 'target', 'debug');
+export const STANDALONE_BIN = path.join(BIN_DIR, 'calls-backend');
+export const SECRET = 'cluster-test-secret-0123456789abcdef';
+const PG_ADMIN = process.env.CALLS_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export async function waitHealthy(base, child, deadlineMs = 60_000) {
+  const until = Date.now() + deadlineMs;
+  while (Date.now() < until) {
+    if (child.exitCode !== null) throw new Error(`the backend exited with ${child.exitCode} before answering /healthz`);
+    try {
+      const res = await fetch(`${base}/healthz`);
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${base}/healthz did not answer within ${deadlineMs} ms`);
+}
+
+function stopChild(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+  return new Promise((resolve) => {
+    child.once('exit', (code) => resolve(code));
+    child.kill('SIGTERM');
+  });
+}
+
+/** `make run`: one process, SQLite in a temp directory. */
+export async function startStandalone(extraEnv = {}) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'calls-standalone-'));
+  const port = await freePort();
+  const child = spawn(STANDALONE_BIN, ['serve'], {
+    cwd: dir,
+    env: { ...process.env, GATEWAY_LISTEN: `127.0.0.1:${port}`, JWT_SECRET: SECRET, RUST_LOG: 'warn', DATABASE_URL: '', ...extraEnv },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  child.stderr.on('data', (d) => { log += d; });
+  const base = `http://127.0.0.1:${port}`;
+  await waitHealthy(base, child);
+  return {
+    base, dir, log: () => log,
+    async stop() {
+      const code = await stopChild(child);
+      rmSync(dir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+/** `make cluster`: separate processes on Postgres + NATS. */
+export async function startCluster(extraEnv = {}) {
+  const db = `calls_js_${process.pid}_${Date.now()}`;
+  const prefix = `t${process.pid}x${Date.now()}`;
+  const port = await freePort();
+  const logs = mkdtempSync(path.join(os.tmpdir(), 'calls-cluster-test-'));
+  const dbUrl = PG_ADMIN.replace(/\/[^/]*$/, `/${db}`);
+  const child = spawn('bash', [path.join(ROOT, 'scripts', 'cluster.sh')], {
+    env: {
+      ...process.env, BIN_DIR, DATABASE_URL: dbUrl, NATS_SUBJECT_PREFIX: prefix, GATEWAY_LISTEN: `127.0.0.1:${port}`,
+      JWT_SECRET: SECRET, RUST_LOG: 'warn', CLUSTER_LOG_DIR: logs, ...extraEnv,
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let log = '';
+  child.stderr.on('data', (d) => { log += d; });
+  const base = `http://127.0.0.1:${port}`;
+  const cleanup = async () => {
+    spawnSync('psql', [PG_ADMIN, '-qc', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`]);
+    rmSync(logs, { recursive: true, force: true });
+    const nats = await NatsClient.connect();
+    await nats.request(`$JS.API.STREAM.DELETE.CALLS_EVENTS_${prefix.toUpperCase()}`, '').catch(() => {});
+    nats.close();
+  };
+  try {
+    await waitHealthy(base, child, 120_000);
+  } catch (err) {
+    await stopChild(child);
+    await cleanup();
+    throw new Error(`${err.message}\ncluster output:\n${log}`);
+  }
+  return {
+    base, logs, log: () => log,
+    /** Process ids by service name (`calls-api-1`, `signaling-2`, ...). */
+    pids() {
+      return Object.fromEntries(readFileSync(path.join(logs, 'pids'), 'utf8').trim().split('\n')
+        .map((line) => line.split(' ')).map(([name, pid]) => [name, Number(pid)]));
+    },
+    kill(name, signal = 'SIGKILL') {
+      process.kill(this.pids()[name], signal);
+    },
+    async stop() {
+      const code = await stopChild(child);
+      await cleanup();
+      return code;
+    },
+  };
+}
+
+/** Runs examples/first-call.mjs against `base`. */
+export function runExample(base) {
+  const out = spawnSync(process.execPath, [path.join(ROOT, 'examples', 'first-call.mjs')], {
+    env: { ...process.env, BASE_URL: base, JWT_SECRET: SECRET },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { code: out.status, output: `${out.stdout}${out.stderr}` };
+}
