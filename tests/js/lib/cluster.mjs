@@ -113,6 +113,16 @@ export async function startCluster(extraEnv = {}) {
       return Object.fromEntries(readFileSync(path.join(logs, 'pids'), 'utf8').trim().split('\n')
         .map((line) => line.split(' ')).map(([name, pid]) => [name, Number(pid)]));
     },
+    /** The signaling nodes' own URLs, in start order (`signaling-1` first), from the banner
+     * (printed right after the gateway turns healthy). */
+    async signalingUrls() {
+      const until = Date.now() + 10_000;
+      for (;;) {
+        const line = log.split('\n').find((l) => l.trim().startsWith('signaling '));
+        if (line || Date.now() > until) return line ? line.trim().split(/\s+/).slice(1) : [];
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
     kill(name, signal = 'SIGKILL') {
       process.kill(this.pids()[name], signal);
     },
