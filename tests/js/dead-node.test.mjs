@@ -4,21 +4,13 @@
 // counts a node that stopped heartbeating as having lost all its sockets.
 
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { after, before, describe, test } from 'node:test';
 
-import { SECRET, startCluster } from './lib/cluster.mjs';
+import { mint, startCluster } from './lib/cluster.mjs';
 
 const require = createRequire(import.meta.url);
 const { io } = require('socket.io-client');
-
-function mint(sub) {
-  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
-  const now = Math.floor(Date.now() / 1000);
-  const unsigned = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + 600 })}`;
-  return `${unsigned}.${createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`;
-}
 
 function connect(url, user) {
   const socket = io(`${url}/calls`, { auth: { token: mint(user) }, transports: ['websocket'], reconnection: false, forceNew: true });

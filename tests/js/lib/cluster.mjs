@@ -4,6 +4,7 @@
 // port and temp directory, removed by stop().
 
 import { spawn, spawnSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -17,6 +18,14 @@ export const BIN_DIR = process.env.BIN_DIR ?? path.join(ROOT, 'target', 'debug')
 export const STANDALONE_BIN = path.join(BIN_DIR, 'calls-backend');
 export const SECRET = 'cluster-test-secret-0123456789abcdef';
 const PG_ADMIN = process.env.CALLS_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** A development HS256 access token for `sub`, signed with the secret the test backends use. */
+export function mint(sub, ttlSeconds = 600) {
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const now = Math.floor(Date.now() / 1000);
+  const unsigned = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, iat: now, exp: now + ttlSeconds })}`;
+  return `${unsigned}.${createHmac('sha256', SECRET).update(unsigned).digest('base64url')}`;
+}
 
 export function freePort() {
   return new Promise((resolve, reject) => {
