@@ -13,7 +13,7 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
 # Development defaults for `make run` / `make token`; export your own to override.
-JWT_SECRET ?= dev-only-secret-change-me
+JWT_SECRET ?= dev-only-secret-change-me-not-for-production
 export JWT_SECRET
 USER_ID ?= $(USER)
 
