@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make test-deploy`: render every Kubernetes overlay with kustomize, validate the result and the
+# `make test-deploy`: render every Kubernetes overlay (alone and with each optional component in
+# deploy/k8s/components/) with kustomize, validate the result and the
 # examples against the Kubernetes API schemas offline (strict: unknown fields are errors), check
 # the compose file with Docker Compose's own loader, and run the policy test
 # (tests/deploy/test_policy.py) on all of it.
@@ -68,8 +69,23 @@ rendered=()
 for overlay in deploy/k8s/overlays/*/; do
   name=$(basename "$overlay")
   "$KUBECTL" kustomize "$overlay" >"$OUT/$name.yaml"
-  printf '  %-6s %3d objects -> %s\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")" "$OUT/$name.yaml"
+  printf '  %-24s %3d objects -> %s\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")" "$OUT/$name.yaml"
   rendered+=("$OUT/$name.yaml")
+done
+# Each optional component, applied on top of each overlay (kustomize wants relative paths).
+for component in deploy/k8s/components/*/; do
+  [[ -d "$component" ]] || continue
+  cname=$(basename "$component")
+  for overlay in deploy/k8s/overlays/*/; do
+    name="$(basename "$overlay")+$cname"
+    dir="$OUT/kustomize/$name"
+    mkdir -p "$dir"
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../../../%s\ncomponents:\n  - ../../../../%s\n' \
+      "${overlay%/}" "${component%/}" >"$dir/kustomization.yaml"
+    "$KUBECTL" kustomize "$dir" >"$OUT/$name.yaml"
+    printf '  %-24s %3d objects -> %s\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")" "$OUT/$name.yaml"
+    rendered+=("$OUT/$name.yaml")
+  done
 done
 
 # --- schema ------------------------------------------------------------------------------------

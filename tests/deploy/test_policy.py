@@ -20,6 +20,7 @@ Each RENDERED.yaml is one overlay as `kubectl kustomize` prints it. The rules:
 - the gateway's upstream lists name every pod a StatefulSet can have (up to its autoscaler's
   maxReplicas) through its headless Service, which publishes not-ready addresses;
 - terminationGracePeriodSeconds outlasts each container's preStop sleep;
+- each service gets the variables it cannot start without, and exactly one JWT key source;
 - the compose file: the services run read-only, as non-root, without capabilities; only the
   gateway publishes a port; images are pinned.
 
@@ -283,6 +284,45 @@ def check_upstreams(docs: list[dict], checks: Checks) -> None:
         checks.expect(ok, f"Service/{svc_name}", "is headless and publishes not-ready addresses (the gateway health-checks pods itself)")
 
 
+# What each binary cannot start without (docs/configuration.md): variables that must reach the
+# container from `env` or from a ConfigMap it loads with `envFrom`.
+REQUIRED_ENV = {
+    "gateway": ["CALLS_API_UPSTREAMS", "SIGNALING_UPSTREAMS"],
+    "calls-api": ["DATABASE_URL", "NATS_URL", "MEDIA_TOKEN_URL", "MEDIA_TOKEN_SERVICE_TOKEN"],
+    "calls-api migrate": ["DATABASE_URL"],
+    "signaling": ["NATS_URL"],
+    "media-token serve": ["MEDIA_TOKEN_SERVICE_TOKENS"],
+}
+NEEDS_JWT = {"gateway", "calls-api", "signaling"}
+
+
+def check_env(docs: list[dict], checks: Checks) -> None:
+    """Every service gets its required variables and exactly one JWT key source."""
+    maps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"}
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        for c in spec.get("containers") or []:
+            command = c.get("command") or []
+            if not command or not str(command[0]).startswith("/usr/local/bin/"):
+                continue
+            binary = " ".join([str(command[0]).rsplit("/", 1)[1]] + [str(a) for a in command[1:]])
+            where = f"{name_of(doc)} container {c.get('name')}"
+            names = {e.get("name") for e in c.get("env") or []}
+            for source in c.get("envFrom") or []:
+                ref = (source.get("configMapRef") or {}).get("name")
+                if ref is not None:
+                    checks.expect(ref in maps, where, "loads a ConfigMap that exists", ref)
+                    names |= set(maps.get(ref, {}))
+            for var in REQUIRED_ENV.get(binary, []):
+                checks.expect(var in names, where, f"gets {var} ({binary} needs it)")
+            if binary in NEEDS_JWT:
+                keys = names & {"JWT_SECRET", "JWT_PUBLIC_KEY_FILE"}
+                checks.expect(len(keys) == 1, where, "gets exactly one of JWT_SECRET and JWT_PUBLIC_KEY_FILE",
+                              ", ".join(sorted(keys)) or "none")
+
+
 def check_documents(docs: list[dict]) -> Checks:
     checks = Checks()
     docs = [d for d in docs if isinstance(d, dict) and d.get("kind")]
@@ -292,6 +332,7 @@ def check_documents(docs: list[dict]) -> Checks:
     check_services(docs, checks)
     check_network(docs, checks)
     check_upstreams(docs, checks)
+    check_env(docs, checks)
     return checks
 
 
@@ -398,6 +439,22 @@ def mutations(docs: list[dict]):
         c.setdefault("lifecycle", {})["preStop"] = {"sleep": {"seconds": 120}}
 
     yield ("a preStop sleep longer than the grace period", "outlasts the preStop sleep", broken(long_prestop))
+
+    def two_jwt_keys(d):
+        c = container(d, "Deployment", "gateway")
+        c["env"] += [{"name": "JWT_PUBLIC_KEY_FILE", "value": "/etc/calls/jwt/public.pem"},
+                     {"name": "JWT_SECRET", "value": "x" * 32}]
+
+    yield ("a gateway given both JWT key sources", "exactly one of JWT_SECRET", broken(two_jwt_keys))
+
+    def no_nats(d):
+        for x in d:
+            if x.get("kind") == "ConfigMap":
+                (x.get("data") or {}).pop("NATS_URL", None)
+        c = container(d, "StatefulSet", "signaling")
+        c["env"] = [e for e in c.get("env") or [] if e.get("name") != "NATS_URL"]
+
+    yield ("signaling without NATS_URL", "gets NATS_URL", broken(no_nats))
 
 
 def self_test(docs: list[dict], label: str, report: Checks) -> None:
