@@ -13,7 +13,7 @@ Each RENDERED.yaml is one overlay as `kubectl kustomize` prints it. The rules:
 - every image is pinned: a tag that is not `latest`, or a digest;
 - every Deployment or StatefulSet with more than one replica (or an autoscaler minimum above
   one) has a PodDisruptionBudget selecting its pods, and its replicas are spread over nodes
-  (pod anti-affinity or a topology spread constraint);
+  (pod anti-affinity or a topology spread constraint); an autoscaled one sets no replicas;
 - autoscalers and Services point at workloads that exist;
 - a default-deny NetworkPolicy exists (ingress and egress), and every pod is selected by a
   policy that allows it something;
@@ -189,6 +189,11 @@ def check_availability(docs: list[dict], checks: Checks) -> None:
         spread = bool(((spec.get("affinity") or {}).get("podAntiAffinity"))
                       or spec.get("topologySpreadConstraints"))
         checks.expect(spread, obj, f"spreads its {replicas} replicas (podAntiAffinity or topologySpreadConstraints)")
+    for doc in docs:
+        if doc.get("kind") in SCALABLE and replicas_and_hpa(doc, hpas)[1] is not None:
+            checks.expect("replicas" not in (doc.get("spec") or {}), name_of(doc),
+                          "sets no replicas of its own (its HorizontalPodAutoscaler owns the count; "
+                          "kubectl apply would reset it)")
     workloads = {(d.get("kind"), d["metadata"]["name"]) for d in docs if d.get("kind") in SCALABLE}
     for hpa in hpas:
         ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
@@ -418,6 +423,13 @@ def mutations(docs: list[dict]):
         find(d, "StatefulSet", sts)["spec"]["replicas"] = 3
 
     yield ("three replicas without a PodDisruptionBudget", "has a PodDisruptionBudget", broken(no_pdb))
+
+    hpa_targets = [((h.get("spec") or {}).get("scaleTargetRef") or {}) for h in docs
+                   if h.get("kind") == "HorizontalPodAutoscaler"]
+    if hpa_targets:
+        target = hpa_targets[0]
+        yield ("replicas on an autoscaled workload", "sets no replicas of its own",
+               broken(lambda d: find(d, target["kind"], target["name"])["spec"].__setitem__("replicas", 3)))
 
     def no_deny(d):
         d[:] = [x for x in d if not (x.get("kind") == "NetworkPolicy" and is_default_deny(x))]
