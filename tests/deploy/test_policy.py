@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Policy test of the rendered Kubernetes manifests and the compose file.
 
-    python3 tests/deploy/test_policy.py RENDERED.yaml... [--compose deploy/compose.yaml]
+    python3 tests/deploy/test_policy.py RENDERED.yaml... [--compose COMPOSE] [--dockerfile DOCKERFILE]
 
 Each RENDERED.yaml is one overlay as `kubectl kustomize` prints it. The rules:
 
@@ -22,7 +22,9 @@ Each RENDERED.yaml is one overlay as `kubectl kustomize` prints it. The rules:
 - terminationGracePeriodSeconds outlasts each container's preStop sleep;
 - each service gets the variables it cannot start without, and exactly one JWT key source;
 - the compose file: the services run read-only, as non-root, without capabilities; only the
-  gateway publishes a port; images are pinned.
+  gateway publishes a port; images are pinned;
+- the Dockerfile: multi-stage with a cached dependency step, pinned base images, a non-root
+  final stage.
 
 Before the real manifests, the checker is run on deliberately broken copies to show that it
 rejects them. Prints one line per failure naming the object and the rule, then
@@ -366,6 +368,33 @@ def check_compose(compose: dict) -> Checks:
     return checks
 
 
+def check_dockerfile(text: str) -> Checks:
+    """Multi-stage, pinned base images, a non-root final stage."""
+    checks = Checks()
+    lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
+    args = {}
+    for line in lines:
+        m = re.match(r"ARG\s+([A-Za-z_][A-Za-z0-9_]*)=(\S+)", line)
+        if m:
+            args.setdefault(m.group(1), m.group(2))
+    froms = [l.split()[1] for l in lines if l.upper().startswith("FROM ")]
+    stages = {l.split()[3] for l in lines if l.upper().startswith("FROM ") and len(l.split()) >= 4}
+    checks.expect(len(froms) >= 2, "Dockerfile", "is multi-stage", f"{len(froms)} stage(s)")
+    for image in froms:
+        resolved = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: args.get(m.group(1), m.group(0)), image)
+        if resolved in stages:
+            continue
+        ok, why = image_pinned(resolved)
+        checks.expect(ok, "Dockerfile", f"base image {resolved} pinned", why)
+    final = len(lines) - 1 - next(i for i, l in enumerate(reversed(lines)) if l.upper().startswith("FROM "))
+    users = [l.split()[1] for l in lines[final:] if l.upper().startswith("USER ")]
+    checks.expect(bool(users) and users[-1].split(":")[0] not in ("0", "root"), "Dockerfile",
+                  "final stage runs as a non-root USER", users[-1] if users else "no USER")
+    checks.expect(any("cargo chef cook" in l for l in lines), "Dockerfile",
+                  "builds the dependencies in their own cached step (cargo chef cook)")
+    return checks
+
+
 # --- self-tests: the checker must reject broken manifests -------------------------------------
 
 def find(docs: list[dict], kind: str, name: str) -> dict:
@@ -487,13 +516,25 @@ def compose_self_test(compose: dict, report: Checks) -> None:
     report.expect(bool(found), "self-test on compose", "rejects a writable gateway")
 
 
+def dockerfile_self_test(text: str, report: Checks) -> None:
+    root = re.sub(r"(?m)^USER .*$", "USER root", text)
+    report.expect(any("non-root USER" in f for f in check_dockerfile(root).failures),
+                  "self-test on Dockerfile", "rejects a final stage running as root")
+    latest = re.sub(r"(?m)^ARG RUNTIME_IMAGE=.*$", "ARG RUNTIME_IMAGE=debian:latest", text)
+    report.expect(any("pinned" in f for f in check_dockerfile(latest).failures),
+                  "self-test on Dockerfile", "rejects a base image on :latest")
+
+
 def main(argv: list[str]) -> int:
+    dockerfile_path = None
     compose_path = None
     files = []
     args = iter(argv)
     for arg in args:
         if arg == "--compose":
             compose_path = next(args, None)
+        elif arg == "--dockerfile":
+            dockerfile_path = next(args, None)
         else:
             files.append(arg)
     if not files:
@@ -519,6 +560,12 @@ def main(argv: list[str]) -> int:
         compose_self_test(compose, selftest)
         merge(selftest, "compose (self-test)")
         merge(check_compose(compose), "compose")
+    if dockerfile_path:
+        text = Path(dockerfile_path).read_text()
+        selftest = Checks()
+        dockerfile_self_test(text, selftest)
+        merge(selftest, "Dockerfile (self-test)")
+        merge(check_dockerfile(text), "Dockerfile")
     for failure in total.failures:
         print(f"FAIL {failure}")
     print(f"{total.passed} passed, {len(total.failures)} failed")
