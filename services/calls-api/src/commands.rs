@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::domain::{MediaPatch, ParticipantStatus};
@@ -213,9 +214,30 @@ async fn answer_command(bus: &Bus, subjects: &Subjects, calls: &Calls, message: 
         .command_name(&message.subject)
         .unwrap_or("unknown")
         .to_owned();
-    let trace = message.headers.get("traceparent").map(str::to_owned);
+    // The command continues the trace of the socket event that caused it; the events it
+    // writes carry this span's context on to their relay and emits.
+    let span = tracing::info_span!(
+        "bus.command",
+        otel.name = format!("command {name}"),
+        otel.kind = "server",
+        command = %name,
+        trace_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+        code = tracing::field::Empty,
+    );
+    common::telemetry::set_parent(
+        &span,
+        message.headers.get(common::telemetry::TRACEPARENT),
+        message.headers.get(common::telemetry::TRACESTATE),
+    );
+    let trace = common::telemetry::traceparent(&span).map(|(traceparent, _)| traceparent);
     let result = match serde_json::from_slice::<CommandRequest<Value>>(&message.payload) {
-        Ok(req) => handle_command(calls, &name, &req.user_id, req.payload, trace.as_deref()).await,
+        Ok(req) => {
+            span.record("user_id", req.user_id.as_str());
+            handle_command(calls, &name, &req.user_id, req.payload, trace.as_deref())
+                .instrument(span.clone())
+                .await
+        }
         Err(e) => Err(ApiError::new(
             ErrorCode::ValidationFailed,
             format!("malformed command: {e}"),
@@ -225,6 +247,13 @@ async fn answer_command(bus: &Bus, subjects: &Subjects, calls: &Calls, message: 
         Ok(_) => "OK",
         Err(e) => e.code.as_str(),
     };
+    span.record("code", code);
+    span.in_scope(|| {
+        tracing::info!(
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "command"
+        );
+    });
     if result.is_ok() && name != "join_call" {
         calls.wake_relay();
     }

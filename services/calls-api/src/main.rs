@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         calls_api::run(config, listener, common::shutdown::signal()).await
     });
+    common::telemetry::shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -5,6 +5,7 @@
 //! same process on a loopback listener, so this client is the only code path in every topology.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use calls_proto::mediatoken::v1::{
     self as pb, media_token_service_client::MediaTokenServiceClient,
@@ -109,10 +110,35 @@ impl MediaClient {
                 })?;
             request.metadata_mut().insert("authorization", value);
         }
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = "calls.mediatoken.v1.MediaTokenService/IssueRtcToken",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.method = "IssueRtcToken",
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        if let Some((traceparent, _)) = common::telemetry::traceparent(&span)
+            && let Ok(value) = traceparent.parse()
+        {
+            request
+                .metadata_mut()
+                .insert(common::telemetry::TRACEPARENT, value);
+        }
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.timeout, client.issue_rtc_token(request)).await;
-        metrics::histogram!("calls_api_media_token_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        let result = tokio::time::timeout(self.timeout, client.issue_rtc_token(request))
+            .instrument(span.clone())
+            .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let code = match &result {
+            Err(_) => "deadline_exceeded",
+            Ok(Err(status)) => common::metrics::grpc_code_name(status.code() as i32),
+            Ok(Ok(_)) => "ok",
+        };
+        span.record("rpc.grpc.status_code", code);
+        metrics::histogram!("calls_api_media_token_duration_seconds").record(elapsed);
+        metrics::counter!("grpc_client_requests_total", "service" => "calls-api", "method" => "IssueRtcToken", "code" => code)
+            .increment(1);
         let response = match result {
             Err(_) => return Err(MediaError::Unavailable("timed out".into())),
             Ok(Err(status)) => {

@@ -332,14 +332,21 @@ impl Calls {
         media: MediaPatch,
         trace: Option<&str>,
     ) -> Result<Call, ApiError> {
-        self.apply(
-            user,
-            call_id,
-            trace,
-            |call, actor, now| call.join(actor, &media, now),
-            |call| call,
-        )
-        .await
+        let started = std::time::Instant::now();
+        let joined = self
+            .apply(
+                user,
+                call_id,
+                trace,
+                |call, actor, now| call.join(actor, &media, now),
+                |call| call,
+            )
+            .await;
+        // Join latency as the user waits for it: authorization, the row lock (joins of one call
+        // queue behind each other) and the write.
+        metrics::histogram!("calls_join_duration_seconds", "outcome" => if joined.is_ok() { "joined" } else { "refused" })
+            .record(started.elapsed().as_secs_f64());
+        joined
     }
 
     /// `PATCH /calls/:id/status` and the socket's `call_status_changed`.

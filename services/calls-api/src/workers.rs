@@ -10,6 +10,7 @@ use calls_bus::{Bus, Headers, Subjects};
 use common::shutdown::Shutdown;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::domain::{Audience, Timing};
 use crate::store::{OutboxEvent, RelayStep, Store};
@@ -119,13 +120,26 @@ impl Workers {
             calls_bus::wire::HEADER_CREATED_AT,
             (event.created_at.unix_timestamp_nanos() / 1_000_000).to_string(),
         );
-        if let Some(trace) = &event.trace_context {
-            headers.insert("traceparent", trace.clone());
+        // A child of the request or command that wrote the event (its context was stored with
+        // it), so the trace goes on from the write, through this publish, to every socket emit.
+        let span = tracing::info_span!(
+            "bus.publish",
+            otel.name = format!("publish {}", event.event),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %subject,
+            event_id = event.id,
+            trace_id = tracing::field::Empty,
+        );
+        common::telemetry::set_parent(&span, event.trace_context.as_deref(), None);
+        if let Some((traceparent, _)) = common::telemetry::traceparent(&span) {
+            headers.insert(common::telemetry::TRACEPARENT, traceparent);
         }
         let msg_id = format!("evt-{}", event.id);
         match self
             .bus
             .publish_event(&subject, &msg_id, headers, wire_message(&event))
+            .instrument(span)
             .await
         {
             Ok(()) => {

@@ -483,10 +483,12 @@ where
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        verifier
+        let claims = verifier
             .verify_authorization(header)
-            .map(Authenticated)
-            .map_err(ApiError::from)
+            .map_err(ApiError::from)?;
+        // The request's log line and span say who made it (see `telemetry::observe_http`).
+        tracing::Span::current().record("user_id", claims.sub.as_str());
+        Ok(Authenticated(claims))
     }
 }
 

@@ -20,6 +20,12 @@ pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Participants per call (a histogram recorded when a call ends).
+pub const PARTICIPANTS_METRIC: &str = "calls_participants_per_call";
+/// Buckets for [`PARTICIPANTS_METRIC`]: every size up to a 1:1, then the group sizes that matter
+/// for capacity (`CALL_MAX_PARTICIPANTS` defaults to 16).
+pub const PARTICIPANT_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0];
+
 /// The Prometheus text exposition content type.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4";
 
@@ -33,14 +39,19 @@ pub fn prometheus() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new();
-            let builder = match builder.set_buckets_for_metric(
-                Matcher::Suffix("_seconds".to_owned()),
-                LATENCY_BUCKETS_SECONDS,
-            ) {
-                Ok(builder) => builder,
-                // Only an empty bucket list is refused, and ours is not empty.
-                Err(_) => PrometheusBuilder::new(),
-            };
+            let builder = builder
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".to_owned()),
+                    LATENCY_BUCKETS_SECONDS,
+                )
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(PARTICIPANTS_METRIC.to_owned()),
+                        PARTICIPANT_BUCKETS,
+                    )
+                })
+                // Only an empty bucket list is refused, and ours are not empty.
+                .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
@@ -64,6 +75,45 @@ pub fn prometheus() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// One answered HTTP request: `http_requests_total` and `http_request_duration_seconds`, by
+/// `service`, `method`, `route` (the template, never the raw path) and, for the counter,
+/// `status`. The same names and labels in every service make one dashboard cover them all.
+pub fn record_http_request(
+    service: &'static str,
+    method: &str,
+    route: &str,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    metrics::counter!("http_requests_total", "service" => service, "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "service" => service, "method" => method.to_owned(), "route" => route.to_owned())
+        .record(elapsed.as_secs_f64());
+}
+
+/// Lower-snake gRPC status code names (`ok`, `unavailable`, ...), stable for metric labels.
+pub fn grpc_code_name(code: i32) -> &'static str {
+    match code {
+        0 => "ok",
+        1 => "cancelled",
+        3 => "invalid_argument",
+        4 => "deadline_exceeded",
+        5 => "not_found",
+        6 => "already_exists",
+        7 => "permission_denied",
+        8 => "resource_exhausted",
+        9 => "failed_precondition",
+        10 => "aborted",
+        11 => "out_of_range",
+        12 => "unimplemented",
+        13 => "internal",
+        14 => "unavailable",
+        15 => "data_loss",
+        16 => "unauthenticated",
+        _ => "unknown",
+    }
 }
 
 /// `GET /metrics`: the Prometheus text format.

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use axum::body::Body;
 use axum::response::IntoResponse;
@@ -148,8 +149,26 @@ impl Gateway {
         // The access log is usually on, but when it is filtered out its copies are not made.
         let logged = tracing::enabled!(target: "gateway::access", tracing::Level::INFO)
             .then(|| (Instant::now(), parts.method.clone(), parts.uri.clone()));
+        let route = route::classify(&parts.method, parts.uri.path());
+        // The edge span: a root, or the child of a client that sent `traceparent`; upstreams
+        // get its context in place of the client's.
+        let span = tracing::info_span!(
+            "http.request",
+            otel.name = format!("{} {}", parts.method, route.label()),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            service = "gateway",
+            http.request.method = %parts.method,
+            http.route = route.label(),
+            http.response.status_code = tracing::field::Empty,
+            request_id = request_id.to_str().unwrap_or_default(),
+            trace_id = tracing::field::Empty,
+            user_id = tracing::field::Empty,
+        );
+        common::telemetry::set_parent_from_http(&span, &parts.headers);
+        common::telemetry::inject_http(&span, &mut parts.headers);
         let mut exchange = Exchange {
-            route: route::classify(&parts.method, parts.uri.path()),
+            route,
             upstream: "none",
             peer_ip,
             client_ip: headers::client_ip(peer, &parts.headers, self.trust_forwarded_for),
@@ -163,7 +182,11 @@ impl Gateway {
             .get(header::EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let mut body = Some(body);
-        let mut response = match self.dispatch(&mut exchange, parts, &mut body).await {
+        let mut response = match self
+            .dispatch(&mut exchange, parts, &mut body)
+            .instrument(span.clone())
+            .await
+        {
             Ok(response) => response,
             Err(err) => {
                 if let Some(body) = body.take()
@@ -181,7 +204,12 @@ impl Gateway {
 
         let status = response.status();
         metrics::request(exchange.route, status, exchange.upstream);
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
         if let Some((started, method, uri)) = logged {
+            let _entered = span.enter();
             tracing::info!(
                 target: "gateway::access",
                 request_id = exchange.request_id.to_str().unwrap_or_default(),
@@ -231,6 +259,7 @@ impl Gateway {
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
                 let user = self.verifier.user(authorization).map_err(ApiError::from)?;
+                tracing::Span::current().record("user_id", &*user);
                 limit(self.user_limit.as_ref(), &*user, "user")?;
                 if exchange.route == Route::ApiInitiate {
                     limit(self.initiate_limit.as_ref(), &*user, "initiate")?;

@@ -116,7 +116,7 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -134,7 +134,9 @@ fn serve(config: Config) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    common::telemetry::shutdown();
+    code
 }
 
 /// Builds the token described by the arguments.

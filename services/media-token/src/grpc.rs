@@ -37,6 +37,7 @@ fn observe<T>(method: &'static str, started: Instant, result: &Result<T, Status>
         Err(status) => status.code(),
     };
     let code_label = code_name(code);
+    tracing::Span::current().record("rpc.grpc.status_code", code_label);
     metrics::counter!("grpc_server_requests_total", "service" => "media-token", "method" => method, "code" => code_label)
         .increment(1);
     metrics::histogram!("grpc_server_request_duration_seconds", "service" => "media-token", "method" => method)
@@ -48,26 +49,27 @@ fn observe<T>(method: &'static str, started: Instant, result: &Result<T, Status>
 
 /// Lower-snake gRPC code names, stable for metric labels.
 pub fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "ok",
-        Cancelled => "cancelled",
-        Unknown => "unknown",
-        InvalidArgument => "invalid_argument",
-        DeadlineExceeded => "deadline_exceeded",
-        NotFound => "not_found",
-        AlreadyExists => "already_exists",
-        PermissionDenied => "permission_denied",
-        ResourceExhausted => "resource_exhausted",
-        FailedPrecondition => "failed_precondition",
-        Aborted => "aborted",
-        OutOfRange => "out_of_range",
-        Unimplemented => "unimplemented",
-        Internal => "internal",
-        Unavailable => "unavailable",
-        DataLoss => "data_loss",
-        Unauthenticated => "unauthenticated",
-    }
+    common::metrics::grpc_code_name(code as i32)
+}
+
+/// The server span of one RPC, continuing the caller's trace from the request's metadata.
+fn server_span<T>(method: &'static str, request: &Request<T>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = format!("calls.mediatoken.v1.MediaTokenService/{method}"),
+        otel.kind = "server",
+        rpc.system = "grpc",
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    let get = |name| request.metadata().get(name).and_then(|v| v.to_str().ok());
+    common::telemetry::set_parent(
+        &span,
+        get(common::telemetry::TRACEPARENT),
+        get(common::telemetry::TRACESTATE),
+    );
+    span
 }
 
 impl From<SignError> for Status {
@@ -114,6 +116,8 @@ impl pb::media_token_service_server::MediaTokenService for MediaTokenGrpc {
         request: Request<pb::IssueRtcTokenRequest>,
     ) -> Result<Response<pb::IssueRtcTokenResponse>, Status> {
         let started = Instant::now();
+        let span = server_span("IssueRtcToken", &request);
+        let _entered = span.enter();
         let result = spec_from(request.into_inner()).and_then(|spec| {
             let issued = self.signer.issue(&spec)?;
             metrics::counter!("media_token_tokens_issued_total", "role" => role_label(spec.role))
@@ -142,6 +146,8 @@ impl pb::media_token_service_server::MediaTokenService for MediaTokenGrpc {
         request: Request<pb::InspectTokenRequest>,
     ) -> Result<Response<pb::InspectTokenResponse>, Status> {
         let started = Instant::now();
+        let span = server_span("InspectToken", &request);
+        let _entered = span.enter();
         let result = self.inspect(&request.into_inner().token);
         observe("InspectToken", started, &result);
         result

@@ -152,14 +152,19 @@ pub async fn send(
         .map_err(|_| failure(ErrorCode::Internal, "Could not encode the command"))?;
     let started = Instant::now();
     let subject = state.subjects.command(event.name());
+    // The command joins the trace of the socket event being handled.
+    let mut headers = Headers::new();
+    if let Some((traceparent, tracestate)) =
+        common::telemetry::traceparent(&tracing::Span::current())
+    {
+        headers.insert(common::telemetry::TRACEPARENT, traceparent);
+        if let Some(tracestate) = tracestate {
+            headers.insert(common::telemetry::TRACESTATE, tracestate);
+        }
+    }
     let result = state
         .bus
-        .request(
-            &subject,
-            Headers::new(),
-            Bytes::from(body),
-            state.command_timeout,
-        )
+        .request(&subject, headers, Bytes::from(body), state.command_timeout)
         .await;
     let (outcome, answer) = match result {
         Ok(reply) => match serde_json::from_slice::<Ack<Value>>(&reply.payload) {

@@ -18,12 +18,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match signaling::run(config, listener, common::shutdown::signal()).await {
+    let code = match signaling::run(config, listener, common::shutdown::signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!(error = %err, "signaling failed");
             eprintln!("signaling: {err}");
             ExitCode::FAILURE
         }
-    }
+    };
+    common::telemetry::shutdown();
+    code
 }

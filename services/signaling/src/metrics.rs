@@ -6,6 +6,8 @@
 //! - `signaling_events_out_total{event}`: events emitted to sockets
 //! - `signaling_events_dropped_total{reason}`: relay events a socket could not take
 //! - `signaling_relay_latency_seconds`: from an event's creation (`X-Created-At`) to its emit
+//! - `signaling_event_duration_seconds{event, outcome}`: handling of one client event, from its
+//!   turn in the socket's order to its answer (`outcome` is `ok` or the error code)
 //! - `signaling_command_duration_seconds{command, outcome}`: calls-api round trips
 //! - `signaling_errors_total{code}`: errors answered to clients
 //! - `signaling_subscriptions` (gauge): bus subscriptions held for calls and users
@@ -47,6 +49,15 @@ pub(crate) fn relay_latency(created_at_millis: u64) {
     let millis = now.saturating_sub(created_at_millis);
     metrics::histogram!("signaling_relay_latency_seconds")
         .record(Duration::from_millis(millis).as_secs_f64());
+}
+
+pub(crate) fn event_handled(event: &'static str, outcome: &str, elapsed: Duration) {
+    metrics::histogram!(
+        "signaling_event_duration_seconds",
+        "event" => event,
+        "outcome" => outcome.to_owned()
+    )
+    .record(elapsed.as_secs_f64());
 }
 
 pub(crate) fn command(command: &'static str, outcome: &str, elapsed: Duration) {

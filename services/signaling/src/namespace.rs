@@ -19,6 +19,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use calls_bus::{Ack, ErrorBody};
 use common::auth::bearer_token;
@@ -279,7 +280,40 @@ impl Job {
             let _ = previous.await;
         }
         let call_hint = self.payload.as_ref().ok().and_then(commands::call_id_hint);
-        let result = self.handle().await;
+        // Each client event starts a trace: its command, the state change in calls-api, the
+        // events that change publishes and their emits on every node are its children.
+        let name = ClientEvent::parse(&self.event).map_or("other", ClientEvent::name);
+        let span = tracing::info_span!(
+            "socket.event",
+            otel.name = format!("socket {name}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            service = "signaling",
+            event = name,
+            sid = %self.reply.socket.id,
+            user_id = self.ctx.user.as_str(),
+            call_id = call_hint.as_deref().unwrap_or_default(),
+            trace_id = tracing::field::Empty,
+        );
+        common::telemetry::record_trace_id(&span);
+        let started = std::time::Instant::now();
+        let result = self.handle().instrument(span.clone()).await;
+        let outcome = result.as_ref().map_or_else(|e| e.code.as_str(), |_| "ok");
+        metrics::event_handled(name, outcome, started.elapsed());
+        span.in_scope(|| match &result {
+            Ok(_) => tracing::info!(
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "socket event"
+            ),
+            Err(err) => {
+                tracing::Span::current().record("otel.status_code", "ERROR");
+                tracing::info!(
+                    duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    code = %err.code,
+                    "socket event refused"
+                );
+            }
+        });
         let Job {
             event, reply, done, ..
         } = self;

@@ -507,7 +507,25 @@ async fn room_task(
         let Some(room) = room.upgrade() else { break };
         let ended = match message {
             Some(message) => match parse(&message) {
-                Some(delivery) => room.accept(delivery, &mut reorder, window),
+                Some(delivery) => {
+                    // The emits continue the trace of the state change that caused the event.
+                    let span = tracing::info_span!(
+                        "bus.deliver",
+                        otel.name = format!("emit {}", delivery.event),
+                        otel.kind = "consumer",
+                        messaging.system = "nats",
+                        messaging.destination.name = %message.subject,
+                        event = %delivery.event,
+                        seq = delivery.seq,
+                        trace_id = tracing::field::Empty,
+                    );
+                    common::telemetry::set_parent(
+                        &span,
+                        message.headers.get(common::telemetry::TRACEPARENT),
+                        message.headers.get(common::telemetry::TRACESTATE),
+                    );
+                    span.in_scope(|| room.accept(delivery, &mut reorder, window))
+                }
                 None => false,
             },
             None => room.release(&mut reorder),

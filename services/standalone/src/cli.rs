@@ -86,7 +86,7 @@ fn serve(listen: SocketAddr) -> ExitCode {
         eprintln!("calls-backend: cannot start the async runtime");
         return ExitCode::FAILURE;
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -110,7 +110,9 @@ fn serve(listen: SocketAddr) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    common::telemetry::shutdown();
+    code
 }
 
 fn print_banner(running: &crate::Running) {

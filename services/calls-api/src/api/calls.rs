@@ -85,12 +85,10 @@ pub struct HistoryPage {
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
-/// The W3C trace context of the request, kept with the events it causes.
-fn traceparent(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128)
+/// The W3C trace context of the request's span, kept with the events it causes so that their
+/// publication (and every socket emit after it) joins the request's trace.
+fn traceparent() -> Option<String> {
+    common::telemetry::traceparent(&tracing::Span::current()).map(|(traceparent, _)| traceparent)
 }
 
 /// Parses an optional JSON body: empty means defaults (mobile HTTP clients often send no body
@@ -159,7 +157,7 @@ pub async fn initiate(
             chat_room_id.as_str(),
             request,
             key,
-            traceparent(&headers),
+            traceparent().as_deref(),
         )
         .await?;
     Ok(if created {
@@ -274,7 +272,6 @@ pub async fn join(
     State(state): State<AppState>,
     auth: Authenticated,
     ValidPath(id): ValidPath<Uuid>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body: JoinBody = optional_json(&body)?;
@@ -289,7 +286,7 @@ pub async fn join(
             auth.user_id().as_str(),
             call_path(id),
             media,
-            traceparent(&headers),
+            traceparent().as_deref(),
         )
         .await?;
     metrics::counter!("calls_joins_total").increment(1);
@@ -356,7 +353,6 @@ pub async fn update_status(
     State(state): State<AppState>,
     auth: Authenticated,
     ValidPath(id): ValidPath<Uuid>,
-    headers: HeaderMap,
     ValidJson(body): ValidJson<StatusBody>,
 ) -> Result<Response, ApiError> {
     let reason = body.decline_reason.or(body.reason);
@@ -367,7 +363,7 @@ pub async fn update_status(
             call_path(id),
             body.status,
             reason,
-            traceparent(&headers),
+            traceparent().as_deref(),
         )
         .await?;
     Ok(ok(
@@ -393,7 +389,6 @@ pub async fn update_media(
     State(state): State<AppState>,
     auth: Authenticated,
     ValidPath(id): ValidPath<Uuid>,
-    headers: HeaderMap,
     ValidJson(body): ValidJson<MediaBody>,
 ) -> Result<Response, ApiError> {
     let patch = MediaPatch {
@@ -413,7 +408,7 @@ pub async fn update_media(
             auth.user_id().as_str(),
             call_path(id),
             patch,
-            traceparent(&headers),
+            traceparent().as_deref(),
         )
         .await?;
     Ok(ok(
@@ -438,14 +433,13 @@ pub async fn end(
     State(state): State<AppState>,
     auth: Authenticated,
     ValidPath(id): ValidPath<Uuid>,
-    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let call = state
         .calls
         .end(
             auth.user_id().as_str(),
             call_path(id),
-            traceparent(&headers),
+            traceparent().as_deref(),
         )
         .await?;
     Ok(ok(StatusCode::OK, "Call ended successfully", call))

@@ -8,7 +8,6 @@
 pub mod calls;
 pub mod docs;
 pub mod internal;
-mod observe;
 
 use std::sync::Arc;
 
@@ -75,7 +74,10 @@ where
             post(internal::add_member).delete(internal::remove_member),
         )
         .with_state(state)
-        .layer(axum::middleware::from_fn(observe::record));
+        .layer(axum::middleware::from_fn_with_state(
+            "calls-api",
+            common::telemetry::observe_http,
+        ));
 
     let app = common::error::with_fallbacks(
         api.merge(docs::router())

@@ -78,6 +78,7 @@ impl Store {
     /// (busy), the call is inserted, and on a conflict with another live call in the room the
     /// one that won is returned, [`Initiated::Existing`] if `may_see_existing` says the caller
     /// may see it, else [`Initiated::AlreadyActiveHidden`]. The call id is a fresh UUID v7.
+    #[tracing::instrument(name = "db.initiate", skip_all, fields(otel.kind = "client", db.operation.name = "initiate"))]
     pub async fn initiate(
         &self,
         new: NewCall,
@@ -221,6 +222,7 @@ impl Store {
 
     /// [`Store::apply`], recording `trace_context` (a W3C `traceparent`) on the events so the
     /// relay can continue the trace.
+    #[tracing::instrument(name = "db.apply_traced", skip_all, fields(otel.kind = "client", db.operation.name = "apply_traced"))]
     pub async fn apply_traced<F>(
         &self,
         call_id: CallId,
@@ -249,12 +251,14 @@ impl Store {
     }
 
     /// The call, whoever may see it (visibility is the caller's check).
+    #[tracing::instrument(name = "db.get_call", skip_all, fields(otel.kind = "client", db.operation.name = "get_call"))]
     pub async fn get_call(&self, id: CallId) -> Result<Option<Call>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         load_call(&mut conn, id, "").await
     }
 
     /// The room's ringing or active call, if any.
+    #[tracing::instrument(name = "db.active_call_in_room", skip_all, fields(otel.kind = "client", db.operation.name = "active_call_in_room"))]
     pub async fn active_call_in_room(&self, room: &str) -> Result<Option<Call>, StoreError> {
         let mut conn = self.pool.acquire().await?;
         match live_call_id_in_room(&mut conn, room).await? {
@@ -266,6 +270,7 @@ impl Store {
     /// The calls `user` took part in (invited, hosted or joined), newest first, `limit`
     /// (1..=100) per page. `before` is a `next_cursor` from a previous page; a malformed one
     /// is a validation error on `before`.
+    #[tracing::instrument(name = "db.calls_for_user", skip_all, fields(otel.kind = "client", db.operation.name = "calls_for_user"))]
     pub async fn calls_for_user(
         &self,
         user: &str,
@@ -323,6 +328,7 @@ impl Store {
     }
 
     /// Whether `user` is `joined` in a live call other than `except`: such a user is busy.
+    #[tracing::instrument(name = "db.user_joined_elsewhere", skip_all, fields(otel.kind = "client", db.operation.name = "user_joined_elsewhere"))]
     pub async fn user_joined_elsewhere(
         &self,
         user: &str,

@@ -11,6 +11,7 @@ use super::{Store, StoreError};
 
 impl Store {
     /// Whether `user` is a member of `room`.
+    #[tracing::instrument(name = "db.is_room_member", skip_all, fields(otel.kind = "client", db.operation.name = "is_room_member"))]
     pub async fn is_room_member(&self, room: &str, user: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query(
             "SELECT COUNT(*) AS n FROM room_members WHERE chat_room_id = $1 AND user_id = $2",
@@ -24,6 +25,7 @@ impl Store {
     }
 
     /// The members of `room`, sorted.
+    #[tracing::instrument(name = "db.room_members", skip_all, fields(otel.kind = "client", db.operation.name = "room_members"))]
     pub async fn room_members(&self, room: &str) -> Result<Vec<UserId>, StoreError> {
         let rows = sqlx::query(
             "SELECT user_id FROM room_members WHERE chat_room_id = $1 ORDER BY user_id",
@@ -37,6 +39,7 @@ impl Store {
     }
 
     /// Makes `users` the exact member set of `room`, atomically (duplicates are ignored).
+    #[tracing::instrument(name = "db.replace_room_members", skip_all, fields(otel.kind = "client", db.operation.name = "replace_room_members"))]
     pub async fn replace_room_members(
         &self,
         room: &str,
@@ -64,6 +67,7 @@ impl Store {
     }
 
     /// Adds `user` to `room` (idempotent).
+    #[tracing::instrument(name = "db.add_room_member", skip_all, fields(otel.kind = "client", db.operation.name = "add_room_member"))]
     pub async fn add_room_member(
         &self,
         room: &str,
@@ -83,6 +87,7 @@ impl Store {
     }
 
     /// Removes `user` from `room` (idempotent). Calls in progress are not touched.
+    #[tracing::instrument(name = "db.remove_room_member", skip_all, fields(otel.kind = "client", db.operation.name = "remove_room_member"))]
     pub async fn remove_room_member(&self, room: &str, user: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM room_members WHERE chat_room_id = $1 AND user_id = $2")
             .bind(room.to_owned())

@@ -36,6 +36,7 @@ pub struct NodeExpiry {
 impl Store {
     /// `socket` of `user` connected on `node` (which counts as a heartbeat of the node).
     /// Returns the events caused (`participant_reconnected` if this ended a disconnect).
+    #[tracing::instrument(name = "db.socket_connected", skip_all, fields(otel.kind = "client", db.operation.name = "socket_connected"))]
     pub async fn socket_connected(
         &self,
         node: &str,
@@ -70,6 +71,7 @@ impl Store {
     /// `socket` on `node` disconnected. Returns the events caused
     /// (`participant_disconnected` in each live call the user is joined in, if it was their
     /// last socket). Unknown sockets are ignored.
+    #[tracing::instrument(name = "db.socket_disconnected", skip_all, fields(otel.kind = "client", db.operation.name = "socket_disconnected"))]
     pub async fn socket_disconnected(
         &self,
         node: &str,
@@ -149,6 +151,7 @@ impl Store {
 
     /// A node shut down gracefully: all its sockets are gone now (no need to wait for its
     /// heartbeats to stop). Returns the events caused.
+    #[tracing::instrument(name = "db.node_down", skip_all, fields(otel.kind = "client", db.operation.name = "node_down"))]
     pub async fn node_down(
         &self,
         node: &str,

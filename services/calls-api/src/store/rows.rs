@@ -272,7 +272,39 @@ pub(crate) async fn persist(
 
     insert_events(conn, &outcome.events, trace_context).await?;
     apply_timer_changes(conn, after.id, &outcome.timers).await?;
+    // Every state change passes here (REST, socket commands, timers, presence), so the call
+    // metrics are counted once each whatever caused them. Recorded before the commit: a commit
+    // that then fails (the database went away mid-transaction) over-counts by one, which a
+    // metric can afford and a second code path per caller could not.
+    record_change(before, after);
     Ok(())
+}
+
+/// Time to answer (ringing → active) and, when a call ends, how many took part and how long it
+/// lasted.
+fn record_change(before: Option<&Call>, after: &Call) {
+    let call_type = after.call_type.as_str();
+    if let Some(started) = after.started_at
+        && before.is_none_or(|b| b.started_at.is_none())
+    {
+        metrics::histogram!("calls_time_to_answer_seconds", "type" => call_type)
+            .record((started - after.created_at).as_seconds_f64().max(0.0));
+    }
+    if let Some(ended) = after.ended_at
+        && before.is_none_or(|b| b.ended_at.is_none())
+    {
+        let took_part = after
+            .participants
+            .iter()
+            .filter(|p| p.joined_at.is_some())
+            .count();
+        metrics::histogram!(common::metrics::PARTICIPANTS_METRIC, "type" => call_type)
+            .record(took_part as f64);
+        if let Some(started) = after.started_at {
+            metrics::histogram!("calls_duration_seconds", "type" => call_type)
+                .record((ended - started).as_seconds_f64().max(0.0));
+        }
+    }
 }
 
 async fn insert_participant(
