@@ -67,8 +67,9 @@ test: services js-deps build test-deploy ## run every test: Rust (unit, integrat
 		SIGNALING_BIN=$(abspath $(BIN_DIR)/signaling) node --test --test-reporter=spec
 
 .PHONY: test-deploy
-test-deploy: ## render and validate the Kubernetes manifests and compose file
+test-deploy: ## render and validate the Kubernetes manifests and compose file; check dashboards and alerts against the code
 	scripts/validate-deploy.sh
+	$${DEPLOY_VENV:-target/deploy-venv}/bin/python scripts/check-observability.py
 
 .PHONY: bench-token
 bench-token: js-deps ## token builder vs the npm agora-token package, and gRPC service throughput
