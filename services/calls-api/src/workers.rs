@@ -261,14 +261,32 @@ impl Workers {
     /// which starts the disconnect grace for their users (a node that crashed says no goodbye).
     async fn node_expiry_loop(self, shutdown: Shutdown) {
         let mut stop = std::pin::pin!(shutdown.wait());
+        let window = self.heartbeat * 3;
+        // Heartbeats travel over NATS: while this replica is cut off from it, silence proves
+        // nothing about the nodes, and expiring them would remove every connected user from
+        // their calls. Nodes are judged only after a whole window of being connected again,
+        // which gives each of them time to reconnect and heartbeat.
+        let mut connected_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = &mut stop => return,
                 () = tokio::time::sleep(self.heartbeat) => {}
             }
+            if !self.bus.is_connected() {
+                if connected_since.take().is_some() {
+                    tracing::warn!(
+                        "the bus is down: signaling nodes are not expired until it is back"
+                    );
+                }
+                continue;
+            }
+            let since = *connected_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() < window {
+                continue;
+            }
             match self
                 .store
-                .expire_dead_nodes(OffsetDateTime::now_utc(), self.heartbeat * 3, &self.timing)
+                .expire_dead_nodes(OffsetDateTime::now_utc(), window, &self.timing)
                 .await
             {
                 Ok(expiry) => {

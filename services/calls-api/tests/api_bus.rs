@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use calls_bus::{Headers, PresenceMessage};
 use serde_json::{Value, json};
-use support::{Options, TestApp, assert_participant_shape, id_of, participant, spawn_app};
+use support::{
+    NatsServer, Options, TestApp, assert_participant_shape, id_of, participant, spawn_app,
+};
 
 #[track_caller]
 fn ack_ok(ack: &Value) -> Value {
@@ -472,6 +474,60 @@ async fn a_signaling_node_that_stops_heartbeating_takes_its_users_out_of_their_c
     );
     assert_eq!(participant(&now, "carol")["isConnected"], true);
     assert_eq!(now["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_does_not_expire_the_nodes_whose_users_are_still_connected() {
+    let mut nats = NatsServer::start().await;
+    let app = spawn_app(Options {
+        nats_url: Some(nats.url()),
+        heartbeat_seconds: 1,
+        disconnect_grace_seconds: 1,
+        ..Options::default()
+    })
+    .await;
+    let call = app.initiate("alice", "team", &["bob"], true).await;
+    let id = id_of(&call);
+    app.join("bob", &id).await.ok(200);
+    report(&app, connected("node-a", "s1", "bob")).await;
+    // node-a beats all along; its beats are lost while NATS is down, as a real node's are.
+    let beat = {
+        let (bus, subject) = (app.bus.clone(), app.subjects.presence("node-a"));
+        let message = serde_json::to_vec(&PresenceMessage::Heartbeat {
+            node_id: "node-a".into(),
+            sockets: 1,
+        })
+        .unwrap();
+        tokio::spawn(async move {
+            loop {
+                let _ = bus
+                    .publish(&subject, Headers::new(), message.clone().into())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    // Down for longer than the expiry window (3 heartbeats) plus the grace: without care,
+    // calls-api would take the silence for a dead node and remove bob from the call.
+    nats.stop();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    nats.restart().await;
+    // Another full window after NATS is back, for an expiry that should not come.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    beat.abort();
+
+    let now = app.call("alice", &id).await.ok(200);
+    assert_eq!(
+        participant(&now, "bob")["status"],
+        "joined",
+        "bob, connected all along, was removed from the call by a NATS outage: {now:#}"
+    );
+    assert_eq!(
+        participant(&now, "bob")["isConnected"],
+        true,
+        "bob was marked disconnected by a NATS outage: {now:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
