@@ -56,6 +56,20 @@ describe('signaling /calls', { skip }, () => {
       }
     });
 
+    test('a socket whose token expires is told so and disconnected, and a fresh token connects again', async () => {
+      // Valid for about two more seconds: 28 s past exp, inside the 30 s leeway.
+      const s = client(nodeA.url, { token: mintToken('alice-expiring', { ttlSeconds: -28 }) });
+      await onceConnected(s);
+      const notice = nextEvent(s, 'error', { timeoutMs: 10_000 });
+      const closed = new Promise((resolve) => s.once('disconnect', resolve));
+      const error = await notice;
+      assert.equal(error.code, 'UNAUTHORIZED', 'the app is not told why its socket is closing');
+      assert.equal(await closed, 'io server disconnect', 'a socket must not outlive its access token');
+      s.auth = { token: mintToken('alice-expiring') };
+      s.connect();
+      await onceConnected(s);
+    });
+
     test('a token in the Authorization header is accepted', async () => {
       const s = client(nodeA.url, { auth: {}, extraHeaders: { Authorization: `Bearer ${mintToken('alice')}` } });
       await onceConnected(s);

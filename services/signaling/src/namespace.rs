@@ -82,6 +82,7 @@ pub async fn authenticate(
 
     let ctx = Arc::new(SocketCtx::new(
         claims.sub,
+        claims.exp.saturating_add(common::auth::LEEWAY_SECS),
         state.events_per_second,
         state.events_burst,
     ));

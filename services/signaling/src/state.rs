@@ -70,10 +70,31 @@ impl Shared {
     /// Cleans up sockets that are gone without their disconnect handler having run (a client
     /// that vanished between the auth middleware and the CONNECT packet): any socket seen not
     /// connected in two consecutive sweeps.
+    ///
+    /// Also disconnects sockets whose access token has expired (past the verifier's leeway): a
+    /// token is checked once, at the handshake, and a socket must not outlive it. The client
+    /// gets an `error` event saying so, then the disconnect; it reconnects with a fresh token.
     pub fn sweep(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         for (socket, ctx) in self.sockets.snapshot() {
             if socket.connected() {
                 ctx.stale_sweeps.store(0, Ordering::Relaxed);
+                if ctx.expires_at <= now {
+                    tracing::info!(sid = %socket.id, user_id = ctx.user.as_str(), "access token expired; disconnecting the socket");
+                    metrics::error(common::error::ErrorCode::Unauthorized.as_str());
+                    let notice = serde_json::json!({
+                        "event": "connection",
+                        "code": common::error::ErrorCode::Unauthorized.as_str(),
+                        "message": "The access token expired; reconnect with a fresh one",
+                    });
+                    if let Err(err) = socket.emit("error", &notice) {
+                        tracing::debug!(sid = %socket.id, error = %err, "expiry notice not delivered");
+                    }
+                    // The disconnect handler does the cleanup, as for any disconnect.
+                    let _ = socket.clone().disconnect();
+                }
             } else if ctx.stale_sweeps.fetch_add(1, Ordering::Relaxed) >= 1 {
                 tracing::debug!(sid = %socket.id, "sweeping a socket that left without a disconnect");
                 self.cleanup(&socket, &ctx);
@@ -95,6 +116,9 @@ pub struct SocketCtx {
     pub calls: Mutex<HashSet<CallId>>,
     /// Presence bookkeeping.
     pub presence: SocketPresence,
+    /// When the socket's access token stops being valid (its `exp` plus the verifier's
+    /// leeway), in seconds since the epoch.
+    pub expires_at: u64,
     cleaned: AtomicBool,
     stale_sweeps: AtomicU8,
 }
@@ -106,9 +130,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl SocketCtx {
     /// State for a socket of `user`.
-    pub fn new(user: UserId, events_per_second: u32, burst: u32) -> Self {
+    pub fn new(user: UserId, expires_at: u64, events_per_second: u32, burst: u32) -> Self {
         Self {
             user,
+            expires_at,
             limiter: Mutex::new(TokenBucket::new(events_per_second, burst, Instant::now())),
             tail: Mutex::new(None),
             calls: Mutex::new(HashSet::new()),
