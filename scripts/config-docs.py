@@ -74,6 +74,14 @@ def render(bin_dir):
         "| variable | default | meaning |",
         "|---|---|---|",
         "| `RUST_LOG` | `info` | Log filter (`tracing` syntax, e.g. `info,calls_api=debug`). Logs are JSON lines on stdout. |",
+        "| `OTEL_EXPORTER_OTLP_ENDPOINT` | — | Export traces to this OTLP collector (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` takes precedence); unset: no export. |",
+        "| `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` | `http/protobuf` (port 4318), `http/json` or `grpc` (port 4317); `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` takes precedence. |",
+        "| `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_EXPORTER_OTLP_COMPRESSION` | — | As the OTLP exporter specification says. |",
+        "| `OTEL_SERVICE_NAME` | the binary's name | The `service.name` of the spans (`calls-backend` for the standalone binary). |",
+        "| `OTEL_RESOURCE_ATTRIBUTES` | — | Extra resource attributes; `service.instance.id` defaults to a fresh UUID per process. |",
+        "| `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | `parentbased_always_on` | Sampling. |",
+        "| `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`, `OTEL_BSP_EXPORT_TIMEOUT` | SDK defaults | Span batching. |",
+        "| `OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER` | — | `true` / `none`: no export even with an endpoint. |",
         "",
     ]
     return "\n".join(out)
