@@ -151,8 +151,14 @@ impl Gateway {
             .then(|| (Instant::now(), parts.method.clone(), parts.uri.clone()));
         let route = route::classify(&parts.method, parts.uri.path());
         // The edge span: a root, or the child of a client that sent `traceparent`; upstreams
-        // get its context in place of the client's.
-        let span = tracing::info_span!(
+        // get its context in place of the client's. Made only when someone will see it (an
+        // exporter, or the access log, whose line carries its trace id): on the hot path, a span
+        // nobody reads is pure cost, and the client's own `traceparent` still passes through.
+        let traced = logged.is_some() || common::telemetry::exporting();
+        let span = if !traced {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
             "http.request",
             otel.name = format!("{} {}", parts.method, route.label()),
             otel.kind = "server",
@@ -164,9 +170,12 @@ impl Gateway {
             request_id = request_id.to_str().unwrap_or_default(),
             trace_id = tracing::field::Empty,
             user_id = tracing::field::Empty,
-        );
-        common::telemetry::set_parent_from_http(&span, &parts.headers);
-        common::telemetry::inject_http(&span, &mut parts.headers);
+            )
+        };
+        if traced {
+            common::telemetry::set_parent_from_http(&span, &parts.headers);
+            common::telemetry::inject_http(&span, &mut parts.headers);
+        }
         let mut exchange = Exchange {
             route,
             upstream: "none",
