@@ -9,14 +9,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { mint, startCluster } from './lib/cluster.mjs';
-
-const require = createRequire(import.meta.url);
-const { io } = require('socket.io-client');
+import { connectClient, nextEvent } from './lib/signaling-harness.mjs';
 
 const STEP_MS = 10_000;
 const AGORA_APP_ID = '970ca35de60c44645bbae8a215061b33';
@@ -65,19 +62,6 @@ async function eventually(what, check, ms = STEP_MS) {
     if (Date.now() > until) assert.fail(`${what} (waited ${ms} ms)`);
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-function onceEvent(socket, name, predicate = () => true) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ${name} within ${STEP_MS} ms`)), STEP_MS);
-    const handler = (payload) => {
-      if (!predicate(payload)) return;
-      clearTimeout(timer);
-      socket.off(name, handler);
-      resolve(payload);
-    };
-    socket.on(name, handler);
-  });
 }
 
 /** Every span of the trace hangs off the trace's root (or the client's span that started it). */
@@ -184,7 +168,7 @@ describe('one trace across every hop, metrics and logs in the scaled topology', 
     assert.ok(callId, 'needs the call of the previous test');
     assert.equal(urls.signaling.length, 2, 'the cluster should have two signaling nodes');
     const connect = (url, token) => {
-      const socket = io(`${url}/calls`, { auth: { token }, transports: ['websocket'], reconnection: false });
+      const socket = connectClient(url, { token });
       sockets.push(socket);
       return socket;
     };
@@ -194,7 +178,7 @@ describe('one trace across every hop, metrics and logs in the scaled topology', 
       const joined = await s.timeout(STEP_MS).emitWithAck('join_call', { callId });
       assert.equal(joined.ok, true, `join_call was refused: ${JSON.stringify(joined)}`);
     }
-    const seen = onceEvent(b, 'participant_media_changed', (e) => e.userId === alice && e.isMicMuted === true);
+    const seen = nextEvent(b, 'participant_media_changed', { timeoutMs: STEP_MS, where: (e) => e.userId === alice && e.isMicMuted === true });
     const ack = await a.timeout(STEP_MS).emitWithAck('media_state_changed', { callId, isMicMuted: true });
     assert.equal(ack.ok, true, `the mute was refused: ${JSON.stringify(ack)}`);
     await seen;

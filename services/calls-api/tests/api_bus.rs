@@ -87,6 +87,25 @@ async fn report(app: &TestApp, message: PresenceMessage) {
     );
 }
 
+/// Heartbeats for `node` every 250 ms until the handle is aborted, as a live signaling node
+/// sends them; a failed publish (the bus is down) is lost, as a real node's would be.
+fn keep_beating(app: &TestApp, node: &str) -> tokio::task::JoinHandle<()> {
+    let (bus, subject) = (app.bus.clone(), app.subjects.presence(node));
+    let message = serde_json::to_vec(&PresenceMessage::Heartbeat {
+        node_id: node.into(),
+        sockets: 1,
+    })
+    .unwrap();
+    tokio::spawn(async move {
+        loop {
+            let _ = bus
+                .publish(&subject, Headers::new(), message.clone().into())
+                .await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_call_answers_a_participant_with_a_snapshot_and_a_stranger_with_call_not_found() {
     let app = spawn_app(Options::default()).await;
@@ -431,22 +450,7 @@ async fn a_signaling_node_that_stops_heartbeating_takes_its_users_out_of_their_c
     report(&app, connected("node-dead", "s1", "bob")).await;
     report(&app, connected("node-alive", "s2", "carol")).await;
     // node-alive keeps beating; node-dead crashed and says nothing more.
-    let beat = {
-        let (bus, subject) = (app.bus.clone(), app.subjects.presence("node-alive"));
-        let message = serde_json::to_vec(&PresenceMessage::Heartbeat {
-            node_id: "node-alive".into(),
-            sockets: 1,
-        })
-        .unwrap();
-        tokio::spawn(async move {
-            loop {
-                let _ = bus
-                    .publish(&subject, Headers::new(), message.clone().into())
-                    .await;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        })
-    };
+    let beat = keep_beating(&app, "node-alive");
 
     let started = Instant::now();
     let gone = app
@@ -491,22 +495,7 @@ async fn a_nats_outage_does_not_expire_the_nodes_whose_users_are_still_connected
     app.join("bob", &id).await.ok(200);
     report(&app, connected("node-a", "s1", "bob")).await;
     // node-a beats all along; its beats are lost while NATS is down, as a real node's are.
-    let beat = {
-        let (bus, subject) = (app.bus.clone(), app.subjects.presence("node-a"));
-        let message = serde_json::to_vec(&PresenceMessage::Heartbeat {
-            node_id: "node-a".into(),
-            sockets: 1,
-        })
-        .unwrap();
-        tokio::spawn(async move {
-            loop {
-                let _ = bus
-                    .publish(&subject, Headers::new(), message.clone().into())
-                    .await;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        })
-    };
+    let beat = keep_beating(&app, "node-a");
 
     // Down for longer than the expiry window (3 heartbeats) plus the grace: without care,
     // calls-api would take the silence for a dead node and remove bob from the call.
