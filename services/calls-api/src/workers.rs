@@ -245,12 +245,24 @@ impl Workers {
 
     /// Declares signaling nodes dead after three missed heartbeats: their sockets are gone,
     /// which starts the disconnect grace for their users (a node that crashed says no goodbye).
+    ///
+    /// Heartbeats reach this replica through the bus and are recorded in the database, so while
+    /// either is out of reach, silence proves nothing: expiry pauses, and resumes only once
+    /// every node has had three heartbeats' time to be heard again.
     async fn node_expiry_loop(self, shutdown: Shutdown) {
         let mut stop = std::pin::pin!(shutdown.wait());
+        let mut deaf_until: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = &mut stop => return,
                 () = tokio::time::sleep(self.heartbeat) => {}
+            }
+            if !self.bus.is_connected() {
+                deaf_until = Some(tokio::time::Instant::now() + self.heartbeat * 3);
+                continue;
+            }
+            if deaf_until.is_some_and(|until| tokio::time::Instant::now() < until) {
+                continue;
             }
             match self
                 .store
@@ -269,7 +281,12 @@ impl Workers {
                         self.relay.notify_one();
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "node expiry failed"),
+                Err(e) => {
+                    // The next attempt may come up to a heartbeat and an acquire timeout after
+                    // the database is back: one heartbeat of margin on top of the three.
+                    deaf_until = Some(tokio::time::Instant::now() + self.heartbeat * 4);
+                    tracing::warn!(error = %e, "node expiry failed");
+                }
             }
         }
     }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use calls_bus::{Headers, PresenceMessage};
 use serde_json::{Value, json};
-use support::{Options, TestApp, assert_participant_shape, id_of, participant, spawn_app};
+use support::{
+    NatsServer, Options, TestApp, assert_participant_shape, id_of, participant, spawn_app,
+};
 
 #[track_caller]
 fn ack_ok(ack: &Value) -> Value {
@@ -472,6 +474,57 @@ async fn a_signaling_node_that_stops_heartbeating_takes_its_users_out_of_their_c
     );
     assert_eq!(participant(&now, "carol")["isConnected"], true);
     assert_eq!(now["status"], "active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_longer_than_three_heartbeats_takes_nobody_out_of_their_call() {
+    let mut nats = NatsServer::start().await;
+    let app = spawn_app(Options {
+        nats_url: Some(nats.url()),
+        heartbeat_seconds: 1,
+        disconnect_grace_seconds: 1,
+        ..Options::default()
+    })
+    .await;
+    let call = app.initiate("alice", "team", &["bob"], true).await;
+    let id = id_of(&call);
+    app.join("bob", &id).await.ok(200);
+    report(&app, connected("node-a", "s1", "bob")).await;
+    // node-a beats whenever the bus lets it: it never stopped, NATS did.
+    let beat = {
+        let (bus, subject) = (app.bus.clone(), app.subjects.presence("node-a"));
+        let message = serde_json::to_vec(&PresenceMessage::Heartbeat {
+            node_id: "node-a".into(),
+            sockets: 1,
+        })
+        .unwrap();
+        tokio::spawn(async move {
+            loop {
+                let _ = bus
+                    .publish(&subject, Headers::new(), message.clone().into())
+                    .await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    };
+
+    nats.stop();
+    // Silence for more than three heartbeats, heard by nobody.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    nats.restart().await;
+    // Long enough for an expiry and the grace after it, had calls-api blamed the node.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let now = app.call("alice", &id).await.ok(200);
+        let bob = participant(&now, "bob");
+        assert_eq!(
+            (bob["status"].as_str(), bob["isConnected"].as_bool()),
+            (Some("joined"), Some(true)),
+            "bob was taken out of the call because NATS restarted: {now:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    beat.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
