@@ -2,9 +2,9 @@
 // nodes and media-token as separate processes on Postgres and NATS.
 
 import { startCluster } from '../lib/cluster.mjs';
-import { describeTopology } from './topology.mjs';
+import { describeTopology, describeWithoutAgora } from './topology.mjs';
 
-describeTopology('acceptance, scaled (2 calls-api, 2 signaling, media-token, Postgres, NATS)', async (env) => {
+async function start(env) {
   const cluster = await startCluster(env);
   const [internalUrl] = await cluster.apiUrls();
   if (!internalUrl) {
@@ -12,4 +12,7 @@ describeTopology('acceptance, scaled (2 calls-api, 2 signaling, media-token, Pos
     throw new Error(`the cluster banner lists no calls-api:\n${cluster.log()}`);
   }
   return { ...cluster, internalUrl };
-});
+}
+
+describeTopology('acceptance, scaled (2 calls-api, 2 signaling, media-token, Postgres, NATS)', start);
+describeWithoutAgora('acceptance, scaled without Agora credentials', start);

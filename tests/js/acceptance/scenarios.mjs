@@ -204,6 +204,9 @@ export function defineScenarios(ctx) {
     const ended = await waitFor(bobPhone, 'call_ended', (e) => e.callId === call.id, 'bob never heard the host end the call');
     assert.equal(ended.endedBy, alice);
     assert.equal(ended.reason, 'completed');
+    // call_ended goes to the call's followers and to every invitee: bob is both, and hears it once.
+    await quietPeriod(300);
+    assert.equal(eventsOf(bobPhone, call.id, 'call_ended').length, 1, "bob's app was told twice that the call ended");
     assertError(await client.api(carol, 'POST', `/calls/${call.id}/join`), 409, 'CALL_ENDED', 'carol joined a call that was over');
     assertError(await client.api(bob, 'PATCH', `/calls/${call.id}/media`, { isMicMuted: true }), 409, 'CALL_ENDED', 'bob changed his mic in an ended call');
     assertError(await client.api(carol, 'PATCH', `/calls/${call.id}/status`, { status: 'declined' }), 409, 'CALL_ENDED', 'carol declined an ended call');
@@ -769,5 +772,26 @@ export function defineScenarios(ctx) {
     const final = await client.getCall(alice, call.id);
     assert.equal(final.endReason, 'timeout');
     assert.ok(Date.parse(final.endedAt) - Date.parse(final.createdAt) >= TIMERS.maxDuration * 1000 - 1000, 'the call was cut before its maximum duration');
+  });
+}
+
+/** The one scenario of a deployment started without Agora credentials. */
+export function defineWithoutAgora(ctx) {
+  test('without Agora credentials, calls still work and media sessions answer 503 MEDIA_PROVIDER_NOT_CONFIGURED', { timeout: 60_000 }, async () => {
+    const { client } = ctx();
+    const [alice, bob] = [unique('alice'), unique('bob')];
+    const bobPhone = await client.connect(bob);
+    try {
+      const call = await client.initiate(alice, [bob]);
+      await waitFor(bobPhone, 'incoming_call', (e) => e.callId === call.id, "bob's phone never rang");
+      await client.join(bob, call.id);
+      const session = await client.api(bob, 'POST', `/calls/${call.id}/media/session`);
+      assertError(session, 503, 'MEDIA_PROVIDER_NOT_CONFIGURED', 'a media session without Agora credentials');
+      assert.doesNotMatch(session.text, /AGORA_APP_CERTIFICATE=|[0-9a-f]{32}/, 'the refusal leaks configuration');
+      const end = await client.api(alice, 'POST', `/calls/${call.id}/end`);
+      assert.equal(end.status, 200, 'the call could not be ended without Agora');
+    } finally {
+      client.closeAll();
+    }
   });
 }

@@ -3,8 +3,8 @@
 
 import { after, before, describe } from 'node:test';
 
-import { Client, topologyEnv } from './harness.mjs';
-import { INTERNAL_API_TOKEN, defineScenarios } from './scenarios.mjs';
+import { Client, TIMERS, topologyEnv } from './harness.mjs';
+import { INTERNAL_API_TOKEN, defineScenarios, defineWithoutAgora } from './scenarios.mjs';
 
 /**
  * `start(env)` starts the deployment and answers `{base, internalUrl, stop, log}`; the scenarios
@@ -38,5 +38,21 @@ export function describeTopology(title, start) {
       await deployment?.stop();
     });
     defineScenarios(() => context);
+  });
+}
+
+/** The same deployment without `AGORA_*` (open membership, default timers but the ring). */
+export function describeWithoutAgora(title, start) {
+  describe(title, () => {
+    let deployment;
+    let context;
+    before(async () => {
+      deployment = await start({ CALL_RING_TIMEOUT_SECONDS: String(TIMERS.ring * 10), RATE_LIMIT_PER_IP_PER_MINUTE: '0' });
+      context = { client: new Client(deployment.base) };
+    });
+    after(async () => {
+      await deployment?.stop();
+    });
+    defineWithoutAgora(() => context);
   });
 }
