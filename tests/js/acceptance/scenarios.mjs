@@ -254,6 +254,31 @@ export function defineScenarios(ctx) {
     const ended = await waitFor(bobPhone, 'call_ended', (e) => e.callId === call.id, 'bob never heard the call end');
     assert.equal(ended.reason, 'cancelled');
     assertError(await client.api(bob, 'POST', `/calls/${call.id}/join`), 409, 'CALL_ENDED', 'bob answered a call alice had cancelled');
+
+    // Leaving before an answer (the app's hang-up button over the socket) cancels too.
+    const alicePhone = await client.connect(alice);
+    const again = await client.initiate(alice, [bob], { room: roomId });
+    await waitFor(bobPhone, 'incoming_call', (e) => e.callId === again.id, "bob's phone never rang the second time");
+    await client.follow(alicePhone, again.id);
+    const leave = await client.emit(alicePhone, 'leave_call', { callId: again.id });
+    assert.equal(leave.ok, true, `alice could not hang up: ${JSON.stringify(leave)}`);
+    const cancelledAgain = await waitFor(bobPhone, 'call_ended', (e) => e.callId === again.id, "bob's phone kept ringing after alice left");
+    assert.equal(cancelledAgain.reason, 'cancelled');
+  });
+
+  scenario('either side of an answered 1:1 call may end it, and it ends completed', async (client, { room }) => {
+    const [alice, bob] = [unique('alice'), unique('bob')];
+    const roomId = await room([alice, bob]);
+    const alicePhone = await client.connect(alice);
+    const call = await client.initiate(alice, [bob], { room: roomId, type: 'audio' });
+    await client.join(bob, call.id);
+    await client.follow(alicePhone, call.id);
+    const end = await client.api(bob, 'POST', `/calls/${call.id}/end`);
+    assert.equal(end.status, 200, `bob, the callee, could not end the 1:1 call: ${end.text}`);
+    assert.deepEqual([end.body.data.status, end.body.data.endReason, end.body.data.endedBy], ['ended', 'completed', bob]);
+    const ended = await waitFor(alicePhone, 'call_ended', (e) => e.callId === call.id, 'alice never heard bob end the call');
+    assert.deepEqual([ended.reason, ended.endedBy], ['completed', bob]);
+    assertError(await client.api(alice, 'POST', `/calls/${call.id}/end`), 409, 'CALL_ENDED', 'ending an ended call');
   });
 
   scenario('an unanswered call rings out: the callee is missed and the call ends missed after the ring timeout', async (client, { room }) => {
@@ -309,6 +334,15 @@ export function defineScenarios(ctx) {
     const again = await client.api(alice, 'GET', `/calls/rooms/${roomId}/active`);
     assert.equal(again.body.data, null, 'the busy call still blocks the room');
     assert.ok(alicePhone.connected);
+
+    // In a group call the busy invitee is declined and the others still ring.
+    const dave = unique('dave');
+    const groupRoom = await room([alice, bob, dave]);
+    const group = await client.initiate(alice, [bob, dave], { room: groupRoom, group: true });
+    const bobInGroup = group.participants.find((p) => p.userId === bob);
+    assert.deepEqual([bobInGroup.status, bobInGroup.declineReason], ['declined', 'busy'], 'a busy invitee of a group call should be declined busy');
+    assert.equal(group.participants.find((p) => p.userId === dave).status, 'invited', 'the free invitee should still ring');
+    assert.equal(group.status, 'ringing', 'a group call must not end because one invitee is busy');
   });
 
   scenario('two people calling each other at once end up in one call (glare)', async (client, { room }) => {
@@ -448,11 +482,16 @@ export function defineScenarios(ctx) {
     assertInOrder(alicePhone, call.id);
   });
 
-  scenario('a participant can leave and rejoin a live group call', async (client, { room }) => {
+  scenario('a participant can leave and rejoin a live group call, and one who declined may still join', async (client, { room }) => {
     const [alice, bob] = [unique('alice'), unique('bob')];
-    const roomId = await room([alice, bob, unique('carol')]);
+    const roomMembers = [alice, bob, unique('carol'), unique('dave')];
+    const roomId = await room(roomMembers);
     const alicePhone = await client.connect(alice);
-    const call = await client.initiate(alice, [bob], { room: roomId, group: true });
+    const call = await client.initiate(alice, [bob, roomMembers[3]], { room: roomId, group: true });
+    const dave = roomMembers[3];
+    assert.equal((await client.api(dave, 'PATCH', `/calls/${call.id}/status`, { status: 'declined' })).status, 200, 'dave could not decline');
+    const changedMind = await client.api(dave, 'POST', `/calls/${call.id}/join`);
+    assert.equal(changedMind.status, 200, `dave could not join after declining: ${changedMind.text}`);
     await client.follow(alicePhone, call.id);
     await client.join(bob, call.id);
     assert.equal((await client.api(bob, 'PATCH', `/calls/${call.id}/status`, { status: 'left' })).status, 200);
@@ -462,6 +501,12 @@ export function defineScenarios(ctx) {
     const joins = await eventually(() => eventsOf(alicePhone, call.id, 'participant_joined').filter((e) => e.participant.userId === bob).length === 2 && true, 'alice never saw bob rejoin');
     assert.ok(joins);
     assertError(await client.api(bob, 'PATCH', `/calls/${call.id}/status`, { status: 'ringing' }), 409, 'INVALID_TRANSITION', 'a joined participant went back to ringing');
+    // Someone who declined may still change their mind while the call is live.
+    const carol = roomMembers[2];
+    const invited = await client.api(carol, 'POST', `/calls/${call.id}/join`);
+    assert.equal(invited.status, 200, `a room member could not join: ${invited.text}`);
+    assert.equal((await client.api(carol, 'PATCH', `/calls/${call.id}/status`, { status: 'left' })).status, 200);
+    assertError(await client.api(carol, 'PATCH', `/calls/${call.id}/status`, { status: 'declined' }), 409, 'INVALID_TRANSITION', 'carol declined a call she had already left');
     assertError(await client.api(bob, 'PATCH', `/calls/${call.id}/status`, { status: 'invited' }), 409, 'INVALID_TRANSITION', 'a participant made themselves invited');
     assertError(await client.api(alice, 'PATCH', `/calls/${call.id}/status`, { status: 'declined' }), 409, 'INVALID_TRANSITION', 'the host declined a call she is in');
   });
