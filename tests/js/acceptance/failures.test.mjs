@@ -28,6 +28,8 @@ describe('acceptance, failures in the scaled topology (own NATS and Postgres)', 
       PRESENCE_HEARTBEAT_SECONDS: String(HEARTBEAT_SECONDS),
       // A database outage is answered 503 after this long (default 5 s).
       DATABASE_ACQUIRE_TIMEOUT_MS: '1000',
+      // These calls outlive outages and node deaths: no maximum duration to cut them short.
+      CALL_MAX_DURATION_SECONDS: '0',
     }), {
       postgresAdminUrl: pg.adminUrl, natsUrl: nats.url,
     });

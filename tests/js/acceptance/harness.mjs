@@ -17,7 +17,7 @@ export const AGORA_APP_ID = '0123456789abcdef0123456789abcdef';
 export const AGORA_APP_CERTIFICATE = 'fedcba9876543210fedcba9876543210';
 
 /** Short timers, so the server-side rules can be watched in seconds. */
-export const TIMERS = { ring: 3, grace: 2, maxDuration: 20, heartbeat: 1, maxParticipants: 4 };
+export const TIMERS = { ring: 4, grace: 2, maxDuration: 20, heartbeat: 1, maxParticipants: 4 };
 
 /** The environment both topologies run with. */
 export function topologyEnv(extra = {}) {
