@@ -33,7 +33,7 @@ pub struct NatsBus {
 struct Inner {
     client: async_nats::Client,
     jetstream: jetstream::Context,
-    /// How many times the client (re)connected; see [`NatsBus::connections`].
+    /// How many times the client reconnected; see [`NatsBus::connections`].
     connections: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -41,12 +41,16 @@ impl NatsBus {
     /// Connects to `url` (comma-separated URLs are accepted). Fails if no server answers within
     /// a few seconds; once connected, the client reconnects by itself.
     pub async fn connect(url: &str) -> Result<Self, BusError> {
-        let (connected, connections) = tokio::sync::watch::channel(0u64);
+        let (reconnected, connections) = tokio::sync::watch::channel(0u64);
+        let initial = std::sync::atomic::AtomicBool::new(true);
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
             .event_callback(move |event| {
-                if matches!(event, async_nats::Event::Connected) {
-                    connected.send_modify(|n| *n += 1);
+                // The first `Connected` is this connection; only the ones after it count.
+                if matches!(event, async_nats::Event::Connected)
+                    && !initial.swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    reconnected.send_modify(|n| *n += 1);
                 }
                 std::future::ready(())
             })
@@ -73,8 +77,8 @@ impl NatsBus {
         }
     }
 
-    /// Counts the client's connections to a server: it changes on every reconnection, after
-    /// the client has re-sent its subscriptions. Messages published while the client was away
+    /// Counts the client's reconnections to a server: it changes on every one, once the client
+    /// has queued its subscriptions again (flush to be sure the server has them). Messages published while the client was away
     /// were missed by its core subscriptions; durable events can be read back with
     /// [`NatsBus::replay`].
     pub fn connections(&self) -> tokio::sync::watch::Receiver<u64> {

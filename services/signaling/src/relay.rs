@@ -537,8 +537,12 @@ impl Room {
 #[derive(Deserialize)]
 struct SeqOnly {
     seq: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CallIdOnly {
     #[serde(rename = "callId")]
-    call_id: Option<String>,
+    call_id: String,
 }
 
 fn parse(message: &calls_bus::Message) -> Option<Delivery> {
@@ -550,11 +554,13 @@ fn parse(message: &calls_bus::Message) -> Option<Delivery> {
             return None;
         }
     };
-    let meta = serde_json::from_str::<SeqOnly>(parsed.data.get()).ok();
-    let seq = meta.as_ref().and_then(|m| m.seq);
+    let seq = serde_json::from_str::<SeqOnly>(parsed.data.get())
+        .ok()
+        .and_then(|s| s.seq);
     let ended_call = (parsed.event == "call_ended")
-        .then(|| meta.and_then(|m| m.call_id))
-        .flatten();
+        .then(|| serde_json::from_str::<CallIdOnly>(parsed.data.get()).ok())
+        .flatten()
+        .map(|c| c.call_id);
     let created_at = message
         .headers
         .get(HEADER_CREATED_AT)
