@@ -80,7 +80,7 @@ impl NatsBus {
     /// Counts the client's reconnections to a server: it changes on every one, once the client
     /// has queued its subscriptions again (flush to be sure the server has them). Messages published while the client was away
     /// were missed by its core subscriptions; durable events can be read back with
-    /// [`NatsBus::replay`].
+    /// [`crate::Bus::replay`].
     pub fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.connections.clone()
     }
