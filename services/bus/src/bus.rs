@@ -172,6 +172,24 @@ impl Bus {
         }
     }
 
+    /// Changes on every reconnection to the server (NATS; `None` for the in-process bus, which
+    /// never disconnects). Core subscriptions miss what is published while disconnected.
+    pub fn connections(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        match self {
+            Self::Nats(b) => Some(b.connections()),
+            Self::Local(_) => None,
+        }
+    }
+
+    /// The events stored (by [`Bus::publish_event`]) on `subject`, oldest first: JetStream
+    /// keeps them on NATS; the in-process bus keeps nothing and answers an empty list.
+    pub async fn replay(&self, subject: &str) -> Result<Vec<Message>, BusError> {
+        match self {
+            Self::Nats(b) => b.replay(subject).await,
+            Self::Local(_) => Ok(Vec::new()),
+        }
+    }
+
     /// Subscribes to `subject` (wildcards `*` and `>` allowed). Dropping the subscription
     /// unsubscribes.
     pub async fn subscribe(&self, subject: &str) -> Result<Subscription, BusError> {

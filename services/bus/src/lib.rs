@@ -18,8 +18,9 @@
 //!
 //! Delivery is at most once on both: a subscriber that was not subscribed, or was too slow,
 //! misses messages. Consumers that need durability read the JetStream stream
-//! ([`subjects::EVENTS_STREAM`]); the socket relay does not, because clients resynchronise from
-//! the snapshot they get on `join_call`.
+//! ([`subjects::EVENTS_STREAM`]); the socket relay reads a call's events back from it
+//! ([`Bus::replay`]) only after its connection comes back ([`Bus::connections`]), and otherwise
+//! relies on clients resynchronising from the snapshot they get on `join_call`.
 
 pub mod bus;
 pub mod local;

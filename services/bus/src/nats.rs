@@ -19,6 +19,9 @@ use crate::bus::{BusError, Headers, Message};
 /// How long a JetStream publish waits for the stream's acknowledgement.
 const PUBLISH_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Messages fetched per request when replaying a subject from the stream.
+const REPLAY_BATCH: usize = 256;
+
 /// A NATS connection. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct NatsBus {
@@ -30,27 +33,108 @@ pub struct NatsBus {
 struct Inner {
     client: async_nats::Client,
     jetstream: jetstream::Context,
+    /// How many times the client reconnected; see [`NatsBus::connections`].
+    connections: tokio::sync::watch::Receiver<u64>,
 }
 
 impl NatsBus {
     /// Connects to `url` (comma-separated URLs are accepted). Fails if no server answers within
     /// a few seconds; once connected, the client reconnects by itself.
     pub async fn connect(url: &str) -> Result<Self, BusError> {
+        let (reconnected, connections) = tokio::sync::watch::channel(0u64);
+        let initial = std::sync::atomic::AtomicBool::new(true);
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(Duration::from_secs(5))
+            .event_callback(move |event| {
+                // The first `Connected` is this connection; only the ones after it count.
+                if matches!(event, async_nats::Event::Connected)
+                    && !initial.swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    reconnected.send_modify(|n| *n += 1);
+                }
+                std::future::ready(())
+            })
             .connect(url)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(Self::from_client(client))
+        Ok(Self::wrap(client, connections))
     }
 
-    /// Wraps an existing client.
+    /// Wraps an existing client (whose reconnections [`NatsBus::connections`] cannot see).
     pub fn from_client(client: async_nats::Client) -> Self {
+        Self::wrap(client, tokio::sync::watch::channel(0).1)
+    }
+
+    fn wrap(client: async_nats::Client, connections: tokio::sync::watch::Receiver<u64>) -> Self {
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(PUBLISH_ACK_TIMEOUT);
         Self {
-            inner: Arc::new(Inner { client, jetstream }),
+            inner: Arc::new(Inner {
+                client,
+                jetstream,
+                connections,
+            }),
         }
+    }
+
+    /// Counts the client's reconnections to a server: it changes on every one, once the client
+    /// has queued its subscriptions again (flush to be sure the server has them). Messages published while the client was away
+    /// were missed by its core subscriptions; durable events can be read back with
+    /// [`crate::Bus::replay`].
+    pub fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.connections.clone()
+    }
+
+    /// Every message the JetStream stream holds on `subject`, oldest first (an empty list when
+    /// no stream captures it). Reads through a short-lived ephemeral consumer.
+    pub(crate) async fn replay(&self, subject: &str) -> Result<Vec<Message>, BusError> {
+        use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+        use futures::StreamExt;
+
+        let js_error = |e: &dyn std::fmt::Display| BusError::JetStream(e.to_string());
+        let name = match self.inner.jetstream.stream_by_subject(subject).await {
+            Ok(name) => name,
+            Err(e) if e.to_string().contains("not found") => return Ok(Vec::new()),
+            Err(e) => return Err(js_error(&e)),
+        };
+        let stream = self
+            .inner
+            .jetstream
+            .get_stream(&name)
+            .await
+            .map_err(|e| js_error(&e))?;
+        let consumer = stream
+            .create_consumer(pull::Config {
+                filter_subject: subject.to_owned(),
+                deliver_policy: DeliverPolicy::All,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: Duration::from_secs(30),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| js_error(&e))?;
+        let pending = consumer.cached_info().num_pending;
+        let consumer_name = consumer.cached_info().name.clone();
+        let mut out = Vec::new();
+        while (out.len() as u64) < pending {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(REPLAY_BATCH)
+                .messages()
+                .await
+                .map_err(|e| js_error(&e))?;
+            let before = out.len();
+            while let Some(message) = batch.next().await {
+                let message = message.map_err(|e| js_error(&e))?;
+                out.push(from_nats(message.message));
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        // The consumer also goes by itself once inactive; deleting it now just tidies up.
+        let _ = stream.delete_consumer(&consumer_name).await;
+        Ok(out)
     }
 
     /// The underlying client, for what the bus does not cover.
@@ -172,7 +256,7 @@ impl NatsBus {
             name: name.to_owned(),
             subjects,
             // Durable consumers (webhooks, analytics) catch up within a day; the relay to sockets
-            // does not read the stream at all.
+            // reads it back only after a reconnection.
             max_age: Duration::from_secs(24 * 3600),
             // The outbox retries within this window are de-duplicated by Nats-Msg-Id.
             duplicate_window: Duration::from_secs(120),

@@ -79,9 +79,10 @@ pub async fn run_with_bus(
     )
     .map_err(RunError::Config)?;
 
-    let store = store::Store::connect(
+    let store = store::Store::connect_with(
         config.database.url.expose(),
         config.database.max_connections,
+        config.database.acquire_timeout(),
     )
     .await?;
     store.migrate().await?;

@@ -259,29 +259,29 @@ impl Workers {
 
     /// Declares signaling nodes dead after three missed heartbeats: their sockets are gone,
     /// which starts the disconnect grace for their users (a node that crashed says no goodbye).
+    ///
+    /// Heartbeats reach this replica through the bus and are recorded in the database, so while
+    /// either is out of reach, silence proves nothing: expiry pauses, and resumes only once
+    /// every node has had three heartbeats' time to be heard again.
     async fn node_expiry_loop(self, shutdown: Shutdown) {
         let mut stop = std::pin::pin!(shutdown.wait());
         let window = self.heartbeat * 3;
-        // Heartbeats travel over NATS: while this replica is cut off from it, silence proves
-        // nothing about the nodes, and expiring them would remove every connected user from
-        // their calls. Nodes are judged only after a whole window of being connected again,
-        // which gives each of them time to reconnect and heartbeat.
-        let mut connected_since: Option<tokio::time::Instant> = None;
+        let mut deaf_until: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = &mut stop => return,
                 () = tokio::time::sleep(self.heartbeat) => {}
             }
             if !self.bus.is_connected() {
-                if connected_since.take().is_some() {
+                if deaf_until.is_none_or(|until| tokio::time::Instant::now() >= until) {
                     tracing::warn!(
                         "the bus is down: signaling nodes are not expired until it is back"
                     );
                 }
+                deaf_until = Some(tokio::time::Instant::now() + window);
                 continue;
             }
-            let since = *connected_since.get_or_insert_with(tokio::time::Instant::now);
-            if since.elapsed() < window {
+            if deaf_until.is_some_and(|until| tokio::time::Instant::now() < until) {
                 continue;
             }
             match self
@@ -301,7 +301,12 @@ impl Workers {
                         self.relay.notify_one();
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "node expiry failed"),
+                Err(e) => {
+                    // The next attempt may come up to a heartbeat and an acquire timeout after
+                    // the database is back: one heartbeat of margin on top of the three.
+                    deaf_until = Some(tokio::time::Instant::now() + self.heartbeat * 4);
+                    tracing::warn!(error = %e, "node expiry failed");
+                }
             }
         }
     }

@@ -481,7 +481,7 @@ async fn a_signaling_node_that_stops_heartbeating_takes_its_users_out_of_their_c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_nats_outage_does_not_expire_the_nodes_whose_users_are_still_connected() {
+async fn a_nats_outage_longer_than_three_heartbeats_takes_nobody_out_of_their_call() {
     let mut nats = NatsServer::start().await;
     let app = spawn_app(Options {
         nats_url: Some(nats.url()),
@@ -494,29 +494,26 @@ async fn a_nats_outage_does_not_expire_the_nodes_whose_users_are_still_connected
     let id = id_of(&call);
     app.join("bob", &id).await.ok(200);
     report(&app, connected("node-a", "s1", "bob")).await;
-    // node-a beats all along; its beats are lost while NATS is down, as a real node's are.
+    // node-a beats whenever the bus lets it: it never stopped, NATS did.
     let beat = keep_beating(&app, "node-a");
 
-    // Down for longer than the expiry window (3 heartbeats) plus the grace: without care,
-    // calls-api would take the silence for a dead node and remove bob from the call.
     nats.stop();
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // Silence for more than three heartbeats, heard by nobody.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     nats.restart().await;
-    // Another full window after NATS is back, for an expiry that should not come.
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // Long enough for an expiry and the grace after it, had calls-api blamed the node.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let now = app.call("alice", &id).await.ok(200);
+        let bob = participant(&now, "bob");
+        assert_eq!(
+            (bob["status"].as_str(), bob["isConnected"].as_bool()),
+            (Some("joined"), Some(true)),
+            "bob was taken out of the call because NATS restarted: {now:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     beat.abort();
-
-    let now = app.call("alice", &id).await.ok(200);
-    assert_eq!(
-        participant(&now, "bob")["status"],
-        "joined",
-        "bob, connected all along, was removed from the call by a NATS outage: {now:#}"
-    );
-    assert_eq!(
-        participant(&now, "bob")["isConnected"],
-        true,
-        "bob was marked disconnected by a NATS outage: {now:#}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -251,6 +251,45 @@ async fn while_the_database_is_unreachable_readiness_fails_and_requests_get_a_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_short_acquire_timeout_a_database_outage_is_answered_503_within_it() {
+    let proxy = TcpProxy::start(postgres_authority(&admin_url())).await;
+    let app = spawn_app(Options {
+        postgres_via: Some(proxy.addr),
+        database_acquire_timeout_ms: 300,
+        ..Options::default()
+    })
+    .await;
+    let call = app.initiate("alice", "room", &["bob"], false).await;
+    let id = id_of(&call);
+
+    proxy.cut();
+    let started = Instant::now();
+    app.call("alice", &id)
+        .await
+        .err(503, "DEPENDENCY_UNAVAILABLE");
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "with DATABASE_ACQUIRE_TIMEOUT_MS=300 the app waited {waited:?} for its 503"
+    );
+
+    proxy.restore().await;
+    let started = Instant::now();
+    loop {
+        let resp = app.call("alice", &id).await;
+        if resp.status == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "the service never recovered once the database was back: {}",
+            resp.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misconfigured_service_refuses_to_start_and_names_the_variable() {
     let base = || {
         support::build_config(

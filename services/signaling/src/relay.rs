@@ -18,6 +18,10 @@
 //!   after the snapshot can be missed, and none before it is sent.
 //! - Delivery to a socket is at most once: a socket whose buffer is full loses the event (and
 //!   resynchronises with `join_call`).
+//! - After the bus reconnects ([`Relay::resync_on_reconnect`]), each hosted call's events are
+//!   read back from JetStream and relayed like live ones: whatever was published while this
+//!   node was away (calls-api may reconnect first) reaches the sockets late but in order, and
+//!   what they already got is dropped by `seq`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -34,6 +38,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::metrics;
+use crate::state::SocketCtx;
 
 /// Events buffered per pending socket before the oldest are dropped: a join that takes longer
 /// than this many events is resynchronised by its snapshot anyway.
@@ -54,6 +59,8 @@ struct Delivery {
     event: String,
     data: Box<RawValue>,
     seq: Option<u64>,
+    /// The `callId` of a `call_ended`, which reaches a socket on two subjects.
+    ended_call: Option<String>,
     created_at: Option<u64>,
 }
 
@@ -308,6 +315,64 @@ impl Relay {
         }
     }
 
+    /// Resynchronises the hosted calls ([`Relay::resync_calls`]) every time the bus
+    /// reconnects, for as long as the relay lives. No-op on a bus that never disconnects.
+    pub fn resync_on_reconnect(&self) {
+        let Some(mut connections) = self.inner.bus.connections() else {
+            return;
+        };
+        connections.borrow_and_update();
+        let relay = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            while connections.changed().await.is_ok() {
+                let Some(inner) = relay.upgrade() else { break };
+                Relay { inner }.resync_calls().await;
+            }
+        });
+    }
+
+    /// Relays, in order, every stored event of each call this node hosts that its sockets have
+    /// not had yet (the room drops what it already relayed, each socket what its snapshot
+    /// covers). Called after the bus reconnected: the core subscriptions missed what was
+    /// published meanwhile.
+    pub async fn resync_calls(&self) {
+        let rooms: Vec<Arc<Room>> = self
+            .inner
+            .rooms()
+            .values()
+            .filter(|room| room.kind == RoomKind::Call)
+            .cloned()
+            .collect();
+        if rooms.is_empty() {
+            return;
+        }
+        // The re-sent subscriptions are live on the server once this returns, so nothing
+        // published from now on is missed: the replay below covers everything before.
+        if let Err(err) = self.inner.bus.flush().await {
+            tracing::warn!(error = %err, "cannot resynchronise calls after a bus reconnection");
+            return;
+        }
+        for room in rooms {
+            let messages = match self.inner.bus.replay(&room.subject).await {
+                Ok(messages) => messages,
+                Err(err) => {
+                    tracing::warn!(subject = %room.subject, error = %err, "cannot replay a call's events");
+                    continue;
+                }
+            };
+            let mut reorder = Reorder::default();
+            let mut ended = false;
+            for message in &messages {
+                if let Some(delivery) = parse(message) {
+                    ended |= room.accept(delivery, &mut reorder, Duration::ZERO);
+                }
+            }
+            if ended {
+                self.inner.close_room(&room.subject);
+            }
+        }
+    }
+
     /// How many subjects this node is subscribed to for its sockets.
     pub fn room_count(&self) -> usize {
         self.inner.rooms().len()
@@ -367,6 +432,16 @@ fn deliver_to(kind: RoomKind, member: &mut Member, delivery: &Arc<Delivery>) {
                     return;
                 }
                 *floor = Some(seq);
+            }
+            if let Some(call_id) = &delivery.ended_call
+                && member
+                    .socket
+                    .extensions
+                    .get::<Arc<SocketCtx>>()
+                    .is_some_and(|ctx| !ctx.first_call_ended(call_id))
+            {
+                metrics::event_dropped("duplicate_call_ended");
+                return;
             }
             emit(
                 &member.socket,
@@ -464,6 +539,12 @@ struct SeqOnly {
     seq: Option<u64>,
 }
 
+#[derive(Deserialize)]
+struct CallIdOnly {
+    #[serde(rename = "callId")]
+    call_id: String,
+}
+
 fn parse(message: &calls_bus::Message) -> Option<Delivery> {
     let parsed: EventMessage<Box<RawValue>> = match serde_json::from_slice(&message.payload) {
         Ok(parsed) => parsed,
@@ -476,6 +557,10 @@ fn parse(message: &calls_bus::Message) -> Option<Delivery> {
     let seq = serde_json::from_str::<SeqOnly>(parsed.data.get())
         .ok()
         .and_then(|s| s.seq);
+    let ended_call = (parsed.event == "call_ended")
+        .then(|| serde_json::from_str::<CallIdOnly>(parsed.data.get()).ok())
+        .flatten()
+        .map(|c| c.call_id);
     let created_at = message
         .headers
         .get(HEADER_CREATED_AT)
@@ -484,6 +569,7 @@ fn parse(message: &calls_bus::Message) -> Option<Delivery> {
         event: parsed.event,
         data: parsed.data,
         seq,
+        ended_call,
         created_at,
     })
 }

@@ -94,6 +94,8 @@ pub async fn run_with_bus(
         events_burst: config.events_burst,
     });
 
+    shared.relay.resync_on_reconnect();
+
     if config.user_subscriptions == UserSubscriptions::Shared {
         let wildcard = format!("{}.evt.user.*", config.subjects.prefix());
         shared.relay.share_user_events(&wildcard).await?;

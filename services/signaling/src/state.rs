@@ -119,6 +119,9 @@ pub struct SocketCtx {
     /// When the socket's access token stops being valid (its `exp` plus the verifier's
     /// leeway), in seconds since the epoch.
     pub expires_at: u64,
+    /// Calls whose `call_ended` this socket was sent: it comes on the call's subject and on
+    /// each invitee's, and a socket that is both gets it once.
+    ended: Mutex<HashSet<String>>,
     cleaned: AtomicBool,
     stale_sweeps: AtomicU8,
 }
@@ -128,7 +131,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Ended calls a socket remembers, to send each `call_ended` once; a socket that outlives more
+/// calls than this forgets the oldest batch (a duplicate then is still harmless).
+const ENDED_CALLS_REMEMBERED: usize = 256;
+
 impl SocketCtx {
+    /// Records that `call_ended` of `call_id` goes to this socket; false if it already went.
+    pub fn first_call_ended(&self, call_id: &str) -> bool {
+        let mut ended = lock(&self.ended);
+        if ended.contains(call_id) {
+            return false;
+        }
+        if ended.len() >= ENDED_CALLS_REMEMBERED {
+            ended.clear();
+        }
+        ended.insert(call_id.to_owned());
+        true
+    }
+
     /// State for a socket of `user`.
     pub fn new(user: UserId, expires_at: u64, events_per_second: u32, burst: u32) -> Self {
         Self {
@@ -138,6 +158,7 @@ impl SocketCtx {
             tail: Mutex::new(None),
             calls: Mutex::new(HashSet::new()),
             presence: SocketPresence::default(),
+            ended: Mutex::new(HashSet::new()),
             cleaned: AtomicBool::new(false),
             stale_sweeps: AtomicU8::new(0),
         }

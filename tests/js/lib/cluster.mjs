@@ -84,17 +84,24 @@ export async function startStandalone(extraEnv = {}) {
   };
 }
 
-/** `make cluster`: separate processes on Postgres + NATS. */
-export async function startCluster(extraEnv = {}) {
+/**
+ * `make cluster`: separate processes on Postgres + NATS.
+ *
+ * By default the machine's Postgres (`CALLS_TEST_POSTGRES_URL`) and NATS (`NATS_URL`) are used;
+ * `postgresAdminUrl` / `natsUrl` point the cluster (and its clean-up) at other servers, such as
+ * the ones the failure tests start and stop (lib/infra.mjs). `NATS_URL` in `extraEnv` is honoured
+ * for the clean-up too.
+ */
+export async function startCluster(extraEnv = {}, { postgresAdminUrl = PG_ADMIN, natsUrl = extraEnv.NATS_URL ?? process.env.NATS_URL } = {}) {
   const db = `calls_js_${process.pid}_${Date.now()}`;
   const prefix = `t${process.pid}x${Date.now()}`;
   const port = await freePort();
   const logs = mkdtempSync(path.join(os.tmpdir(), 'calls-cluster-test-'));
-  const dbUrl = PG_ADMIN.replace(/\/[^/]*$/, `/${db}`);
+  const dbUrl = postgresAdminUrl.replace(/\/[^/]*$/, `/${db}`);
   const child = spawn('bash', [path.join(ROOT, 'scripts', 'cluster.sh')], {
     env: {
       ...process.env, BIN_DIR, DATABASE_URL: dbUrl, NATS_SUBJECT_PREFIX: prefix, GATEWAY_LISTEN: `127.0.0.1:${port}`,
-      JWT_SECRET: SECRET, RUST_LOG: 'warn', CLUSTER_LOG_DIR: logs, ...extraEnv,
+      JWT_SECRET: SECRET, RUST_LOG: 'warn', CLUSTER_LOG_DIR: logs, ...(natsUrl ? { NATS_URL: natsUrl } : {}), ...extraEnv,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -102,11 +109,16 @@ export async function startCluster(extraEnv = {}) {
   child.stderr.on('data', (d) => { log += d; });
   const base = `http://127.0.0.1:${port}`;
   const cleanup = async () => {
-    spawnSync('psql', [PG_ADMIN, '-qc', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`]);
+    spawnSync('psql', [postgresAdminUrl, '-qc', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`], { timeout: 30_000 });
     rmSync(logs, { recursive: true, force: true });
-    const nats = await NatsClient.connect();
-    await nats.request(`$JS.API.STREAM.DELETE.CALLS_EVENTS_${prefix.toUpperCase()}`, '').catch(() => {});
-    nats.close();
+    // The stream goes with the prefix; a NATS that is gone takes its streams with it.
+    try {
+      const nats = await NatsClient.connect(natsUrl);
+      await nats.request(`$JS.API.STREAM.DELETE.CALLS_EVENTS_${prefix.toUpperCase()}`, '').catch(() => {});
+      nats.close();
+    } catch {
+      // NATS is not reachable: nothing to delete there.
+    }
   };
   try {
     await waitHealthy(base, child, 120_000);
@@ -115,8 +127,16 @@ export async function startCluster(extraEnv = {}) {
     await cleanup();
     throw new Error(`${err.message}\ncluster output:\n${log}`);
   }
+  const bannerUrls = async (service) => {
+    const until = Date.now() + 10_000;
+    for (;;) {
+      const line = log.split('\n').find((l) => l.trim().startsWith(`${service} `));
+      if (line || Date.now() > until) return line ? line.trim().split(/\s+/).slice(1) : [];
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
   return {
-    base, logs, log: () => log,
+    base, logs, db, prefix, log: () => log,
     /** Process ids by service name (`calls-api-1`, `signaling-2`, ...). */
     pids() {
       return Object.fromEntries(readFileSync(path.join(logs, 'pids'), 'utf8').trim().split('\n')
@@ -125,12 +145,11 @@ export async function startCluster(extraEnv = {}) {
     /** The signaling nodes' own URLs, in start order (`signaling-1` first), from the banner
      * (printed right after the gateway turns healthy). */
     async signalingUrls() {
-      const until = Date.now() + 10_000;
-      for (;;) {
-        const line = log.split('\n').find((l) => l.trim().startsWith('signaling '));
-        if (line || Date.now() > until) return line ? line.trim().split(/\s+/).slice(1) : [];
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      return bannerUrls('signaling');
+    },
+    /** The calls-api replicas' own URLs (for the internal membership API), from the banner. */
+    async apiUrls() {
+      return bannerUrls('calls-api');
     },
     kill(name, signal = 'SIGKILL') {
       process.kill(this.pids()[name], signal);

@@ -84,8 +84,9 @@ impl Backend {
 }
 
 /// How long a request waits for a pooled connection before the store reports the database
-/// unavailable: long enough to ride out a burst, short enough to answer 503 promptly.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// unavailable, unless configured (`DATABASE_ACQUIRE_TIMEOUT_MS`): long enough to ride out a
+/// burst, short enough to answer 503 promptly.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long SQLite waits for the write lock. Writers hold it for a few milliseconds, so this
 /// only runs out under pathological load.
@@ -105,11 +106,21 @@ impl Store {
     /// database (`sqlite::memory:`) uses a single, never-recycled connection, since each
     /// connection would otherwise see its own empty database.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        Self::connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Store::connect`] with how long a request may wait for a pooled connection (and so
+    /// how long a request takes to answer 503 while the database is down).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT);
+            .acquire_timeout(acquire_timeout);
         let mut url = Cow::Borrowed(url);
         if backend == Backend::Sqlite {
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");

@@ -95,6 +95,8 @@ pub struct Options {
     pub media_token_timeout_ms: u64,
     pub heartbeat_seconds: u64,
     pub worker_poll_ms: u64,
+    /// `DATABASE_ACQUIRE_TIMEOUT_MS`.
+    pub database_acquire_timeout_ms: u64,
     /// `JWT_ISSUER` / `JWT_AUDIENCE`.
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
@@ -116,6 +118,7 @@ impl Default for Options {
             media_token_timeout_ms: 2_000,
             heartbeat_seconds: 5,
             worker_poll_ms: 50,
+            database_acquire_timeout_ms: 5_000,
             jwt_issuer: None,
             jwt_audience: None,
         }
@@ -257,6 +260,7 @@ pub fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &st
         database: DatabaseConfig {
             url: Secret::new(db_url),
             max_connections: 6,
+            acquire_timeout_ms: options.database_acquire_timeout_ms,
         },
         nats_url: nats_url.to_owned(),
         nats_subject_prefix: prefix.to_owned(),
