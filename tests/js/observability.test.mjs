@@ -148,9 +148,12 @@ describe('one trace across every hop, metrics and logs in the scaled topology', 
 
     const trace = await eventually('the collector never received the media-session trace from all four hops', () => {
       const spans = collector.spans.filter((s) => s.traceId === traceId);
-      const services = new Set(spans.map((s) => s.service));
-      const done = ['gateway', 'calls-api', 'media-token'].every((x) => services.has(x))
-        && spans.some((s) => s.name.startsWith('db.')) && spans.some((s) => s.service === 'media-token');
+      // Each service exports on its own schedule: wait for every hop.
+      const names = new Set(spans.map((s) => `${s.service}: ${s.name}`));
+      const done = [
+        'gateway: POST api', 'calls-api: POST /api/v1/calls/{id}/media/session',
+        'calls-api: calls.mediatoken.v1.MediaTokenService/IssueRtcToken', 'media-token: calls.mediatoken.v1.MediaTokenService/IssueRtcToken',
+      ].every((n) => names.has(n)) && spans.some((s) => s.name.startsWith('db.'));
       return done && spans;
     });
     const names = trace.map((s) => `${s.service}: ${s.name}`);
@@ -188,7 +191,9 @@ describe('one trace across every hop, metrics and logs in the scaled topology', 
       if (!root) return null;
       const spans = collector.spans.filter((s) => s.traceId === root.traceId);
       const emits = spans.filter((s) => s.name === 'emit participant_media_changed');
-      return new Set(emits.map((s) => s.instance)).size >= 2 && spans;
+      // Each service exports on its own schedule: wait for every hop, not just the last.
+      const hops = ['command media_state_changed', 'publish participant_media_changed'].every((n) => spans.some((s) => s.name === n));
+      return hops && new Set(emits.map((s) => s.instance)).size >= 2 && spans;
     });
     const names = trace.map((s) => `${s.service}: ${s.name}`);
     const root = trace.find((s) => s.name === 'socket media_state_changed');
