@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{
-    DEADLINE, Options, Resp, TcpProxy, TestApp, admin_url, id_of, postgres_authority, spawn_app,
-};
+use support::{DEADLINE, Options, Resp, TestApp, admin_url, id_of, postgres_authority, spawn_app};
+use testkit::TcpProxy;
 
 async fn get(app: &TestApp, path: &str) -> Resp {
     app.send(app.request(Method::GET, path)).await

@@ -7,6 +7,7 @@ mod common;
 use calls_bus::{Bus, PresenceMessage};
 use common::{Client, FakeCallsApi, Node, eventually, unique_prefix};
 use serde_json::json;
+use testkit::TcpProxy;
 
 async fn nats() -> Bus {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned());
@@ -81,71 +82,6 @@ async fn clients_on_different_nodes_see_each_others_events() {
     fake.stop();
 }
 
-/// A TCP proxy between a node and NATS, to cut one node off the bus while the rest of the
-/// system (here the fake calls-api) stays connected.
-struct Proxy {
-    addr: std::net::SocketAddr,
-    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(upstream: &str) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let proxy = Proxy {
-            addr: listener.local_addr().unwrap(),
-            tasks: std::sync::Arc::default(),
-        };
-        proxy.serve(listener, upstream.to_owned());
-        proxy
-    }
-
-    fn serve(&self, listener: tokio::net::TcpListener, upstream: String) {
-        let tasks = self.tasks.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                let pipe = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                tasks.lock().unwrap().push(pipe);
-            }
-        });
-        self.tasks.lock().unwrap().push(accept);
-    }
-
-    /// Closes every connection and refuses new ones until `restore`.
-    fn cut(&self) {
-        for task in self.tasks.lock().unwrap().drain(..) {
-            task.abort();
-        }
-    }
-
-    async fn restore(&self, upstream: &str) {
-        let deadline = tokio::time::Instant::now() + common::WAIT;
-        let listener = loop {
-            match tokio::net::TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(e) => {
-                    assert!(
-                        tokio::time::Instant::now() < deadline,
-                        "cannot listen again: {e}"
-                    );
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-            }
-        };
-        self.serve(listener, upstream.to_owned());
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-    }
-}
-
 #[tokio::test]
 async fn events_stored_while_a_node_was_cut_off_the_bus_reach_its_sockets_in_order_once_it_reconnects()
  {
@@ -158,7 +94,9 @@ async fn events_stored_while_a_node_was_cut_off_the_bus_reach_its_sockets_in_ord
         .ensure_stream(&stream, vec![fake.subjects.all_events()])
         .await
         .unwrap();
-    let proxy = Proxy::start(&upstream).await;
+    // Between this node and NATS, to cut one node off the bus while the rest of the system
+    // (here the fake calls-api) stays connected.
+    let proxy = TcpProxy::start(&upstream).await;
     let node_bus = Bus::connect(&format!("nats://{}", proxy.addr))
         .await
         .unwrap();
@@ -194,7 +132,7 @@ async fn events_stored_while_a_node_was_cut_off_the_bus_reach_its_sockets_in_ord
     for seq in 2..=4 {
         publish(seq, seq % 2 == 0).await;
     }
-    proxy.restore(&upstream).await;
+    proxy.restore().await;
     for seq in 2..=4 {
         let event = alice.event("participant_media_changed").await;
         assert_eq!(
