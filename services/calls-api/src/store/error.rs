@@ -46,39 +46,10 @@ impl StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if is_transient(&e) {
+        if calls_db::is_transient(&e) {
             StoreError::Unavailable(e)
         } else {
             StoreError::Database(e)
         }
-    }
-}
-
-/// Connection-level and contention failures, as opposed to errors in what we asked.
-fn is_transient(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let Some(code) = db.code() else {
-                return false;
-            };
-            let code = code.as_ref();
-            // SQLite reports numeric result codes (possibly extended: low byte is the primary
-            // code). BUSY(5)/LOCKED(6) are contention; IOERR(10)/FULL(13)/CANTOPEN(14) mean
-            // the file is not usable right now.
-            if let Ok(n) = code.parse::<u32>() {
-                return matches!(n & 0xff, 5 | 6 | 10 | 13 | 14);
-            }
-            // Postgres SQLSTATE: 08 connection exception, 53 insufficient resources,
-            // 57P01-03 shutdown / cannot connect now, 40001/40P01 serialization / deadlock.
-            code.starts_with("08")
-                || code.starts_with("53")
-                || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
-        }
-        _ => false,
     }
 }

@@ -29,13 +29,10 @@ mod presence;
 mod rows;
 mod timers;
 
-use std::borrow::Cow;
 use std::time::Duration;
 
-use sqlx::AnyConnection;
-use sqlx::any::AnyPoolOptions;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
+use sqlx::migrate::Migrator;
+use sqlx::{Any, AnyPool, Transaction};
 
 pub use calls::{CallPage, Initiated, MAX_PAGE};
 pub use error::StoreError;
@@ -43,54 +40,12 @@ pub use outbox::{OutboxEvent, RelayStep};
 pub use presence::NodeExpiry;
 pub use timers::FiredTimer;
 
-/// Which database a [`Store`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// `postgres://…` / `postgresql://…`
-    Postgres,
-    /// `sqlite:…`
-    Sqlite,
-}
-
-impl Backend {
-    /// The backend a `DATABASE_URL` names.
-    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres)
-        } else if url.starts_with("sqlite:") {
-            Ok(Backend::Sqlite)
-        } else {
-            Err(StoreError::UnsupportedUrl)
-        }
-    }
-
-    /// Locks the selected rows until the transaction ends (Postgres; SQLite write
-    /// transactions hold the database lock already).
-    fn for_update(self) -> &'static str {
-        match self {
-            Backend::Postgres => " FOR UPDATE",
-            Backend::Sqlite => "",
-        }
-    }
-
-    /// Locks the selected rows, skipping rows another transaction holds, so replicas share
-    /// work instead of queueing for it.
-    fn skip_locked(self) -> &'static str {
-        match self {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        }
-    }
-}
+pub use calls_db::Backend;
 
 /// How long a request waits for a pooled connection before the store reports the database
 /// unavailable, unless configured (`DATABASE_ACQUIRE_TIMEOUT_MS`): long enough to ride out a
 /// burst, short enough to answer 503 promptly.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// How long SQLite waits for the write lock. Writers hold it for a few milliseconds, so this
-/// only runs out under pathological load.
-const SQLITE_BUSY_TIMEOUT_MS: u32 = 15_000;
 
 /// A handle to the calls database; cheap to clone (a connection pool).
 #[derive(Debug, Clone)]
@@ -116,43 +71,12 @@ impl Store {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
-        let backend = Backend::from_url(url)?;
-        let mut options = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(acquire_timeout);
-        let mut url = Cow::Borrowed(url);
-        if backend == Backend::Sqlite {
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            if in_memory {
-                options = options
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None);
-            } else if !url.contains("mode=") {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                url = Cow::Owned(format!("{url}{sep}mode=rwc"));
-            }
-            options = options.after_connect(move |conn: &mut AnyConnection, _meta| {
-                Box::pin(async move {
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
-                    )))
-                    .await?;
-                    if !in_memory {
-                        // WAL persists in the file; setting it again is a cheap no-op.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        // Durable across application crashes; only an OS crash may lose
-                        // the last transactions, the usual trade-off for WAL.
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    }
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = options.connect(&url).await?;
+        let (pool, backend) = calls_db::connect(url, max_connections, acquire_timeout)
+            .await
+            .map_err(|e| match e {
+                calls_db::ConnectError::UnsupportedUrl(_) => StoreError::UnsupportedUrl,
+                calls_db::ConnectError::Sqlx(e) => StoreError::from(e),
+            })?;
         Ok(Store { pool, backend })
     }
 
@@ -184,11 +108,7 @@ impl Store {
     /// be upgraded; this also serializes the read-modify-write of a call, which is what a
     /// row lock does on Postgres.
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        let tx = match self.backend {
-            Backend::Postgres => self.pool.begin().await?,
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-        };
-        Ok(tx)
+        Ok(calls_db::begin_write(&self.pool, self.backend).await?)
     }
 }
 
@@ -198,12 +118,6 @@ fn migrator(backend: Backend) -> Migrator {
         Backend::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
         Backend::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
     };
-    let migrations = vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        init.into_sql_str(),
-        false,
-    )];
-    Migrator::with_migrations(migrations)
+    // sqlx's default table: databases migrated before the table became per service keep it.
+    calls_db::migrator("_sqlx_migrations", &[(1, "init", init)])
 }

@@ -29,21 +29,13 @@ const PARTICIPANT_COLUMNS: &str = "call_id, user_id, role, status, is_mic_muted,
 pub(crate) const LIVE: &str = "status IN ('ringing', 'active')";
 
 /// `$from, $from+1, …` for `n` values: the placeholders of an `IN (…)` list.
-pub(crate) fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+pub(crate) use calls_db::placeholders;
 
 // ----- decoding -----
 
 /// Booleans are BOOLEAN on Postgres and INTEGER 0/1 on SQLite (see the migrations).
 fn get_bool(row: &AnyRow, col: &str) -> Result<bool, StoreError> {
-    match row.try_get::<bool, _>(col) {
-        Ok(b) => Ok(b),
-        Err(_) => Ok(row.try_get::<i64, _>(col)? != 0),
-    }
+    Ok(calls_db::get_bool(row, col)?)
 }
 
 fn get_time(row: &AnyRow, col: &str) -> Result<OffsetDateTime, StoreError> {
