@@ -259,6 +259,26 @@ impl Bus {
         }
     }
 
+    /// Opens the durable consumer `options.durable` of `options.stream` (see [`crate::durable`]):
+    /// on NATS a JetStream pull consumer shared by every replica that opens the same name; in
+    /// process a subscription to the filter subjects that never drops a message. Ensure the
+    /// stream exists first ([`Bus::ensure_stream`]).
+    pub async fn durable_consumer(
+        &self,
+        options: &crate::durable::DurableOptions,
+    ) -> Result<crate::durable::DurableConsumer, BusError> {
+        match self {
+            Self::Nats(b) => b.durable_consumer(options).await,
+            Self::Local(b) => {
+                // One subscription, so messages arrive in publish order across the filters:
+                // several filters become their common wildcard, and callers ignore the rest.
+                let subject = common_wildcard(&options.filter_subjects);
+                b.subscribe_lossless(&subject, None)
+                    .map(crate::durable::DurableConsumer::Local)
+            }
+        }
+    }
+
     /// Deletes the JetStream stream `name` if it exists (no-op in process); for tests and
     /// tooling.
     pub async fn delete_stream(&self, name: &str) -> Result<(), BusError> {
@@ -267,6 +287,29 @@ impl Bus {
             Self::Local(_) => Ok(()),
         }
     }
+}
+
+/// The narrowest single subject covering every filter: the filter itself when there is one,
+/// else the tokens they share followed by `>`.
+fn common_wildcard(filters: &[String]) -> String {
+    let Some((first, rest)) = filters.split_first() else {
+        return ">".to_owned();
+    };
+    if rest.is_empty() {
+        return first.clone();
+    }
+    let mut shared: Vec<&str> = first.split('.').collect();
+    for filter in rest {
+        let tokens: Vec<&str> = filter.split('.').collect();
+        let same = shared
+            .iter()
+            .zip(&tokens)
+            .take_while(|(a, b)| a == b && **a != "*" && **a != ">")
+            .count();
+        shared.truncate(same);
+    }
+    shared.push(">");
+    shared.join(".")
 }
 
 /// A live subscription: a `Stream` of [`Message`]s that unsubscribes when dropped.
@@ -286,5 +329,20 @@ impl Stream for Subscription {
             Self::Nats(s) => Pin::new(s).poll_next(cx),
             Self::Local(s) => Pin::new(s).poll_next(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::common_wildcard;
+
+    #[test]
+    fn several_filters_share_their_common_prefix() {
+        let f =
+            |v: &[&str]| common_wildcard(&v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(f(&["a.b.evt.user.>"]), "a.b.evt.user.>");
+        assert_eq!(f(&["a.b.evt.user.>", "a.b.evt.call.>"]), "a.b.evt.>");
+        assert_eq!(f(&["a.*.x", "a.*.y"]), "a.>");
+        assert_eq!(f(&[]), ">");
     }
 }

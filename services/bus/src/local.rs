@@ -51,7 +51,51 @@ struct Registry {
 struct Entry {
     id: u64,
     group: Option<String>,
-    tx: mpsc::Sender<Message>,
+    tx: Sender,
+}
+
+/// Plain subscriptions are bounded (a slow subscriber loses messages, as on NATS); durable
+/// consumers are not (they must lose nothing, and their consumer is in this very process).
+#[derive(Debug, Clone)]
+enum Sender {
+    Bounded(mpsc::Sender<Message>),
+    Lossless(mpsc::UnboundedSender<Message>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Bounded(tx) => tx.is_closed(),
+            Sender::Lossless(tx) => tx.is_closed(),
+        }
+    }
+
+    /// `false` when the message was dropped.
+    fn send(&self, message: Message) -> bool {
+        match self {
+            Sender::Bounded(tx) => tx.try_send(message).is_ok(),
+            Sender::Lossless(tx) => tx.send(message).is_ok(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Receiver {
+    Bounded(mpsc::Receiver<Message>),
+    Lossless(mpsc::UnboundedReceiver<Message>),
+}
+
+impl Receiver {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        match self {
+            Receiver::Bounded(rx) => rx.poll_recv(cx),
+            Receiver::Lossless(rx) => rx.poll_recv(cx),
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Message> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
 }
 
 impl LocalBus {
@@ -74,6 +118,28 @@ impl LocalBus {
         subject: &str,
         group: Option<&str>,
     ) -> Result<LocalSubscription, BusError> {
+        let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
+        self.register(subject, group, Sender::Bounded(tx), Receiver::Bounded(rx))
+    }
+
+    /// A subscription that never drops a message, however far behind its reader is (for
+    /// durable consumers in process).
+    pub(crate) fn subscribe_lossless(
+        &self,
+        subject: &str,
+        group: Option<&str>,
+    ) -> Result<LocalSubscription, BusError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.register(subject, group, Sender::Lossless(tx), Receiver::Lossless(rx))
+    }
+
+    fn register(
+        &self,
+        subject: &str,
+        group: Option<&str>,
+        tx: Sender,
+        rx: Receiver,
+    ) -> Result<LocalSubscription, BusError> {
         validate(subject, true)?;
         if let Some(group) = group
             && (group.is_empty() || group.chars().any(char::is_whitespace))
@@ -84,7 +150,6 @@ impl LocalBus {
                 )));
             }
         }
-        let (tx, rx) = mpsc::channel(SUBSCRIPTION_CAPACITY);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let entry = Entry {
             id,
@@ -166,7 +231,7 @@ impl LocalBus {
         let mut delivered = 0;
         for entry in plain.into_iter().chain(chosen) {
             delivered += 1;
-            if entry.tx.try_send(message.clone()).is_err() {
+            if !entry.tx.send(message.clone()) {
                 tracing::warn!(subject, "local bus subscriber is too slow; message dropped");
             }
         }
@@ -286,7 +351,7 @@ impl Drop for Guard {
 /// An in-process subscription; unsubscribes when dropped.
 #[derive(Debug)]
 pub struct LocalSubscription {
-    rx: mpsc::Receiver<Message>,
+    rx: Receiver,
     _guard: Guard,
 }
 

@@ -137,6 +137,10 @@ impl NatsBus {
         Ok(out)
     }
 
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.jetstream
+    }
+
     /// The underlying client, for what the bus does not cover.
     pub fn client(&self) -> &async_nats::Client {
         &self.inner.client
@@ -298,7 +302,7 @@ fn to_header_map(headers: &Headers) -> HeaderMap {
     map
 }
 
-fn from_nats(message: async_nats::Message) -> Message {
+pub(crate) fn from_nats(message: async_nats::Message) -> Message {
     let mut headers = Headers::new();
     if let Some(map) = &message.headers {
         for (name, values) in map.iter() {

@@ -104,6 +104,38 @@ impl Subjects {
         format!("{}.evt.>", self.prefix)
     }
 
+    /// The JetStream stream that keeps this prefix's events: one stream per prefix, so
+    /// deployments (and tests) sharing a NATS server do not fight over one stream's subjects.
+    pub fn events_stream(&self) -> String {
+        let suffix: String = self
+            .prefix
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{EVENTS_STREAM}_{suffix}")
+    }
+
+    /// What an event subject addresses: `{p}.evt.call.<id>` or `{p}.evt.user.<userKey>`
+    /// (the user id decoded); `None` for anything else.
+    pub fn event_target(&self, subject: &str) -> Option<EventTarget> {
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix(".evt.")?;
+        if let Some(call_id) = rest.strip_prefix("call.") {
+            return (!call_id.is_empty() && !call_id.contains('.'))
+                .then(|| EventTarget::Call(call_id.to_owned()));
+        }
+        let key = rest.strip_prefix("user.")?;
+        let bytes = URL_SAFE_NO_PAD.decode(key).ok()?;
+        String::from_utf8(bytes).ok().map(EventTarget::User)
+    }
+
     /// `{p}.cmd.*`: every command.
     pub fn all_commands(&self) -> String {
         format!("{}.cmd.*", self.prefix)
@@ -122,6 +154,15 @@ impl Subjects {
             .strip_prefix(".cmd.")?;
         (!rest.is_empty() && !rest.contains('.')).then_some(rest)
     }
+}
+
+/// The audience of an event subject (see [`Subjects::event_target`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventTarget {
+    /// `{p}.evt.call.<callId>`: the call's subscribers.
+    Call(String),
+    /// `{p}.evt.user.<userKey>`: every device of this user.
+    User(String),
 }
 
 /// Encodes any string as one NATS subject token: base64url without padding of its UTF-8 bytes.
@@ -148,6 +189,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_subjects_tell_whom_they_address() {
+        let s = Subjects::new("t.x");
+        let call = "0193a2b4-0000-7000-8000-000000000001";
+        assert_eq!(
+            s.event_target(&s.call_events(call)),
+            Some(EventTarget::Call(call.to_owned()))
+        );
+        assert_eq!(
+            s.event_target(&s.user_events("ana.b*>é")),
+            Some(EventTarget::User("ana.b*>é".to_owned()))
+        );
+        assert_eq!(s.event_target("t.x.cmd.join_call"), None);
+        assert_eq!(s.event_target("other.evt.user.dTE"), None);
+        assert_eq!(s.event_target("t.x.evt.user.%%%"), None);
+    }
+
+    #[test]
     fn subjects_follow_the_documented_layout() {
         let s = Subjects::default();
         let call = "0193a2b4-0000-7000-8000-000000000001";
@@ -158,6 +216,7 @@ mod tests {
         assert_eq!(s.all_events(), "calls.v1.evt.>");
         assert_eq!(s.all_commands(), "calls.v1.cmd.*");
         assert_eq!(s.all_presence(), "calls.v1.presence.*");
+        assert_eq!(s.events_stream(), "CALLS_EVENTS_CALLS_V1");
     }
 
     #[test]

@@ -23,18 +23,7 @@ const TIMER_BATCH: usize = 100;
 /// The name of the JetStream stream for a subject prefix: one stream per prefix, so
 /// deployments (and tests) sharing a NATS server do not fight over one stream's subjects.
 pub fn stream_name(subjects: &Subjects) -> String {
-    let suffix: String = subjects
-        .prefix()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{}_{suffix}", calls_bus::subjects::EVENTS_STREAM)
+    subjects.events_stream()
 }
 
 /// Everything the loops share.
