@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use crate::config::MembershipMode;
 use crate::domain::{
     Actor, Call, CallId, CallStatus, CallType, DomainError, LeftReason, MediaPatch, NewCall,
-    Participant, ParticipantStatus, Timing,
+    Participant, ParticipantStatus, Profile, Timing,
 };
 use crate::store::{CallPage, Initiated, Store, StoreError};
 
@@ -26,6 +26,8 @@ pub struct InitiateRequest {
     pub is_group_call: bool,
     pub invite_user_ids: Vec<String>,
     pub max_participants: Option<u32>,
+    /// How the caller is shown to the people rung (their token's `name` / `picture`).
+    pub profile: Profile,
 }
 
 /// The result of an initiate: a new call (201) or the room's live call (200).
@@ -251,6 +253,7 @@ impl Calls {
             initiator_id: user.to_owned(),
             invitee_ids: request.invite_user_ids,
             max_participants: max,
+            initiator_profile: request.profile,
         };
         // Who may see the room's existing live call: its participants, and in table mode the
         // room's members for group calls (the caller is a member, checked above).

@@ -21,7 +21,10 @@ use support::{
     assert_participant_shape, assert_timestamp, id_of, spawn_app,
 };
 
-on_both_stacks!(every_state_change_reaches_the_bus_as_a_contract_event);
+on_both_stacks!(
+    every_state_change_reaches_the_bus_as_a_contract_event,
+    the_caller_s_name_and_picture_and_the_ring_deadline_reach_the_people_rung,
+);
 
 #[track_caller]
 fn assert_wire_shape(event: &BusEvent) {
@@ -63,7 +66,8 @@ async fn every_state_change_reaches_the_bus_as_a_contract_event(stack: Stack) {
             .await;
         assert_wire_shape(&ring);
         assert_eq!(ring.data["callId"], id.as_str());
-        assert_eq!(ring.data["from"], "alice");
+        assert_eq!(ring.data["from"], json!({"userId": "alice"}));
+        assert_timestamp(&ring.data["ringDeadline"], "ringDeadline");
         assert!(
             ring.data.get("seq").is_none(),
             "user events are not part of the call's seq stream"
@@ -546,5 +550,50 @@ async fn a_lost_event_stream_is_recreated_and_the_events_still_go_out() {
             .iter()
             .any(|m| m.event["event"] == "participant_media_changed"),
         "events after the loss are stored again: {stored:?}"
+    );
+}
+
+async fn the_caller_s_name_and_picture_and_the_ring_deadline_reach_the_people_rung(stack: Stack) {
+    let app = spawn_app(Options::on(stack)).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": "alice", "exp": now + 600, "name": "Alice Liddell",
+                "picture": "https://img.example/alice.png"}),
+        &jsonwebtoken::EncodingKey::from_secret(support::JWT_SECRET.as_bytes()),
+    )
+    .unwrap();
+    app.remember_token(&token);
+    let created = app
+        .send(
+            app.request(Method::POST, "/api/v1/calls/rooms/room-p/initiate")
+                .bearer_auth(&token)
+                .json(&json!({"type": "audio", "isGroupCall": false, "inviteUserIds": ["bob"]})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let ring = app
+        .events
+        .wait_for(&app.subjects.user_events("bob"), "incoming_call")
+        .await;
+    assert_eq!(
+        ring.data["from"],
+        json!({"userId": "alice", "displayName": "Alice Liddell",
+               "avatarUrl": "https://img.example/alice.png"})
+    );
+    let parse = |v: &Value| {
+        time::OffsetDateTime::parse(
+            v.as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+    };
+    // The ring deadline is the ring timeout after the call was created (45 s by default).
+    assert_eq!(
+        parse(&ring.data["ringDeadline"]) - parse(&created.body["data"]["createdAt"]),
+        time::Duration::seconds(45)
     );
 }

@@ -42,6 +42,7 @@ fn new_call(group: bool, invitees: &[&str]) -> NewCall {
         initiator_id: "alice".into(),
         invitee_ids: invitees.iter().map(|s| s.to_string()).collect(),
         max_participants: 4,
+        initiator_profile: Default::default(),
     }
 }
 
@@ -132,9 +133,14 @@ fn initiating_makes_the_caller_a_joined_host_and_rings_every_invitee() {
         assert_eq!(e.audiences, [Audience::User(who.into())]);
         assert_eq!(e.seq, None);
         match &e.kind {
-            EventKind::IncomingCall { call, from } => {
-                assert_eq!(from, "alice");
+            EventKind::IncomingCall {
+                call,
+                from,
+                ring_deadline,
+            } => {
+                assert_eq!(from.user_id, "alice");
                 assert_eq!(**call, c);
+                assert_eq!(*ring_deadline, T0 + Duration::from_secs(45));
             }
             other => panic!("unexpected {other:?}"),
         }

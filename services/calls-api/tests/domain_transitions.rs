@@ -106,6 +106,7 @@ fn new_call(kind: Kind) -> Call {
         initiator_id: "host".into(),
         invitee_ids: invitees,
         max_participants: 8,
+        initiator_profile: Default::default(),
     };
     Call::initiate(new, &BTreeSet::new(), Uuid::nil(), T0, &timing())
         .expect("initiate")

@@ -7,8 +7,9 @@
 use std::collections::BTreeSet;
 
 use calls_api::domain::{
-    Actor, Audience, Call, CallStatus, CallType, CancelReason, DomainError, DomainEvent, EndReason,
-    EventKind, LeftReason, MediaPatch, NewCall, ParticipantStatus, Role, TimerKind, Timing,
+    Actor, Audience, Call, CallStatus, CallType, Caller, CancelReason, DomainError, DomainEvent,
+    EndReason, EventKind, LeftReason, MAX_DISPLAY_NAME_CHARS, MediaPatch, NewCall,
+    ParticipantStatus, Profile, Role, TimerKind, Timing,
 };
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -26,6 +27,7 @@ fn call() -> Call {
         initiator_id: "u1".into(),
         invitee_ids: vec!["u2".into()],
         max_participants: 16,
+        initiator_profile: Default::default(),
     };
     let id = Uuid::parse_str(ID).unwrap();
     Call::initiate(new, &BTreeSet::new(), id, T0, &Timing::default())
@@ -272,20 +274,48 @@ fn every_call_event_carries_call_id_seq_and_at_then_its_own_fields() {
 }
 
 #[test]
+fn the_caller_s_name_and_picture_claims_introduce_them_and_junk_is_dropped() {
+    let p = Profile::from_claims(Some("  Alice Liddell "), Some("https://img.example/a.png"));
+    let from = serde_json::to_value(Caller::new("u1".into(), &p)).unwrap();
+    assert_eq!(
+        from,
+        serde_json::json!({"userId": "u1", "displayName": "Alice Liddell", "avatarUrl": "https://img.example/a.png"})
+    );
+    let long = "x".repeat(500);
+    let p = Profile::from_claims(Some(&long), Some("javascript:alert(1)"));
+    assert_eq!(
+        p.display_name.map(|n| n.chars().count()),
+        Some(MAX_DISPLAY_NAME_CHARS)
+    );
+    assert_eq!(p.avatar_url, None);
+    let p = Profile::from_claims(
+        Some("   "),
+        Some(&format!("https://x/{}", "a".repeat(2000))),
+    );
+    assert_eq!(p, Profile::default());
+}
+
+#[test]
 fn user_events_have_no_seq() {
     let c = call();
     let e = event(
         None,
         EventKind::IncomingCall {
             call: Box::new(c.clone()),
-            from: "u1".into(),
+            from: Caller::new("u1".into(), &Profile::default()),
+            ring_deadline: T0 + std::time::Duration::from_secs(45),
         },
     );
     assert_eq!(e.name(), "incoming_call");
     let v = e.payload();
-    assert_eq!(keys(&v), set(&["callId", "at", "call", "from"]));
+    assert_eq!(
+        keys(&v),
+        set(&["callId", "at", "call", "from", "ringDeadline"])
+    );
     assert_eq!(v["call"], serde_json::to_value(&c).unwrap());
-    assert_eq!(v["from"], "u1");
+    // Without `name` / `picture` claims the caller is just their id.
+    assert_eq!(v["from"], serde_json::json!({"userId": "u1"}));
+    assert_eq!(v["ringDeadline"], "2026-03-01T12:00:45.000Z");
 
     let e = event(
         None,

@@ -166,6 +166,7 @@ fn new_call(room: &str, group: bool, from: &str, to: &[&str]) -> NewCall {
         initiator_id: from.into(),
         invitee_ids: to.iter().map(|s| s.to_string()).collect(),
         max_participants: 8,
+        initiator_profile: Default::default(),
     }
 }
 

@@ -130,6 +130,11 @@ pub struct Claims {
     pub iss: Option<String>,
     /// Audiences (the claim may be a string or an array).
     pub aud: Vec<String>,
+    /// The standard `name` claim (OpenID Connect), when present and a string: how the user is
+    /// shown to the people they call.
+    pub name: Option<String>,
+    /// The standard `picture` claim (OpenID Connect), when present and a string.
+    pub picture: Option<String>,
 }
 
 /// Verifies access tokens with one configured key. Cheap to clone; share it as
@@ -393,6 +398,11 @@ fn claims_from(map: Map<String, Value>) -> Result<Claims, AuthError> {
         iat: numeric(map.get("iat")),
         iss: map.get("iss").and_then(Value::as_str).map(str::to_owned),
         aud,
+        name: map.get("name").and_then(Value::as_str).map(str::to_owned),
+        picture: map
+            .get("picture")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
-use crate::domain::{Call, CallType, MediaPatch, Participant, ParticipantStatus};
+use crate::domain::{Call, CallType, MediaPatch, Participant, ParticipantStatus, Profile};
 use crate::media::{MediaError, MediaSession};
 use crate::service::{InitiateRequest, Initiation};
 
@@ -149,6 +149,7 @@ pub async fn initiate(
             .map(UserId::into_string)
             .collect(),
         max_participants: body.max_participants,
+        profile: Profile::from_claims(auth.0.name.as_deref(), auth.0.picture.as_deref()),
     };
     let Initiation { created, call } = state
         .calls

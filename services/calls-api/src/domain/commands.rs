@@ -29,8 +29,8 @@ use time::OffsetDateTime;
 use super::error::DomainError;
 use super::events::{Audience, DomainEvent, EventKind};
 use super::model::{
-    Actor, Call, CallId, CallStatus, CallType, CancelReason, EndReason, LeftReason, MediaPatch,
-    NewCall, Participant, ParticipantStatus, Role, TimerKind, Timing, UserId,
+    Actor, Call, CallId, CallStatus, CallType, Caller, CancelReason, EndReason, LeftReason,
+    MediaPatch, NewCall, Participant, ParticipantStatus, Role, TimerKind, Timing, UserId,
 };
 use super::timefmt::truncate_millis;
 
@@ -171,7 +171,8 @@ impl Call {
                 step.schedule(TimerKind::MaxDuration, None, max);
             }
             let snapshot = step.call.clone();
-            let from = snapshot.initiator_id.clone();
+            let from = Caller::new(snapshot.initiator_id.clone(), &new.initiator_profile);
+            let ring_deadline = now + timing.ring_timeout;
             for p in snapshot
                 .participants
                 .iter()
@@ -182,6 +183,7 @@ impl Call {
                     EventKind::IncomingCall {
                         call: Box::new(snapshot.clone()),
                         from: from.clone(),
+                        ring_deadline,
                     },
                 );
             }

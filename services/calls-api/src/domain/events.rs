@@ -18,7 +18,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::model::{
-    Call, CallId, CancelReason, EndReason, LeftReason, Participant, ParticipantStatus, UserId,
+    Call, CallId, Caller, CancelReason, EndReason, LeftReason, Participant, ParticipantStatus,
+    UserId,
 };
 use super::timefmt;
 
@@ -107,8 +108,11 @@ pub enum EventKind {
     IncomingCall {
         /// The call as it is once initiated.
         call: Box<Call>,
-        /// The caller's user id.
-        from: UserId,
+        /// Who is calling: user id, and the display name and avatar of their access token.
+        from: Caller,
+        /// When the ring times out unless answered (the ring-timeout timer's due time).
+        #[serde(with = "timefmt")]
+        ring_deadline: OffsetDateTime,
     },
     /// `incoming_call_cancelled`: stop ringing this user's devices.
     IncomingCallCancelled {

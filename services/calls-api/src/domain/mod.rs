@@ -26,6 +26,7 @@ pub use commands::{BUSY_REASON, MAX_REASON_LEN, Outcome, RING_TIMEOUT_REASON, Ti
 pub use error::{DomainError, ValidationError};
 pub use events::{Audience, DomainEvent, EventKind};
 pub use model::{
-    Actor, Call, CallId, CallStatus, CallType, CancelReason, ChatRoomId, EndReason, LeftReason,
-    MediaPatch, NewCall, Participant, ParticipantStatus, Role, TimerKind, Timing, UserId,
+    Actor, Call, CallId, CallStatus, CallType, Caller, CancelReason, ChatRoomId, EndReason,
+    LeftReason, MAX_AVATAR_URL_BYTES, MAX_DISPLAY_NAME_CHARS, MediaPatch, NewCall, Participant,
+    ParticipantStatus, Profile, Role, TimerKind, Timing, UserId,
 };

@@ -236,6 +236,73 @@ pub struct NewCall {
     pub invitee_ids: Vec<UserId>,
     /// Capacity for a group call (at least 2). A 1:1 always gets 2.
     pub max_participants: u32,
+    /// How the caller introduces themselves to the people rung (from their access token).
+    pub initiator_profile: Profile,
+}
+
+/// How a user is shown to the people they ring: the standard `name` and `picture` claims of
+/// their access token, when present (CONTRACT section 8).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+}
+
+/// The longest display name carried into events and pushes, in characters; longer names are
+/// cut (a push payload is at most 4–5 KB, and a name that long is not a name).
+pub const MAX_DISPLAY_NAME_CHARS: usize = 128;
+/// The longest avatar URL carried, in bytes; longer ones are dropped (a cut URL is useless).
+pub const MAX_AVATAR_URL_BYTES: usize = 1024;
+
+impl Profile {
+    /// A profile from untrusted claims: blank values dropped, names cut to
+    /// [`MAX_DISPLAY_NAME_CHARS`], avatar URLs kept only when `http(s)://` and at most
+    /// [`MAX_AVATAR_URL_BYTES`].
+    pub fn from_claims(name: Option<&str>, picture: Option<&str>) -> Profile {
+        let display_name = name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| n.chars().take(MAX_DISPLAY_NAME_CHARS).collect());
+        let avatar_url = picture
+            .map(str::trim)
+            .filter(|u| {
+                u.len() <= MAX_AVATAR_URL_BYTES
+                    && (u.starts_with("https://") || u.starts_with("http://"))
+                    && !u.chars().any(char::is_whitespace)
+            })
+            .map(str::to_owned);
+        Profile {
+            display_name,
+            avatar_url,
+        }
+    }
+}
+
+/// Who is calling, as `incoming_call.from` and the incoming-call pushes show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Caller {
+    /// The caller's user id.
+    pub user_id: UserId,
+    /// Their `name` claim, when their access token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Their `picture` claim, when their access token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
+impl Caller {
+    /// `user_id` shown with `profile`.
+    pub fn new(user_id: UserId, profile: &Profile) -> Caller {
+        Caller {
+            user_id,
+            display_name: profile.display_name.clone(),
+            avatar_url: profile.avatar_url.clone(),
+        }
+    }
 }
 
 /// Media flags to change; `None` leaves a flag as it is.
