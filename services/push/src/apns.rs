@@ -352,7 +352,7 @@ fn prepare(n: &ApnsNotification) -> Result<Prepared, PushOutcome> {
     let token = n.device_token.as_str();
     if token.is_empty()
         || token.len() > MAX_DEVICE_TOKEN_HEX
-        || token.len() % 2 != 0
+        || !token.len().is_multiple_of(2)
         || !token.bytes().all(|b| b.is_ascii_hexdigit())
     {
         return Err(PushOutcome::invalid_token("BadDeviceToken", None));
@@ -714,6 +714,97 @@ mod tests {
         );
         n.collapse_id = Some("c".repeat(64));
         assert!(prepare(&n).is_ok());
+    }
+
+    /// A throwaway P-256 key, generated for these tests only.
+    const TEST_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQggCq7fqlesuRIddqc
+vQwWR/9+t+b/oGlfGzFOgQ7h8KuhRANCAASOM0M0h+oow/1sDXrh893vJ9mau8la
+v3wTOUC6TqRpBpSOryhd0jCNPsJoXsfNgPeSOE4xHsQxYVSapyrUjG/j
+-----END PRIVATE KEY-----
+";
+
+    fn tokens() -> ProviderTokens {
+        ProviderTokens {
+            key: EncodingKey::from_ec_pem(TEST_KEY.as_bytes()).unwrap_or_else(|e| panic!("{e}")),
+            key_id: "KEY1234567".into(),
+            team_id: "TEAM123456".into(),
+            current: Mutex::new(None),
+        }
+    }
+
+    fn issued(tokens: &ProviderTokens) -> Option<Instant> {
+        tokens.current.lock().ok()?.as_ref().map(|t| t.issued)
+    }
+
+    fn age(tokens: &ProviderTokens, by: Duration) {
+        if let Ok(mut current) = tokens.current.lock()
+            && let Some(token) = current.as_mut()
+        {
+            token.issued = token.issued.checked_sub(by).unwrap_or(token.issued);
+        }
+    }
+
+    #[test]
+    fn the_provider_token_is_reused_for_fifty_minutes_then_renewed() {
+        let tokens = tokens();
+        assert!(tokens.current().is_ok());
+        let first = issued(&tokens);
+        assert!(tokens.current().is_ok());
+        assert_eq!(issued(&tokens), first, "reused while fresh");
+
+        age(&tokens, Duration::from_secs(49 * 60));
+        let aged = issued(&tokens);
+        assert!(tokens.current().is_ok());
+        assert_eq!(issued(&tokens), aged, "49 minutes old: still reused");
+
+        age(&tokens, Duration::from_secs(2 * 60));
+        assert!(tokens.current().is_ok());
+        assert!(issued(&tokens) > aged, "51 minutes old: renewed");
+    }
+
+    #[test]
+    fn many_pushes_refused_with_the_same_expired_token_renew_it_once() {
+        let tokens = tokens();
+        if let Ok(mut current) = tokens.current.lock() {
+            *current = Some(ProviderToken {
+                jwt: "the-token-apple-refused".into(),
+                issued: Instant::now(),
+            });
+        }
+        let before = issued(&tokens);
+
+        let renewed = tokens.renew("the-token-apple-refused").unwrap_or_default();
+        assert_ne!(renewed, "the-token-apple-refused");
+        let renewed_at = issued(&tokens);
+        assert!(renewed_at > before);
+
+        let again = tokens.renew("the-token-apple-refused").unwrap_or_default();
+        assert_eq!(
+            again, renewed,
+            "a second refusal of the old token gets the new one"
+        );
+        assert_eq!(issued(&tokens), renewed_at, "and renews nothing");
+    }
+
+    #[test]
+    fn provider_tokens_carry_exactly_alg_and_kid_and_the_team_as_issuer() {
+        let jwt = tokens().current().unwrap_or_default();
+        let mut parts = jwt.split('.');
+        let decode = |part: Option<&str>| -> serde_json::Value {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part.unwrap_or_default())
+                .unwrap_or_default();
+            serde_json::from_slice(&bytes).unwrap_or_default()
+        };
+        assert_eq!(
+            decode(parts.next()),
+            serde_json::json!({"alg": "ES256", "kid": "KEY1234567"})
+        );
+        let claims = decode(parts.next());
+        assert_eq!(claims["iss"], "TEAM123456");
+        assert!(claims["iat"].as_u64().is_some());
     }
 
     #[test]

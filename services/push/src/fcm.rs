@@ -578,10 +578,10 @@ impl AccessTokens {
         {
             return Ok(token.value.clone());
         }
-        if let Some((failed_at, outcome)) = &state.last_failure {
-            if *failed_at >= asked {
-                return Err(outcome.clone());
-            }
+        if let Some((failed_at, outcome)) = &state.last_failure
+            && *failed_at >= asked
+        {
+            return Err(outcome.clone());
         }
         match self.fetch().await {
             Ok(token) => {
