@@ -17,6 +17,36 @@
 //! - [`outcome`]: [`PushOutcome`], the one result both clients return.
 //! - [`error`]: [`ConfigError`], why a client cannot be built (checked at start-up).
 //!
+//! ```no_run
+//! use calls_push::{ApnsClient, ApnsConfig, ApnsEnvironment, ApnsNotification, ApnsPriority,
+//!     ApnsPushType, PushOutcome};
+//! use common::config::Secret;
+//!
+//! # async fn ring() -> Result<(), Box<dyn std::error::Error>> {
+//! let key = std::fs::read_to_string("AuthKey_ABC123DEFG.p8")?;
+//! let apns = ApnsClient::new(ApnsConfig::new(
+//!     Secret::new(key), "ABC123DEFG", "DEF123GHIJ", ApnsEnvironment::Production,
+//! ))?;
+//! let outcome = apns.send(&ApnsNotification {
+//!     device_token: "5f1e…".into(),
+//!     topic: "com.example.app.voip".into(),
+//!     push_type: ApnsPushType::Voip,
+//!     priority: ApnsPriority::High,
+//!     expiration: Some(1_767_225_600),
+//!     collapse_id: Some("call-42".into()),
+//!     apns_id: None,
+//!     payload: serde_json::json!({"type": "incoming_call", "callId": "call-42"}),
+//! }).await;
+//! match outcome {
+//!     PushOutcome::Delivered { .. } => {}
+//!     PushOutcome::InvalidToken { .. } => { /* delete the device */ }
+//!     PushOutcome::Retry { after, .. } => { /* reschedule, not before `after` */ }
+//!     PushOutcome::Rejected { .. } => { /* give up on this push */ }
+//!     PushOutcome::CredentialsRejected { .. } => { /* give up and raise the alert */ }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Base URLs are configurable for tests: an `http://` APNs base speaks cleartext HTTP/2 (h2c), an
 //! `http://` FCM base or `token_uri` plain HTTP/1.1. The doubles the integration tests run against
 //! (`tests/js/lib/push-doubles.mjs`) are written from Apple's and Google's documentation and

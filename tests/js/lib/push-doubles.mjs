@@ -820,7 +820,10 @@ async function serve(argv) {
     controlRequest(doubles, req, res).catch((err) => sendJson(res, 500, { error: err.message }));
   });
   await new Promise((resolve) => control.listen(0, '127.0.0.1', resolve));
+  let stopping = false;
   const shutdown = async () => {
+    if (stopping) return;
+    stopping = true;
     control.close();
     await doubles.close();
     process.exit(0);
