@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make cluster`: the scaled topology as separate processes on one machine — the gateway, two
-# calls-api, two signaling nodes and one media-token — against DATABASE_URL (Postgres) and
-# NATS_URL. Every service reads the same environment variables as in production; this script
+# calls-api, two signaling nodes, one media-token and NOTIFIER_REPLICAS (default 2) notifiers —
+# against DATABASE_URL (Postgres) and NATS_URL. Every service reads the same environment variables as in production; this script
 # only wires listen addresses and upstream URLs. Ctrl-C or SIGTERM stops every child.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ LOG_DIR=${CLUSTER_LOG_DIR:-$(mktemp -d -t calls-cluster.XXXXXX)}
 mkdir -p "$LOG_DIR"
 : >"$LOG_DIR/pids"
 
-for bin in media-token calls-api signaling gateway; do
+for bin in media-token calls-api signaling notifier gateway; do
   [[ -x "$BIN_DIR/$bin" ]] || { echo "cluster: $BIN_DIR/$bin is missing; run 'cargo build --workspace --bins'" >&2; exit 1; }
 done
 
@@ -87,20 +87,32 @@ for i in 1 2; do
   signaling_urls+=("http://127.0.0.1:$port")
 done
 
+# notifier replicas share the durable event consumer and the delivery queue; pushes stay off
+# unless APNS_* / FCM_* are in the environment.
+notifier_urls=()
+for i in $(seq 1 "${NOTIFIER_REPLICAS:-2}"); do
+  port=$(free_port)
+  start notifier notifier-$i NOTIFIER_LISTEN=127.0.0.1:$port
+  wait_healthy notifier-$i "http://127.0.0.1:$port" "$last_pid"
+  notifier_urls+=("http://127.0.0.1:$port")
+done
+
 start gateway gateway GATEWAY_LISTEN=$GATEWAY_LISTEN \
-  CALLS_API_UPSTREAMS="$(IFS=,; echo "${api_urls[*]}")" SIGNALING_UPSTREAMS="$(IFS=,; echo "${signaling_urls[*]}")"
+  CALLS_API_UPSTREAMS="$(IFS=,; echo "${api_urls[*]}")" SIGNALING_UPSTREAMS="$(IFS=,; echo "${signaling_urls[*]}")" \
+  NOTIFIER_UPSTREAMS="$(IFS=,; echo "${notifier_urls[*]}")"
 gateway_port=${GATEWAY_LISTEN##*:}
 wait_healthy gateway "http://127.0.0.1:$gateway_port" "$last_pid"
 
 cat >&2 <<INFO
 
-  calls backend cluster is running (2 calls-api, 2 signaling, 1 media-token, gateway)
+  calls backend cluster is running (2 calls-api, 2 signaling, 1 media-token, ${#notifier_urls[@]} notifier, gateway)
 
     REST API     http://localhost:$gateway_port/api/v1
     Socket.IO    io('http://localhost:$gateway_port/calls', { auth: { token } })
     Swagger UI   http://localhost:$gateway_port/api/docs
     calls-api    ${api_urls[*]}
     signaling    ${signaling_urls[*]}
+    notifier     ${notifier_urls[*]}
     media-token  127.0.0.1:$media_port (gRPC)
     Database     ${DATABASE_URL%%@*}@…   NATS $NATS_URL
     Logs         $LOG_DIR

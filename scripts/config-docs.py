@@ -15,6 +15,7 @@ SERVICES = [
     ("signaling", ["signaling"], "Socket.IO `/calls` nodes."),
     ("gateway", ["gateway"], "The public edge."),
     ("media-token", ["media-token", "serve"], "Agora token signing over gRPC."),
+    ("notifier", ["notifier"], "Device registry and pushes (APNs VoIP, FCM) from the call events."),
 ]
 
 
@@ -56,7 +57,7 @@ def render(bin_dir):
         "variable. This file is generated from the binaries' `--help` by `scripts/config-docs.py`; `make lint`",
         "fails when it is stale.",
         "",
-        "The standalone binary (`make run`) runs all four services in one process and reads the same",
+        "The standalone binary (`make run`) runs all five services in one process and reads the same",
         "variables; it supplies the wiring itself (listen addresses of the internal services, upstream URLs,",
         "the media-token credential) and defaults `DATABASE_URL` to `sqlite://data/calls.db`.",
         "",

@@ -51,7 +51,7 @@ impl DurableMessage {
     pub async fn ack(self) -> Result<(), BusError> {
         match self.acker {
             Some(m) => m
-                .double_ack()
+                .ack()
                 .await
                 .map_err(|e| BusError::JetStream(e.to_string())),
             None => Ok(()),

@@ -19,6 +19,25 @@ pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// Unix milliseconds at which the event was created (for relay-latency metrics).
 pub const HEADER_CREATED_AT: &str = "X-Created-At";
 
+/// The Socket.IO socket whose command caused the event, when a socket did: an
+/// `incoming_call_cancelled` (`answered_elsewhere`, `declined_elsewhere`) is not sent back to it.
+pub const HEADER_ORIGIN_SOCKET: &str = "Calls-Origin-Socket";
+/// The device (the app's `deviceId`, as in the device registry) that caused the event, when the
+/// app said (`X-Device-Id` on REST, `auth.deviceId` on the socket): an `incoming_call_cancelled`
+/// is not sent back to it, neither on its sockets nor as a push.
+pub const HEADER_ORIGIN_DEVICE: &str = "Calls-Origin-Device";
+
+/// The outbox id of an event from its [`HEADER_MSG_ID`] (`evt-<id>`): increasing with commit
+/// order within a call, so consumers can tell which of two events of a call is newer.
+pub fn event_id(msg_id: &str) -> Option<i64> {
+    msg_id.strip_prefix("evt-")?.parse().ok()
+}
+
+/// The message id calls-api publishes event `id` with (see [`event_id`]).
+pub fn event_msg_id(id: i64) -> String {
+    format!("evt-{id}")
+}
+
 /// Milliseconds since the Unix epoch, for [`HEADER_CREATED_AT`].
 pub fn now_millis() -> u64 {
     SystemTime::now()
@@ -50,6 +69,9 @@ pub struct CommandRequest<P = Value> {
     pub socket_id: String,
     /// The signaling node that holds the socket.
     pub node_id: String,
+    /// The device the socket belongs to, when the app named it at connect (`auth.deviceId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
     /// Exactly what the client sent.
     pub payload: P,
 }
@@ -272,11 +294,20 @@ mod tests {
             user_id: "u".into(),
             socket_id: "s".into(),
             node_id: "n".into(),
+            device_id: None,
             payload: json!({"callId": "c"}),
         };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),
             json!({"userId": "u", "socketId": "s", "nodeId": "n", "payload": {"callId": "c"}})
+        );
+        let with_device = CommandRequest {
+            device_id: Some("pixel-1".into()),
+            ..r
+        };
+        assert_eq!(
+            serde_json::to_value(&with_device).unwrap()["deviceId"],
+            "pixel-1"
         );
     }
 }

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::domain::{MediaPatch, ParticipantStatus};
 use crate::service::{Calls, store_error};
+use crate::store::EventMeta;
 
 /// Requests handled at once per replica; more wait in the subscription (bounded memory).
 const MAX_IN_FLIGHT: usize = 512;
@@ -65,7 +66,7 @@ pub async fn handle_command(
     name: &str,
     user: &str,
     payload: Value,
-    trace: Option<&str>,
+    meta: EventMeta<'_>,
 ) -> Result<Value, ApiError> {
     match name {
         "join_call" => {
@@ -74,7 +75,7 @@ pub async fn handle_command(
         }
         "leave_call" => {
             let req: CallRef = parse(payload)?;
-            to_value(&calls.leave(user, req.call_id, trace).await?)
+            to_value(&calls.leave(user, req.call_id, meta).await?)
         }
         "media_state_changed" => {
             let req: MediaCommand = parse(payload)?;
@@ -89,16 +90,41 @@ pub async fn handle_command(
                     "give at least one of isMicMuted, isCameraOff, isSharingScreen",
                 ));
             }
-            to_value(&calls.update_media(user, req.call_id, patch, trace).await?)
+            to_value(&calls.update_media(user, req.call_id, patch, meta).await?)
         }
         "call_status_changed" => {
             let req: StatusCommand = parse(payload)?;
             let reason = req.reason.or(req.decline_reason);
             to_value(
                 &calls
-                    .set_status(user, req.call_id, req.status, reason, trace)
+                    .set_status(user, req.call_id, req.status, reason, meta)
                     .await?,
             )
+        }
+        "ring_state" => {
+            // Not a socket event: signaling asks on behalf of a socket that just connected.
+            // Calls still ringing for the user get `incoming_call` again; calls that stopped
+            // ringing within the ring timeout get their `incoming_call_cancelled`, except a
+            // cancel this very device caused (it answered or declined).
+            let since = time::OffsetDateTime::now_utc() - calls.timing().ring_timeout;
+            let rings = calls
+                .store()
+                .recent_rings(user, since)
+                .await
+                .map_err(store_error)?;
+            let events: Vec<Value> = rings
+                .into_iter()
+                .filter(|(event, _, device)| {
+                    !(event == "incoming_call_cancelled"
+                        && device.is_some()
+                        && device.as_deref() == meta.origin_device)
+                })
+                .filter_map(|(event, payload, _)| {
+                    let data: Value = serde_json::from_str(&payload).ok()?;
+                    Some(serde_json::json!({"event": event, "data": data}))
+                })
+                .collect();
+            Ok(serde_json::json!({ "events": events }))
         }
         other => Err(ApiError::new(
             ErrorCode::ValidationFailed,
@@ -234,7 +260,14 @@ async fn answer_command(bus: &Bus, subjects: &Subjects, calls: &Calls, message: 
     let result = match serde_json::from_slice::<CommandRequest<Value>>(&message.payload) {
         Ok(req) => {
             span.record("user_id", req.user_id.as_str());
-            handle_command(calls, &name, &req.user_id, req.payload, trace.as_deref())
+            // The socket (and the device, when the app named it at connect) the command came
+            // from: an answer or decline is not echoed back to them as "elsewhere".
+            let meta = EventMeta {
+                trace_context: trace.as_deref(),
+                origin_socket: Some(&req.socket_id),
+                origin_device: req.device_id.as_deref(),
+            };
+            handle_command(calls, &name, &req.user_id, req.payload, meta)
                 .instrument(span.clone())
                 .await
         }

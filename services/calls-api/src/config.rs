@@ -63,35 +63,7 @@ pub struct Config {
     pub worker_poll_ms: u64,
 }
 
-/// Where calls are stored.
-#[derive(clap::Args, Clone, Debug)]
-pub struct DatabaseConfig {
-    /// `postgres://user@host/db` or `sqlite://path/to/calls.db`.
-    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
-    pub url: Secret,
-    /// Connection pool size.
-    #[arg(
-        long = "database-max-connections",
-        env = "DATABASE_MAX_CONNECTIONS",
-        default_value_t = 10
-    )]
-    pub max_connections: u32,
-    /// How long a request waits for a pooled connection before answering 503
-    /// `DEPENDENCY_UNAVAILABLE`; while the database is down, every request waits this long
-    #[arg(
-        long = "database-acquire-timeout-ms",
-        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
-        default_value_t = 5000
-    )]
-    pub acquire_timeout_ms: u64,
-}
-
-impl DatabaseConfig {
-    /// The pool's acquire timeout (at least 1 ms).
-    pub fn acquire_timeout(&self) -> Duration {
-        Duration::from_millis(self.acquire_timeout_ms.max(1))
-    }
-}
+pub use calls_db::DatabaseConfig;
 
 /// The call rules of CONTRACT section 4 that operators tune.
 #[derive(clap::Args, Clone, Debug)]

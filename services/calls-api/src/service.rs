@@ -17,7 +17,7 @@ use crate::domain::{
     Actor, Call, CallId, CallStatus, CallType, DomainError, LeftReason, MediaPatch, NewCall,
     Participant, ParticipantStatus, Profile, Timing,
 };
-use crate::store::{CallPage, Initiated, Store, StoreError};
+use crate::store::{CallPage, EventMeta, Initiated, Store, StoreError};
 
 /// A validated initiate request.
 #[derive(Clone, Debug)]
@@ -167,7 +167,7 @@ impl Calls {
         &self,
         user: &str,
         call_id: CallId,
-        trace: Option<&str>,
+        meta: EventMeta<'_>,
         command: impl FnOnce(
             &mut Call,
             &Actor,
@@ -179,7 +179,7 @@ impl Calls {
         let (_, actor) = self.actor_for(user, call_id).await?;
         let result = self
             .store
-            .apply_traced(call_id, trace, |call| command(call, &actor, now()))
+            .apply_traced(call_id, meta, |call| command(call, &actor, now()))
             .await;
         match result {
             Ok((call, events)) => {
@@ -333,14 +333,14 @@ impl Calls {
         user: &str,
         call_id: CallId,
         media: MediaPatch,
-        trace: Option<&str>,
+        meta: EventMeta<'_>,
     ) -> Result<Call, ApiError> {
         let started = std::time::Instant::now();
         let joined = self
             .apply(
                 user,
                 call_id,
-                trace,
+                meta,
                 |call, actor, now| call.join(actor, &media, now),
                 |call| call,
             )
@@ -359,12 +359,12 @@ impl Calls {
         call_id: CallId,
         status: ParticipantStatus,
         reason: Option<String>,
-        trace: Option<&str>,
+        meta: EventMeta<'_>,
     ) -> Result<Call, ApiError> {
         self.apply(
             user,
             call_id,
-            trace,
+            meta,
             |call, actor, now| call.set_status(actor, status, reason.as_deref(), now),
             |call| call,
         )
@@ -376,12 +376,12 @@ impl Calls {
         &self,
         user: &str,
         call_id: CallId,
-        trace: Option<&str>,
+        meta: EventMeta<'_>,
     ) -> Result<Call, ApiError> {
         self.apply(
             user,
             call_id,
-            trace,
+            meta,
             |call, actor, now| call.leave(actor, LeftReason::Left, now),
             |call| call,
         )
@@ -394,13 +394,13 @@ impl Calls {
         user: &str,
         call_id: CallId,
         patch: MediaPatch,
-        trace: Option<&str>,
+        meta: EventMeta<'_>,
     ) -> Result<Participant, ApiError> {
         let owner = user.to_owned();
         self.apply(
             user,
             call_id,
-            trace,
+            meta,
             |call, actor, now| call.update_media(actor, &patch, now),
             move |call| call.participants.into_iter().find(|p| p.user_id == owner),
         )
@@ -413,13 +413,13 @@ impl Calls {
         &self,
         user: &str,
         call_id: CallId,
-        trace: Option<&str>,
+        meta: EventMeta<'_>,
     ) -> Result<Call, ApiError> {
         let call = self
             .apply(
                 user,
                 call_id,
-                trace,
+                meta,
                 |call, actor, now| call.end(actor, now),
                 |call| call,
             )

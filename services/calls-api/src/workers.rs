@@ -109,6 +109,12 @@ impl Workers {
             calls_bus::wire::HEADER_CREATED_AT,
             (event.created_at.unix_timestamp_nanos() / 1_000_000).to_string(),
         );
+        if let Some(socket) = &event.origin_socket {
+            headers.insert(calls_bus::wire::HEADER_ORIGIN_SOCKET, socket.clone());
+        }
+        if let Some(device) = &event.origin_device {
+            headers.insert(calls_bus::wire::HEADER_ORIGIN_DEVICE, device.clone());
+        }
         // A child of the request or command that wrote the event (its context was stored with
         // it), so the trace goes on from the write, through this publish, to every socket emit.
         let span = tracing::info_span!(
@@ -124,7 +130,7 @@ impl Workers {
         if let Some((traceparent, _)) = common::telemetry::traceparent(&span) {
             headers.insert(common::telemetry::TRACEPARENT, traceparent);
         }
-        let msg_id = format!("evt-{}", event.id);
+        let msg_id = calls_bus::wire::event_msg_id(event.id);
         match self
             .bus
             .publish_event(&subject, &msg_id, headers, wire_message(&event))

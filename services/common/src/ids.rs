@@ -248,6 +248,50 @@ impl<'de> Deserialize<'de> for CallId {
     }
 }
 
+/// The longest device id, in characters (CONTRACT section 8).
+pub const MAX_DEVICE_ID_LEN: usize = 128;
+
+/// A device id chosen by the app (CONTRACT section 8): 1..=128 characters of
+/// `[A-Za-z0-9._:-]`. The device registry keys devices by it, and `X-Device-Id` (REST) or
+/// `auth.deviceId` (Socket.IO) name the device an action came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct DeviceId(String);
+
+impl DeviceId {
+    /// Parses a device id.
+    pub fn parse(value: &str) -> Result<DeviceId, &'static str> {
+        if value.is_empty() || value.len() > MAX_DEVICE_ID_LEN {
+            return Err("must be 1 to 128 characters");
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+        {
+            return Err("may contain only letters, digits and . _ : -");
+        }
+        Ok(DeviceId(value.to_owned()))
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        DeviceId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

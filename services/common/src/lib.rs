@@ -18,6 +18,8 @@
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` routes.
 //! - [`ids`]: [`ids::UserId`], [`ids::ChatRoomId`], [`ids::CallId`], validated on parse.
 //! - [`metrics`]: the process-wide Prometheus recorder and `/metrics` handler.
+//! - [`stack`]: the HTTP stack around a service's routes (envelope fallbacks, body limit,
+//!   request ids).
 //! - [`shutdown`]: SIGTERM / Ctrl-C and a cloneable [`shutdown::Shutdown`] token.
 //! - [`telemetry`]: JSON logging set-up, idempotent for the all-in-one binary.
 
@@ -28,4 +30,5 @@ pub mod health;
 pub mod ids;
 pub mod metrics;
 pub mod shutdown;
+pub mod stack;
 pub mod telemetry;

@@ -11,6 +11,8 @@
 //! database (one Postgres holding both schemas, or the standalone process's SQLite file)
 //! without their migration histories colliding.
 //!
+//! - [`DatabaseConfig`]: `DATABASE_URL` and the pool settings, flattened into each service's
+//!   configuration.
 //! - [`connect`]: a pool for a `DATABASE_URL`, with the SQLite pragmas and in-memory handling.
 //! - [`begin_write`], [`Backend::for_update`], [`Backend::skip_locked`]: writing transactions.
 //! - [`migrator`]: a service's embedded migrations under its own table.
@@ -20,6 +22,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use common::config::Secret;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, SqlSafeStr, Transaction};
@@ -245,6 +248,36 @@ pub fn to_millis(t: OffsetDateTime) -> i64 {
 /// The instant of `millis` unix milliseconds, `None` when out of range.
 pub fn from_millis(millis: i64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000).ok()
+}
+
+/// Where a service keeps its tables (`DATABASE_URL` and the pool's limits).
+#[derive(clap::Args, Clone, Debug)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host/db` or `sqlite://path/to/calls.db`.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub url: Secret,
+    /// Connection pool size.
+    #[arg(
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 10
+    )]
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before answering 503
+    /// `DEPENDENCY_UNAVAILABLE`; while the database is down, every request waits this long
+    #[arg(
+        long = "database-acquire-timeout-ms",
+        env = "DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    /// The pool's acquire timeout (at least 1 ms).
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms.max(1))
+    }
 }
 
 #[cfg(test)]

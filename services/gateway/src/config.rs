@@ -36,6 +36,11 @@ pub struct Config {
     #[arg(long = "signaling-upstreams", env = "SIGNALING_UPSTREAMS", value_delimiter = ',', required = true, value_parser = UpstreamUrl::parse)]
     pub signaling_upstreams: Vec<UpstreamUrl>,
 
+    /// notifier instances (the device registry, `/api/v1/devices`), comma-separated base URLs;
+    /// unset: device registration answers 503 and the API document has no device endpoints.
+    #[arg(long = "notifier-upstreams", env = "NOTIFIER_UPSTREAMS", value_delimiter = ',', value_parser = UpstreamUrl::parse)]
+    pub notifier_upstreams: Vec<UpstreamUrl>,
+
     /// Access-token verification (`JWT_SECRET` | `JWT_PUBLIC_KEY_FILE`, `JWT_ISSUER`, `JWT_AUDIENCE`).
     #[command(flatten)]
     pub jwt: JwtConfig,

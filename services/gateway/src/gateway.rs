@@ -20,6 +20,7 @@ use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt as _;
 use hyper::body::{Body as _, Incoming};
 use hyper::upgrade::OnUpgrade;
 use tower::ServiceExt;
@@ -38,6 +39,10 @@ use crate::{RunError, metrics};
 
 /// Largest engine.io handshake answer read to learn its sid (the open packet is ~120 bytes).
 const HANDSHAKE_MAX_BYTES: u64 = 16 * 1024;
+/// The API document both calls-api and notifier serve (the gateway merges them).
+const OPENAPI_PATH: &str = "/api/docs/openapi.json";
+/// Largest API document read from an upstream.
+const OPENAPI_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Largest 400 answer read to tell engine.io's "Session ID unknown" apart.
 const UNKNOWN_SESSION_MAX_BYTES: u64 = 4 * 1024;
 
@@ -47,6 +52,8 @@ pub(crate) struct Gateway {
     forwarder: Forwarder,
     pub(crate) calls_api: Arc<Pool>,
     pub(crate) signaling: Arc<Pool>,
+    /// The device registry; `None` when no notifier is configured.
+    pub(crate) notifier: Option<Arc<Pool>>,
     pub(crate) sessions: SessionTable,
     pub(crate) user_limit: Option<RateLimiter<String>>,
     pub(crate) ip_limit: Option<RateLimiter<IpAddr>>,
@@ -91,6 +98,16 @@ impl Gateway {
             &config.pools,
         ));
 
+        // Not part of readiness: without notifier, calls still ring on live sockets, and taking
+        // the whole edge out of rotation for it would stop every call.
+        let notifier = (!config.notifier_upstreams.is_empty()).then(|| {
+            Arc::new(Pool::new(
+                "notifier",
+                &config.notifier_upstreams,
+                &config.pools,
+            ))
+        });
+
         let ready = {
             let calls_api = calls_api.clone();
             let signaling = signaling.clone();
@@ -116,6 +133,7 @@ impl Gateway {
             forwarder: Forwarder::new(config.pools.max_attempts, cors),
             calls_api,
             signaling,
+            notifier,
             sessions: SessionTable::default(),
             user_limit: RateLimiter::new(limits.per_user_per_minute, limits.per_user_burst),
             ip_limit: RateLimiter::new(limits.per_ip_per_minute, limits.per_ip_burst),
@@ -259,7 +277,30 @@ impl Gateway {
             Route::NotFound => Err(ApiError::not_found()),
             Route::ApiDocs => {
                 self.limit_ip(exchange.client_ip)?;
+                if parts.method == http::Method::GET
+                    && parts.uri.path() == OPENAPI_PATH
+                    && let Some(notifier) = self.notifier.clone()
+                {
+                    return self.merged_openapi(exchange, parts, &notifier).await;
+                }
                 self.api(exchange, parts, body).await
+            }
+            Route::ApiDevices => {
+                self.limit_ip(exchange.client_ip)?;
+                let authorization = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                let user = self.verifier.user(authorization).map_err(ApiError::from)?;
+                tracing::Span::current().record("user_id", &*user);
+                limit(self.user_limit.as_ref(), &*user, "user")?;
+                let Some(notifier) = self.notifier.clone() else {
+                    return Err(ApiError::new(
+                        ErrorCode::DependencyUnavailable,
+                        "Device registration is not available: this deployment runs no notifier",
+                    ));
+                };
+                self.forward(exchange, parts, body, &notifier).await
             }
             Route::Api | Route::ApiInitiate => {
                 self.limit_ip(exchange.client_ip)?;
@@ -342,15 +383,83 @@ impl Gateway {
         parts: Parts,
         body: &mut Option<Incoming>,
     ) -> Result<Response<Body>, ApiError> {
-        exchange.upstream = self.calls_api.name();
+        let pool = self.calls_api.clone();
+        self.forward(exchange, parts, body, &pool).await
+    }
+
+    /// Forwards a REST request to `pool` (retried on another instance when safe).
+    async fn forward(
+        &self,
+        exchange: &mut Exchange,
+        parts: Parts,
+        body: &mut Option<Incoming>,
+        pool: &Pool,
+    ) -> Result<Response<Body>, ApiError> {
+        exchange.upstream = pool.name();
         let body = self.read_body(body).await?;
         let idempotent = proxy::is_idempotent(&parts.method, &parts.headers);
         let outbound = self.outbound(parts, &exchange.peer_ip, body, false);
         let (response, _) = self
             .forwarder
-            .send_balanced(&self.calls_api, outbound, idempotent, self.request_timeout)
+            .send_balanced(pool, outbound, idempotent, self.request_timeout)
             .await?;
         Ok(self.forwarder.to_client(response))
+    }
+
+    /// `GET /api/docs/openapi.json` when notifier runs: calls-api's document with notifier's
+    /// paths, schemas and tags merged in, so apps (and client generators) read one document.
+    /// Without notifier's part (it is down) the calls-api document is served as it is.
+    async fn merged_openapi(
+        &self,
+        exchange: &mut Exchange,
+        parts: Parts,
+        notifier: &Pool,
+    ) -> Result<Response<Body>, ApiError> {
+        exchange.upstream = self.calls_api.name();
+        let base = self.fetch_json(&self.calls_api, &parts, exchange).await?;
+        let extra = self.fetch_json(notifier, &parts, exchange).await.ok();
+        let merged = match extra {
+            Some(extra) => crate::openapi::merge(base, extra),
+            None => base,
+        };
+        let body = serde_json::to_vec(&merged).map_err(ApiError::internal_from)?;
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .map_err(ApiError::internal_from)
+    }
+
+    async fn fetch_json(
+        &self,
+        pool: &Pool,
+        parts: &Parts,
+        exchange: &Exchange,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut headers = http::HeaderMap::new();
+        if let Some(id) = parts.headers.get(common::error::REQUEST_ID_HEADER) {
+            headers.insert(common::error::REQUEST_ID_HEADER, id.clone());
+        }
+        headers::set_forwarded(&mut headers, &exchange.peer_ip, self.trust_forwarded_for);
+        let outbound = Outbound {
+            method: http::Method::GET,
+            path_and_query: PathAndQuery::from_static(OPENAPI_PATH),
+            headers,
+            body: Bytes::new(),
+        };
+        let (response, _) = self
+            .forwarder
+            .send_balanced(pool, outbound, true, self.request_timeout)
+            .await?;
+        if !response.status().is_success() {
+            return Err(ApiError::from_status(StatusCode::BAD_GATEWAY));
+        }
+        let bytes = http_body_util::Limited::new(response.into_body(), OPENAPI_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|_| ApiError::from_status(StatusCode::BAD_GATEWAY))?
+            .to_bytes();
+        serde_json::from_slice(&bytes).map_err(|_| ApiError::from_status(StatusCode::BAD_GATEWAY))
     }
 
     async fn socket_io(

@@ -32,6 +32,7 @@ mod gateway;
 pub mod headers;
 pub mod io;
 pub mod metrics;
+pub mod openapi;
 pub mod pool;
 pub mod proxy;
 pub mod ratelimit;

@@ -23,7 +23,7 @@ use metrics::{Counter, Histogram};
 use crate::route::Route;
 
 /// `upstream` label values, in [`upstream_index`] order.
-const UPSTREAMS: [&str; 3] = ["none", "calls-api", "signaling"];
+const UPSTREAMS: [&str; 4] = ["none", "calls-api", "signaling", "notifier"];
 /// Statuses whose counters are cached; others are looked up on each use.
 const STATUSES: [u16; 24] = [
     101, 200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 408, 409, 413, 415, 422, 429,

@@ -19,7 +19,8 @@ pub enum Route {
     Readyz,
     /// `GET /metrics`.
     Metrics,
-    /// `/api/docs` and below: calls-api's Swagger UI and OpenAPI document, public.
+    /// `/api/docs` and below: calls-api's Swagger UI and OpenAPI document, public (the
+    /// document merged with notifier's part when notifier is configured).
     ApiDocs,
     /// Any other `/api` path: calls-api, access token required.
     Api,
@@ -30,11 +31,13 @@ pub enum Route {
     SocketIo,
     /// Not routed: unknown paths, `/internal/*`, dot segments.
     NotFound,
+    /// `/api/v1/devices` and below: notifier's device registry, access token required.
+    ApiDevices,
 }
 
 impl Route {
     /// Number of routes.
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
@@ -52,12 +55,16 @@ impl Route {
             Self::ApiInitiate => "api_initiate",
             Self::SocketIo => "socket_io",
             Self::NotFound => "not_found",
+            Self::ApiDevices => "api_devices",
         }
     }
 
-    /// Whether the route goes to calls-api.
+    /// Whether the route is part of the REST API (calls-api, or notifier for devices).
     pub fn is_api(self) -> bool {
-        matches!(self, Self::ApiDocs | Self::Api | Self::ApiInitiate)
+        matches!(
+            self,
+            Self::ApiDocs | Self::Api | Self::ApiInitiate | Self::ApiDevices
+        )
     }
 }
 
@@ -74,6 +81,9 @@ pub fn classify(method: &Method, path: &str) -> Route {
     }
     if under(path, "/api/docs") {
         return Route::ApiDocs;
+    }
+    if under(path, "/api/v1/devices") {
+        return Route::ApiDevices;
     }
     if under(path, "/api") {
         return if method == Method::POST && is_initiate(path) {
@@ -152,6 +162,20 @@ mod tests {
         );
         assert_eq!(classify(&Method::GET, "/api/docsx"), Route::Api);
         assert_eq!(classify(&Method::GET, "/apix"), Route::NotFound);
+    }
+
+    #[test]
+    fn the_device_registry_is_its_own_route() {
+        assert_eq!(classify(&Method::GET, "/api/v1/devices"), Route::ApiDevices);
+        assert_eq!(
+            classify(&Method::PUT, "/api/v1/devices/iphone-1"),
+            Route::ApiDevices
+        );
+        assert_eq!(classify(&Method::GET, "/api/v1/devicesx"), Route::Api);
+        assert_eq!(
+            classify(&Method::GET, "/api/v1/devices/../calls"),
+            Route::NotFound
+        );
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub async fn run(
 
     let background = CancellationToken::new();
     let pools = &config.pools;
-    for pool in [&gateway.calls_api, &gateway.signaling] {
+    for pool in [&gateway.calls_api, &gateway.signaling]
+        .into_iter()
+        .chain(gateway.notifier.as_ref())
+    {
         pool.clone().spawn_health_checks(
             pools.health_check_interval(),
             pools.health_check_timeout(),
@@ -81,6 +84,7 @@ pub async fn run(
         addr = %listener.local_addr()?,
         calls_api = %join(&config.calls_api_upstreams),
         signaling = %join(&config.signaling_upstreams),
+        notifier = %join(&config.notifier_upstreams),
         "gateway listening"
     );
 

@@ -10,11 +10,11 @@ use std::time::Instant;
 use bytes::Bytes;
 use calls_bus::{Ack, BusError, CommandRequest, ErrorBody, Headers};
 use common::error::ErrorCode;
-use common::ids::CallId;
+use common::ids::{CallId, DeviceId};
 use serde_json::{Map, Value};
 
 use crate::metrics;
-use crate::state::Shared;
+use crate::state::{Shared, SocketCtx};
 
 /// The client events of CONTRACT section 5.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +139,7 @@ pub async fn send(
     state: &Shared,
     event: ClientEvent,
     user_id: &str,
+    device_id: Option<&DeviceId>,
     socket_id: &str,
     payload: &Value,
 ) -> Result<Value, ErrorBody> {
@@ -146,6 +147,7 @@ pub async fn send(
         user_id: user_id.to_owned(),
         socket_id: socket_id.to_owned(),
         node_id: state.node_id.clone(),
+        device_id: device_id.map(|d| d.as_str().to_owned()),
         payload,
     };
     let body = serde_json::to_vec(&request)
@@ -210,6 +212,59 @@ pub async fn send(
     metrics::command(event.name(), outcome, started.elapsed());
     answer
 }
+
+/// The `ring_state` command: the ring events calls-api replays to a socket that just connected
+/// (`incoming_call` for calls still ringing its user, `incoming_call_cancelled` for calls that
+/// stopped ringing within the ring timeout), as `(event, data)` pairs in order.
+pub async fn ring_state(
+    state: &Shared,
+    ctx: &SocketCtx,
+    socket_id: &str,
+) -> Result<Vec<(String, Value)>, ErrorBody> {
+    #[derive(serde::Deserialize)]
+    struct Replay {
+        events: Vec<calls_bus::EventMessage>,
+    }
+    let request = CommandRequest {
+        user_id: ctx.user.to_string(),
+        socket_id: socket_id.to_owned(),
+        node_id: state.node_id.clone(),
+        device_id: ctx.device.as_ref().map(|d| d.as_str().to_owned()),
+        payload: Value::Null,
+    };
+    let body = serde_json::to_vec(&request)
+        .map_err(|_| failure(ErrorCode::Internal, "Could not encode the command"))?;
+    let reply = state
+        .bus
+        .request(
+            &state.subjects.command(RING_STATE),
+            Headers::new(),
+            Bytes::from(body),
+            state.command_timeout,
+        )
+        .await
+        .map_err(|_| {
+            failure(
+                ErrorCode::DependencyUnavailable,
+                "The calls service is unavailable",
+            )
+        })?;
+    match serde_json::from_slice::<Ack<Replay>>(&reply.payload) {
+        Ok(Ack::Ok(replay)) => Ok(replay
+            .events
+            .into_iter()
+            .map(|e| (e.event, e.data))
+            .collect()),
+        Ok(Ack::Err(err)) => Err(err),
+        Err(_) => Err(failure(
+            ErrorCode::Internal,
+            ErrorCode::Internal.default_message(),
+        )),
+    }
+}
+
+/// The command (not a client event) that asks calls-api for a user's recent rings.
+pub const RING_STATE: &str = "ring_state";
 
 #[cfg(test)]
 mod tests {

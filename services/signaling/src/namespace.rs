@@ -58,9 +58,15 @@ pub async fn authenticate(
     TryData(auth): TryData<Value>,
     State(state): State<Arc<Shared>>,
 ) -> Result<(), Refusal> {
+    let auth = auth.ok();
     let from_auth = auth
-        .ok()
+        .as_ref()
         .and_then(|auth| auth.get("token").and_then(Value::as_str).map(str::to_owned));
+    // Optional; an id the registry would refuse is ignored rather than refusing the socket.
+    let device = auth
+        .as_ref()
+        .and_then(|auth| auth.get("deviceId").and_then(Value::as_str))
+        .and_then(|id| common::ids::DeviceId::parse(id).ok());
     let from_header = || {
         socket
             .req_parts()
@@ -82,6 +88,7 @@ pub async fn authenticate(
 
     let ctx = Arc::new(SocketCtx::new(
         claims.sub,
+        device,
         claims.exp.saturating_add(common::auth::LEEWAY_SECS),
         state.events_per_second,
         state.events_burst,
@@ -116,6 +123,29 @@ pub async fn connected(socket: SocketRef, State(state): State<Arc<Shared>>) {
     state
         .presence
         .connected(&ctx.presence, socket.id.to_string(), ctx.user.to_string());
+    // A phone woken by a push connects to learn whether the call still rings: send it the
+    // user's ring events of the last ring timeout. Its subscription is live already, so an
+    // event published meanwhile arrives at worst twice, never not at all.
+    let ring_state = {
+        let (socket, state) = (socket.clone(), state.clone());
+        async move {
+            match commands::ring_state(&state, &ctx, &socket.id.to_string()).await {
+                Ok(events) => {
+                    for (event, data) in events {
+                        if let Err(err) = socket.emit(event.as_str(), &data) {
+                            tracing::debug!(sid = %socket.id, error = %err, "ring replay not delivered");
+                            break;
+                        }
+                        metrics::event_out(&event);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(sid = %socket.id, code = %err.code, "could not replay the user's rings");
+                }
+            }
+        }
+    };
+    tokio::spawn(ring_state);
 }
 
 async fn disconnected(
@@ -363,7 +393,9 @@ impl Job {
                         "The socket is closed",
                     ));
                 }
-                match commands::send(state, event, user, &sid, payload).await {
+                match commands::send(state, event, user, self.ctx.device.as_ref(), &sid, payload)
+                    .await
+                {
                     Ok(snapshot) => {
                         let seq = snapshot.get("seq").and_then(Value::as_u64);
                         state.relay.activate(
@@ -384,7 +416,9 @@ impl Job {
                 }
             }
             ClientEvent::LeaveCall => {
-                let result = commands::send(state, event, user, &sid, payload).await;
+                let result =
+                    commands::send(state, event, user, self.ctx.device.as_ref(), &sid, payload)
+                        .await;
                 // The socket stops listening whatever calls-api said: the client asked to leave,
                 // and a retry of leave_call is answered without needing the subscription.
                 state.relay.leave(&subject, socket.id);
@@ -392,7 +426,7 @@ impl Job {
                 result
             }
             ClientEvent::MediaStateChanged | ClientEvent::CallStatusChanged => {
-                commands::send(state, event, user, &sid, payload).await
+                commands::send(state, event, user, self.ctx.device.as_ref(), &sid, payload).await
             }
         }
     }

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use calls_bus::wire::HEADER_CREATED_AT;
+use calls_bus::wire::{HEADER_CREATED_AT, HEADER_ORIGIN_DEVICE, HEADER_ORIGIN_SOCKET};
 use calls_bus::{Bus, BusError, EventMessage, Subscription};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -62,6 +62,34 @@ struct Delivery {
     /// The `callId` of a `call_ended`, which reaches a socket on two subjects.
     ended_call: Option<String>,
     created_at: Option<u64>,
+    /// For `incoming_call_cancelled`: the socket and the device that answered or declined,
+    /// which must not be told it happened "elsewhere".
+    origin: Option<Origin>,
+}
+
+#[derive(Debug)]
+struct Origin {
+    socket: Option<String>,
+    device: Option<String>,
+}
+
+impl Origin {
+    fn is(&self, socket: &SocketRef) -> bool {
+        if self
+            .socket
+            .as_deref()
+            .is_some_and(|sid| sid == socket.id.as_str())
+        {
+            return true;
+        }
+        let Some(device) = self.device.as_deref() else {
+            return false;
+        };
+        socket
+            .extensions
+            .get::<Arc<SocketCtx>>()
+            .is_some_and(|ctx| ctx.device.as_ref().is_some_and(|d| d.as_str() == device))
+    }
 }
 
 /// How a socket is in a room.
@@ -433,6 +461,13 @@ fn deliver_to(kind: RoomKind, member: &mut Member, delivery: &Arc<Delivery>) {
                 }
                 *floor = Some(seq);
             }
+            if delivery
+                .origin
+                .as_ref()
+                .is_some_and(|origin| origin.is(&member.socket))
+            {
+                return;
+            }
             if let Some(call_id) = &delivery.ended_call
                 && member
                     .socket
@@ -565,12 +600,19 @@ fn parse(message: &calls_bus::Message) -> Option<Delivery> {
         .headers
         .get(HEADER_CREATED_AT)
         .and_then(|v| v.parse().ok());
+    let origin = (parsed.event == "incoming_call_cancelled")
+        .then(|| Origin {
+            socket: message.headers.get(HEADER_ORIGIN_SOCKET).map(str::to_owned),
+            device: message.headers.get(HEADER_ORIGIN_DEVICE).map(str::to_owned),
+        })
+        .filter(|o| o.socket.is_some() || o.device.is_some());
     Some(Delivery {
         event: parsed.event,
         data: parsed.data,
         seq,
         ended_call,
         created_at,
+        origin,
     })
 }
 

@@ -107,6 +107,9 @@ impl Shared {
 pub struct SocketCtx {
     /// The authenticated user.
     pub user: UserId,
+    /// The device the app said this socket belongs to (`auth.deviceId`, as registered with
+    /// notifier): answering or declining on it is not echoed back as "elsewhere".
+    pub device: Option<common::ids::DeviceId>,
     /// Event rate limit.
     pub limiter: Mutex<TokenBucket>,
     /// The completion of the last event queued; the next waits for it, so events are applied in
@@ -150,9 +153,16 @@ impl SocketCtx {
     }
 
     /// State for a socket of `user`.
-    pub fn new(user: UserId, expires_at: u64, events_per_second: u32, burst: u32) -> Self {
+    pub fn new(
+        user: UserId,
+        device: Option<common::ids::DeviceId>,
+        expires_at: u64,
+        events_per_second: u32,
+        burst: u32,
+    ) -> Self {
         Self {
             user,
+            device,
             expires_at,
             limiter: Mutex::new(TokenBucket::new(events_per_second, burst, Instant::now())),
             tail: Mutex::new(None),

@@ -614,3 +614,117 @@ async fn presence_is_retried_until_calls_api_is_back() {
     .await;
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_socket_that_connects_is_sent_the_rings_calls_api_replays_for_its_user() {
+    let (_, fake, node) = setup(&[]).await;
+    fake.state.lock().unwrap().rings.insert(
+        "bob".into(),
+        vec![
+            json!({"event": "incoming_call", "data": {"callId": "c1", "from": {"userId": "alice"}}}),
+            json!({"event": "incoming_call_cancelled", "data": {"callId": "c0", "reason": "missed"}}),
+        ],
+    );
+    let mut bob = Client::connect(
+        &node.base,
+        json!({"token": token("bob"), "deviceId": "pixel-7"}),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(bob.event("incoming_call").await["callId"], "c1");
+    assert_eq!(bob.event("incoming_call_cancelled").await["callId"], "c0");
+    let requests = fake.state.lock().unwrap().ring_requests.clone();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0]["userId"], "bob");
+    assert_eq!(
+        requests[0]["deviceId"], "pixel-7",
+        "calls-api is told which device asks"
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn answered_elsewhere_is_not_sent_back_to_the_socket_or_the_device_that_answered() {
+    let (_, fake, node) = setup(&[]).await;
+    let call = fake.create_call(&["alice", "bob"]);
+    let mut answering = Client::connect(
+        &node.base,
+        json!({"token": token("bob"), "deviceId": "phone"}),
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut same_device = Client::connect(
+        &node.base,
+        json!({"token": token("bob"), "deviceId": "phone"}),
+        &[],
+    )
+    .await
+    .unwrap();
+    let mut tablet = Client::connect(
+        &node.base,
+        json!({"token": token("bob"), "deviceId": "tablet"}),
+        &[],
+    )
+    .await
+    .unwrap();
+    // The answering socket's id, as calls-api sees it on its commands.
+    answering
+        .emit_ack("join_call", json!({"callId": call}))
+        .await;
+    let socket_id = fake.commands()[0].1["socketId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(fake.commands()[0].1["deviceId"], "phone");
+
+    let user = fake.subjects.user_events("bob");
+    let data =
+        json!({"callId": call, "at": "2026-01-01T00:00:00Z", "reason": "answered_elsewhere"});
+    fake.publish_with(
+        &user,
+        "incoming_call_cancelled",
+        data.clone(),
+        &[(calls_bus::wire::HEADER_ORIGIN_SOCKET, &socket_id)],
+    )
+    .await;
+    assert_eq!(tablet.event("incoming_call_cancelled").await, data);
+    assert_eq!(
+        same_device.event("incoming_call_cancelled").await,
+        data,
+        "origin socket only"
+    );
+    answering.drain_for(Duration::from_millis(300)).await;
+    assert!(
+        answering
+            .events
+            .iter()
+            .all(|(n, _)| n != "incoming_call_cancelled")
+    );
+
+    // An answer over REST names the device: none of its sockets is told.
+    fake.publish_with(
+        &user,
+        "incoming_call_cancelled",
+        data.clone(),
+        &[(calls_bus::wire::HEADER_ORIGIN_DEVICE, "phone")],
+    )
+    .await;
+    assert_eq!(tablet.event("incoming_call_cancelled").await, data);
+    same_device.drain_for(Duration::from_millis(300)).await;
+    answering.drain_for(Duration::from_millis(50)).await;
+    assert!(
+        same_device
+            .events
+            .iter()
+            .all(|(n, _)| n != "incoming_call_cancelled")
+    );
+    assert!(
+        answering
+            .events
+            .iter()
+            .all(|(n, _)| n != "incoming_call_cancelled")
+    );
+    node.stop().await;
+}

@@ -129,13 +129,23 @@ fn print_banner(running: &crate::Running) {
         "DISABLED until AGORA_APP_ID and AGORA_APP_CERTIFICATE are set (media/session answers 503)"
             .to_owned()
     };
+    let pushes = match (running.apns_enabled, running.fcm_enabled) {
+        (true, true) => "APNs and FCM (phones ring while the app sleeps)".to_owned(),
+        (true, false) => "APNs only (set FCM_SERVICE_ACCOUNT_FILE for Android)".to_owned(),
+        (false, true) => {
+            "FCM only (set APNS_KEY_FILE, APNS_KEY_ID, APNS_TEAM_ID for iPhones)".to_owned()
+        }
+        (false, false) => {
+            "off until APNs / FCM credentials are set (calls ring on live sockets only)".to_owned()
+        }
+    };
     let internal = running
         .internal_api
         .as_ref()
         .map(|url| format!("    Internal API {url}  (room members, Bearer INTERNAL_API_TOKEN; set CALLS_API_LISTEN to expose it)\n"))
         .unwrap_or_default();
     eprintln!(
-        "\n  calls backend is running\n\n    REST API     {base}/api/v1\n    Socket.IO    io('{base}/calls', {{ auth: {{ token }}, transports: ['websocket'] }})\n    Swagger UI   {base}/api/docs\n    Data         {}\n    Media        {media}\n{internal}\n  Mint a development token:  make token USER=alice   (or: calls-backend token alice)\n  Stop with Ctrl-C.\n",
+        "\n  calls backend is running\n\n    REST API     {base}/api/v1\n    Socket.IO    io('{base}/calls', {{ auth: {{ token }}, transports: ['websocket'] }})\n    Swagger UI   {base}/api/docs\n    Data         {}\n    Media        {media}\n    Pushes       {pushes}\n{internal}\n  Mint a development token:  make token USER=alice   (or: calls-backend token alice)\n  Stop with Ctrl-C.\n",
         running.database
     );
 }

@@ -1,4 +1,4 @@
-//! Starting the four services in one process, wired together, and stopping them together.
+//! Starting the five services in one process, wired together, and stopping them together.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,6 +10,9 @@ use tokio::task::JoinSet;
 
 /// The default database of the embedded mode: a file under `./data`, created on first start.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/calls.db";
+/// notifier's own file beside it when `DATABASE_URL` is unset (a second SQLite file keeps the
+/// two services' writers from queueing on one lock).
+pub const DEFAULT_NOTIFIER_DATABASE_URL: &str = "sqlite://data/notifier.db";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -37,6 +40,10 @@ pub struct Running {
     pub media_enabled: bool,
     /// Where the chat backend writes room members (`INTERNAL_API_TOKEN` set), if anywhere.
     pub internal_api: Option<String>,
+    /// Whether APNs credentials are set (iPhones ring while the app sleeps).
+    pub apns_enabled: bool,
+    /// Whether an FCM service account is set (Android phones ring while the app sleeps).
+    pub fcm_enabled: bool,
     shutdown: Shutdown,
     tasks: ServiceTasks,
 }
@@ -217,6 +224,27 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
     }
     let api_config: calls_api::Config = parse("calls-api", api_flags)?;
 
+    // notifier consumes the events calls-api publishes: on the in-process bus its consumer must
+    // exist before calls-api starts, or the first events would be missed.
+    let (notifier_listener, notifier_url) = loopback().await?;
+    let mut notifier_flags = vec![
+        "--listen".to_owned(),
+        notifier_url.trim_start_matches("http://").to_owned(),
+    ];
+    if !env_set("DATABASE_URL") {
+        ensure_sqlite_dir(DEFAULT_NOTIFIER_DATABASE_URL)?;
+        notifier_flags.extend([
+            "--database-url".to_owned(),
+            DEFAULT_NOTIFIER_DATABASE_URL.to_owned(),
+        ]);
+    }
+    let notifier_config: notifier::Config = parse("notifier", notifier_flags)?;
+    let apns_enabled = notifier_config.push.apns_key_file.is_some();
+    let fcm_enabled = notifier_config.push.fcm_service_account_file.is_some();
+    let notifier_events = notifier::consumer::open(&bus, &notifier_config.subjects)
+        .await
+        .map_err(|e| StartError::Config(format!("notifier: {e}")))?;
+
     let (signaling_listener, signaling_url) = loopback().await?;
     let signaling_config: signaling::Config = parse(
         "signaling",
@@ -235,6 +263,8 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
             api_url,
             "--signaling-upstreams".into(),
             signaling_url,
+            "--notifier-upstreams".into(),
+            notifier_url,
         ],
     )?;
 
@@ -247,6 +277,18 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
                 .await
                 .map_err(|e| e.to_string()),
         )
+    });
+    let (stop, notifier_bus) = (shutdown.wait(), bus.clone());
+    tasks.spawn(async move {
+        let result = notifier::serve(
+            notifier_config,
+            notifier_bus,
+            Some(notifier_events),
+            notifier_listener,
+            stop,
+        )
+        .await;
+        ("notifier", result.map_err(|e| e.to_string()))
     });
     let (stop, api_bus) = (shutdown.wait(), bus.clone());
     tasks.spawn(async move {
@@ -273,6 +315,8 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
         database: redact_url(&database),
         media_enabled,
         internal_api,
+        apns_enabled,
+        fcm_enabled,
         shutdown,
         tasks,
     })

@@ -250,6 +250,12 @@ export class FakeCallsApi {
   #onCommand(m) {
     const name = m.subject.slice(`${this.prefix}.cmd.`.length);
     const request = m.json();
+    if (name === 'ring_state') {
+      // Asked by signaling for every socket that connects (the rings to replay); this fake
+      // knows of none. Not a socket command, so not recorded with them.
+      if (this.respondToCommands) this.#reply(m, { ok: true, data: { events: [] } });
+      return;
+    }
     this.commands.push({ name, ...request });
     if (!this.respondToCommands) return;
     const { userId, payload } = request;

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::response::Response;
 use common::auth::Authenticated;
 use common::error::{ApiError, ErrorCode, FieldError, ValidJson, ValidPath, ValidQuery, ok};
-use common::ids::{ChatRoomId, UserId};
+use common::ids::{ChatRoomId, DeviceId, UserId};
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -15,6 +15,7 @@ use super::AppState;
 use crate::domain::{Call, CallType, MediaPatch, Participant, ParticipantStatus, Profile};
 use crate::media::{MediaError, MediaSession};
 use crate::service::{InitiateRequest, Initiation};
+use crate::store::EventMeta;
 
 /// `POST /calls/rooms/:chatRoomId/initiate` body.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -98,6 +99,58 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Resu
         Ok(T::default())
     } else {
         common::error::parse_json(body)
+    }
+}
+
+/// `X-Device-Id`: the device a request comes from, the id it registered under (CONTRACT
+/// section 8). An answer or decline then reaches the user's *other* devices only.
+pub const DEVICE_ID_HEADER: &str = "x-device-id";
+
+/// Where a state-changing request comes from: its trace, and the device the app named.
+pub struct RequestOrigin {
+    trace: Option<String>,
+    device: Option<DeviceId>,
+}
+
+impl RequestOrigin {
+    fn meta(&self) -> EventMeta<'_> {
+        EventMeta {
+            trace_context: self.trace.as_deref(),
+            origin_socket: None,
+            origin_device: self.device.as_ref().map(DeviceId::as_str),
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let device = match parts.headers.get(DEVICE_ID_HEADER) {
+            None => None,
+            Some(value) => {
+                let parsed = value
+                    .to_str()
+                    .map_err(|_| "may contain only letters, digits and . _ : -")
+                    .and_then(DeviceId::parse);
+                match parsed {
+                    Ok(id) => Some(id),
+                    Err(why) => {
+                        return Err(ApiError::validation(vec![FieldError::new(
+                            "X-Device-Id",
+                            why,
+                        )]));
+                    }
+                }
+            }
+        };
+        Ok(RequestOrigin {
+            trace: traceparent(),
+            device,
+        })
     }
 }
 
@@ -259,7 +312,8 @@ pub async fn get_call(
 
 #[utoipa::path(
     post, path = "/api/v1/calls/{id}/join", tag = "calls",
-    params(("id" = Uuid, Path, description = "The call")),
+    params(("id" = Uuid, Path, description = "The call"),
+           ("X-Device-Id" = Option<String>, Header, description = "The answering device's id (as registered in /devices): its other devices stop ringing, this one gets no `incoming_call_cancelled`")),
     request_body(content = Option<JoinBody>, description = "Optional initial media state"),
     responses(
         (status = 200, description = "Call joined successfully", body = CallEnvelope),
@@ -273,6 +327,7 @@ pub async fn join(
     State(state): State<AppState>,
     auth: Authenticated,
     ValidPath(id): ValidPath<Uuid>,
+    origin: RequestOrigin,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let body: JoinBody = optional_json(&body)?;
@@ -283,12 +338,7 @@ pub async fn join(
     };
     let call = state
         .calls
-        .join(
-            auth.user_id().as_str(),
-            call_path(id),
-            media,
-            traceparent().as_deref(),
-        )
+        .join(auth.user_id().as_str(), call_path(id), media, origin.meta())
         .await?;
     metrics::counter!("calls_joins_total").increment(1);
     Ok(ok(StatusCode::OK, "Call joined successfully", call))
@@ -340,7 +390,8 @@ pub async fn media_session(
 
 #[utoipa::path(
     patch, path = "/api/v1/calls/{id}/status", tag = "calls",
-    params(("id" = Uuid, Path, description = "The call")),
+    params(("id" = Uuid, Path, description = "The call"),
+           ("X-Device-Id" = Option<String>, Header, description = "The device answering or declining: it gets no `incoming_call_cancelled`")),
     request_body = StatusBody,
     responses(
         (status = 200, description = "Participant status updated successfully", body = CallEnvelope),
@@ -354,6 +405,7 @@ pub async fn update_status(
     State(state): State<AppState>,
     auth: Authenticated,
     ValidPath(id): ValidPath<Uuid>,
+    origin: RequestOrigin,
     ValidJson(body): ValidJson<StatusBody>,
 ) -> Result<Response, ApiError> {
     let reason = body.decline_reason.or(body.reason);
@@ -364,7 +416,7 @@ pub async fn update_status(
             call_path(id),
             body.status,
             reason,
-            traceparent().as_deref(),
+            origin.meta(),
         )
         .await?;
     Ok(ok(
@@ -409,7 +461,7 @@ pub async fn update_media(
             auth.user_id().as_str(),
             call_path(id),
             patch,
-            traceparent().as_deref(),
+            traceparent().as_deref().into(),
         )
         .await?;
     Ok(ok(
@@ -421,7 +473,8 @@ pub async fn update_media(
 
 #[utoipa::path(
     post, path = "/api/v1/calls/{id}/end", tag = "calls",
-    params(("id" = Uuid, Path, description = "The call")),
+    params(("id" = Uuid, Path, description = "The call"),
+           ("X-Device-Id" = Option<String>, Header, description = "The device hanging up (a callee ending an unanswered 1:1 declines it)")),
     responses(
         (status = 200, description = "Call ended successfully", body = CallEnvelope),
         (status = 403, description = "FORBIDDEN (only the host ends a group call)", body = ErrorEnvelopeDoc),
@@ -434,14 +487,11 @@ pub async fn end(
     State(state): State<AppState>,
     auth: Authenticated,
     ValidPath(id): ValidPath<Uuid>,
+    origin: RequestOrigin,
 ) -> Result<Response, ApiError> {
     let call = state
         .calls
-        .end(
-            auth.user_id().as_str(),
-            call_path(id),
-            traceparent().as_deref(),
-        )
+        .end(auth.user_id().as_str(), call_path(id), origin.meta())
         .await?;
     Ok(ok(StatusCode::OK, "Call ended successfully", call))
 }

@@ -12,14 +12,10 @@ pub mod internal;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::FromRef;
 use axum::routing::{get, patch, post, put};
 use common::auth::JwtVerifier;
 use common::config::Secret;
-use http::HeaderName;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::media::MediaClient;
 use crate::service::Calls;
@@ -45,7 +41,6 @@ where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
-    let request_id = HeaderName::from_static(common::error::REQUEST_ID_HEADER);
     let api = Router::new()
         .route("/api/v1/calls", get(calls::history))
         .route(
@@ -79,36 +74,9 @@ where
             common::telemetry::observe_http,
         ));
 
-    let app = common::error::with_fallbacks(
+    common::stack::finish(
         api.merge(docs::router())
             .merge(common::health::router(ready)),
-    );
-    app.layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(axum::middleware::from_fn(
-            common::error::envelope_middleware,
-        ))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(axum::middleware::from_fn(drop_unusable_request_id))
-}
-
-/// The longest request id the error envelope echoes (`common::error` ignores longer ones).
-const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// Removes an incoming `X-Request-Id` that the error envelope would not echo (empty, over
-/// 128 bytes, or not printable ASCII), so that `SetRequestIdLayer` assigns a fresh one. Without
-/// this the response header would carry the client's id while error bodies had no `requestId`
-/// at all, and the two must always agree (CONTRACT section 1).
-async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
-    let header = common::error::REQUEST_ID_HEADER;
-    let unusable = request.headers().get_all(header).iter().any(|value| {
-        let bytes = value.as_bytes();
-        bytes.is_empty()
-            || bytes.len() > MAX_REQUEST_ID_LEN
-            || !bytes.iter().all(u8::is_ascii_graphic)
-    }) || request.headers().get_all(header).iter().count() > 1;
-    if unusable {
-        request.headers_mut().remove(header);
-    }
-    next.run(request).await
+        max_body_bytes,
+    )
 }

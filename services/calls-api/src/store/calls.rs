@@ -13,7 +13,8 @@ use crate::domain::timefmt::to_millis;
 use crate::domain::{Call, CallId, DomainError, DomainEvent, NewCall, Outcome, Timing, UserId};
 
 use super::rows::{
-    CALL_COLUMNS, LIVE, calls_from_rows, insert_call_row, load_call, persist, placeholders,
+    CALL_COLUMNS, EventMeta, LIVE, calls_from_rows, insert_call_row, load_call, persist,
+    placeholders,
 };
 use super::{Store, StoreError};
 
@@ -141,7 +142,7 @@ impl Store {
                 let (call, outcome) =
                     Call::initiate(new.clone(), &busy, CallId::now_v7(), now, timing)?;
                 if insert_call_row(&mut tx, &call).await? {
-                    persist(&mut tx, None, &call, &outcome, trace_context).await?;
+                    persist(&mut tx, None, &call, &outcome, &trace_context.into()).await?;
                     Initiated::Created {
                         call,
                         events: outcome.events,
@@ -220,13 +221,13 @@ impl Store {
         self.apply_traced(call_id, None, command).await
     }
 
-    /// [`Store::apply`], recording `trace_context` (a W3C `traceparent`) on the events so the
-    /// relay can continue the trace.
+    /// [`Store::apply`], recording `meta` on the events: the W3C `traceparent` so the relay can
+    /// continue the trace, and the socket or device the command came from (see [`EventMeta`]).
     #[tracing::instrument(name = "db.apply_traced", skip_all, fields(otel.kind = "client", db.operation.name = "apply_traced"))]
-    pub async fn apply_traced<F>(
+    pub async fn apply_traced<'m, F>(
         &self,
         call_id: CallId,
-        trace_context: Option<&str>,
+        meta: impl Into<EventMeta<'m>>,
         command: F,
     ) -> Result<(Call, Vec<DomainEvent>), StoreError>
     where
@@ -245,7 +246,7 @@ impl Store {
                 return Err(e.into());
             }
         };
-        persist(&mut tx, Some(&before), &call, &outcome, trace_context).await?;
+        persist(&mut tx, Some(&before), &call, &outcome, &meta.into()).await?;
         tx.commit().await?;
         Ok((call, outcome.events))
     }

@@ -38,6 +38,7 @@ pub use calls::{CallPage, Initiated, MAX_PAGE};
 pub use error::StoreError;
 pub use outbox::{OutboxEvent, RelayStep};
 pub use presence::NodeExpiry;
+pub use rows::EventMeta;
 pub use timers::FiredTimer;
 
 pub use calls_db::Backend;
@@ -114,10 +115,19 @@ impl Store {
 
 /// The embedded migrations of a backend.
 fn migrator(backend: Backend) -> Migrator {
-    let init = match backend {
-        Backend::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
-        Backend::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
+    let (init, origin) = match backend {
+        Backend::Postgres => (
+            include_str!("../../migrations/postgres/0001_init.sql"),
+            include_str!("../../migrations/postgres/0002_event_origin.sql"),
+        ),
+        Backend::Sqlite => (
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0002_event_origin.sql"),
+        ),
     };
     // sqlx's default table: databases migrated before the table became per service keep it.
-    calls_db::migrator("_sqlx_migrations", &[(1, "init", init)])
+    calls_db::migrator(
+        "_sqlx_migrations",
+        &[(1, "init", init), (2, "event origin", origin)],
+    )
 }

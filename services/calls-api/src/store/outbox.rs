@@ -32,6 +32,10 @@ pub struct OutboxEvent {
     pub payload: String,
     /// The W3C `traceparent` of the request that caused the event.
     pub trace_context: Option<String>,
+    /// The socket whose command caused it (see [`super::EventMeta`]).
+    pub origin_socket: Option<String>,
+    /// The device that caused it, when the app said.
+    pub origin_device: Option<String>,
     /// When the event happened.
     pub created_at: OffsetDateTime,
 }
@@ -54,7 +58,7 @@ pub enum RelayStep {
 const RELAY_LOCK_KEY: i64 = 0x63616c6c_6f757462;
 
 const UNPUBLISHED_SQL: &str = "SELECT id, call_id, seq, audience, audience_id, event, payload, trace_context, \
-     created_at FROM call_events WHERE published_at IS NULL ORDER BY id LIMIT $1";
+     created_at, origin_socket, origin_device FROM call_events WHERE published_at IS NULL ORDER BY id LIMIT $1";
 
 fn outbox_row(row: &sqlx::any::AnyRow) -> Result<OutboxEvent, StoreError> {
     let call_id = parse_call_id(&row.try_get::<String, _>("call_id")?)?;
@@ -79,6 +83,8 @@ fn outbox_row(row: &sqlx::any::AnyRow) -> Result<OutboxEvent, StoreError> {
         event: row.try_get("event")?,
         payload: row.try_get("payload")?,
         trace_context: row.try_get("trace_context")?,
+        origin_socket: row.try_get("origin_socket")?,
+        origin_device: row.try_get("origin_device")?,
         created_at: from_millis(created_ms)
             .ok_or_else(|| StoreError::corrupt(format!("created_at {created_ms}")))?,
     })
@@ -209,5 +215,40 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// The ring events (`incoming_call`, `incoming_call_cancelled`) of `user_id` created since
+    /// `since`, the newest per call, oldest call first, as `(event, payload JSON, origin
+    /// device)`: what a socket that connects is told about calls that rang it meanwhile.
+    pub async fn recent_rings(
+        &self,
+        user_id: &str,
+        since: OffsetDateTime,
+    ) -> Result<Vec<(String, String, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, call_id, event, payload, origin_device FROM call_events \
+             WHERE audience = 'user' AND audience_id = $1 AND created_at >= $2 \
+             AND event IN ('incoming_call', 'incoming_call_cancelled') ORDER BY id",
+        )
+        .bind(user_id)
+        .bind(to_millis(since))
+        .fetch_all(&self.pool)
+        .await?;
+        // The newest event of each call wins; calls keep the order of their newest event.
+        let mut newest: Vec<(String, String, String, Option<String>)> = Vec::new();
+        for row in &rows {
+            let call_id: String = row.try_get("call_id")?;
+            newest.retain(|(c, ..)| *c != call_id);
+            newest.push((
+                call_id,
+                row.try_get("event")?,
+                row.try_get("payload")?,
+                row.try_get("origin_device")?,
+            ));
+        }
+        Ok(newest
+            .into_iter()
+            .map(|(_, event, payload, device)| (event, payload, device))
+            .collect())
     }
 }

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 use crate::domain::timefmt::to_millis;
 use crate::domain::{CallId, DomainEvent, Timing};
 
-use super::rows::{LIVE, load_call, parse_call_id, persist, placeholders};
+use super::rows::{EventMeta, LIVE, load_call, parse_call_id, persist, placeholders};
 use super::{Store, StoreError};
 
 /// What [`Store::expire_dead_nodes`] did.
@@ -312,7 +312,7 @@ async fn reconcile(
         if outcome.events.is_empty() && outcome.timers.is_empty() {
             continue;
         }
-        persist(conn, Some(&before), &call, &outcome, None).await?;
+        persist(conn, Some(&before), &call, &outcome, &EventMeta::default()).await?;
         events.extend(outcome.events);
     }
     Ok(events)

@@ -224,6 +224,31 @@ fn call_row_changed(a: &Call, b: &Call) -> bool {
         || a.max_participants != b.max_participants
 }
 
+/// What is recorded with the events of one change besides their payload.
+///
+/// The origin matters for `incoming_call_cancelled`: the contract sends it to the user's *other*
+/// devices, so the socket and the device that answered or declined are left out (signaling and
+/// notifier read them from the event's headers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventMeta<'a> {
+    /// The W3C `traceparent` of the request or socket event that caused the change.
+    pub trace_context: Option<&'a str>,
+    /// The Socket.IO socket whose command caused it.
+    pub origin_socket: Option<&'a str>,
+    /// The device (the app's `deviceId`) that caused it, when the app said.
+    pub origin_device: Option<&'a str>,
+}
+
+impl<'a> From<Option<&'a str>> for EventMeta<'a> {
+    /// Only a trace context (timers, presence, and callers that know no origin).
+    fn from(trace_context: Option<&'a str>) -> Self {
+        EventMeta {
+            trace_context,
+            ..EventMeta::default()
+        }
+    }
+}
+
 /// Writes what a command changed: the call row, the participants that differ from `before`
 /// (`None`: the call row exists but no participant does yet), the events into the outbox and
 /// the timer changes.
@@ -232,7 +257,7 @@ pub(crate) async fn persist(
     before: Option<&Call>,
     after: &Call,
     outcome: &Outcome,
-    trace_context: Option<&str>,
+    meta: &EventMeta<'_>,
 ) -> Result<(), StoreError> {
     if let Some(before) = before
         && call_row_changed(before, after)
@@ -262,7 +287,7 @@ pub(crate) async fn persist(
         }
     }
 
-    insert_events(conn, &outcome.events, trace_context).await?;
+    insert_events(conn, &outcome.events, meta).await?;
     apply_timer_changes(conn, after.id, &outcome.timers).await?;
     // Every state change passes here (REST, socket commands, timers, presence), so the call
     // metrics are counted once each whatever caused them. Recorded before the commit: a commit
@@ -366,7 +391,7 @@ async fn update_participant(
 async fn insert_events(
     conn: &mut AnyConnection,
     events: &[DomainEvent],
-    trace_context: Option<&str>,
+    meta: &EventMeta<'_>,
 ) -> Result<(), StoreError> {
     for e in events {
         let payload = e.payload_json();
@@ -377,7 +402,8 @@ async fn insert_events(
             };
             sqlx::query(
                 "INSERT INTO call_events (call_id, seq, audience, audience_id, event, payload, \
-                 trace_context, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                 trace_context, created_at, origin_socket, origin_device) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(e.call_id.to_string())
             .bind(e.seq.map(seq_i64))
@@ -385,8 +411,10 @@ async fn insert_events(
             .bind(target)
             .bind(e.name())
             .bind(payload.clone())
-            .bind(trace_context.map(str::to_owned))
+            .bind(meta.trace_context.map(str::to_owned))
             .bind(to_millis(e.at))
+            .bind(meta.origin_socket.map(str::to_owned))
+            .bind(meta.origin_device.map(str::to_owned))
             .execute(&mut *conn)
             .await?;
         }

@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use crate::domain::timefmt::{from_millis, to_millis};
 use crate::domain::{CallId, DomainEvent, TimerKind};
 
-use super::rows::{load_call, parse_call_id, persist, placeholders};
+use super::rows::{EventMeta, load_call, parse_call_id, persist, placeholders};
 use super::{Store, StoreError};
 
 /// A timer that fired, and what it caused.
@@ -106,7 +106,14 @@ impl Store {
             };
             let before = call.clone();
             let outcome = call.fire_timer(kind, user_id.as_deref(), now);
-            persist(&mut tx, Some(&before), &call, &outcome, None).await?;
+            persist(
+                &mut tx,
+                Some(&before),
+                &call,
+                &outcome,
+                &EventMeta::default(),
+            )
+            .await?;
             tx.commit().await?;
             fired.push(FiredTimer {
                 call_id,

@@ -118,6 +118,10 @@ pub struct FakeState {
     pub presence: Vec<PresenceMessage>,
     /// When false, commands are received but never answered (calls-api hung).
     pub silent: bool,
+    /// What `ring_state` answers, per user: the ring events calls-api would replay.
+    pub rings: HashMap<String, Vec<Value>>,
+    /// Every `ring_state` request (kept apart from the socket commands).
+    pub ring_requests: Vec<Value>,
 }
 
 #[derive(Default, Clone)]
@@ -219,6 +223,29 @@ impl FakeCallsApi {
         seq
     }
 
+    /// Publishes an event with extra headers (e.g. the origin of an `incoming_call_cancelled`).
+    pub async fn publish_with(
+        &self,
+        subject: &str,
+        event: &str,
+        data: Value,
+        extra: &[(&str, &str)],
+    ) {
+        let body = serde_json::to_vec(&EventMessage {
+            event: event.to_owned(),
+            data,
+        })
+        .unwrap();
+        let mut headers = Headers::new();
+        for (name, value) in extra {
+            headers.insert(*name, *value);
+        }
+        self.bus
+            .publish(subject, headers, Bytes::from(body))
+            .await
+            .unwrap();
+    }
+
     pub async fn publish(&self, subject: &str, event: &str, data: Value) {
         let body = serde_json::to_vec(&EventMessage {
             event: event.to_owned(),
@@ -236,6 +263,23 @@ impl FakeCallsApi {
     async fn on_command(&self, m: calls_bus::Message) {
         let name = self.subjects.command_name(&m.subject).unwrap().to_owned();
         let request: Value = serde_json::from_slice(&m.payload).unwrap();
+        if name == "ring_state" {
+            // Asked on every connect; not a socket command.
+            let events = {
+                let mut state = self.state.lock().unwrap();
+                let user = request["userId"].as_str().unwrap_or_default().to_owned();
+                state.ring_requests.push(request.clone());
+                state.rings.get(&user).cloned().unwrap_or_default()
+            };
+            if let Some(reply) = m.reply {
+                let body = json!({"ok": true, "data": {"events": events}});
+                self.bus
+                    .respond(&reply, Bytes::from(body.to_string()))
+                    .await
+                    .unwrap();
+            }
+            return;
+        }
         let mut publish = None;
         let reply = {
             let mut state = self.state.lock().unwrap();

@@ -1,0 +1,136 @@
+//! Typed configuration from the environment (each variable also has a command-line flag).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use calls_bus::Subjects;
+use calls_bus::subjects::DEFAULT_PREFIX;
+use calls_db::DatabaseConfig;
+use calls_push::apns::ApnsEnvironment;
+use common::auth::JwtConfig;
+
+/// Everything notifier reads at start-up.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    /// Address of the HTTP listener (`/api/v1/devices`, `/api/docs/openapi.json`, `/healthz`,
+    /// `/readyz`, `/metrics`).
+    #[arg(long, env = "NOTIFIER_LISTEN", default_value = "0.0.0.0:8083")]
+    pub listen: SocketAddr,
+    /// Where the device registry and the delivery queue live (`postgres://…` or `sqlite://…`);
+    /// may be calls-api's database (the tables and the migration history are notifier's own).
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    /// NATS server URL(s), comma-separated.
+    #[arg(
+        long = "nats-url",
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    pub nats_url: String,
+    /// Prefix of every bus subject (the same as calls-api's).
+    #[arg(long = "nats-subject-prefix", env = "NATS_SUBJECT_PREFIX", default_value = DEFAULT_PREFIX, value_parser = parse_prefix)]
+    pub subjects: Subjects,
+    #[command(flatten)]
+    pub jwt: JwtConfig,
+    #[command(flatten)]
+    pub push: PushConfig,
+    /// Devices kept per user; registering one more drops the least recently updated.
+    #[arg(long, env = "DEVICES_PER_USER", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub devices_per_user: u32,
+    /// Largest accepted request body.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub workers: WorkerConfig,
+}
+
+/// The push providers. A provider whose credentials are unset is off: its pushes are counted
+/// as skipped, and everything else works.
+#[derive(clap::Args, Clone, Debug)]
+pub struct PushConfig {
+    /// The APNs auth key (`AuthKey_XXXXXXXXXX.p8`, a PKCS#8 EC key from the Apple developer
+    /// account). APNs is off while unset.
+    #[arg(long, env = "APNS_KEY_FILE")]
+    pub apns_key_file: Option<PathBuf>,
+    /// The key's id (10 characters, shown next to the key in the developer account).
+    #[arg(long, env = "APNS_KEY_ID")]
+    pub apns_key_id: Option<String>,
+    /// The Apple developer team id (10 characters).
+    #[arg(long, env = "APNS_TEAM_ID")]
+    pub apns_team_id: Option<String>,
+    /// The app's bundle id (e.g. `com.example.chat`), for devices that register without one.
+    /// VoIP pushes go to topic `<bundleId>.voip`.
+    #[arg(long, env = "APNS_BUNDLE_ID")]
+    pub apns_bundle_id: Option<String>,
+    /// `production` (TestFlight and App Store builds) or `sandbox` (builds run from Xcode).
+    /// Apple answers `BadDeviceToken` to a token of the other environment.
+    #[arg(long, env = "APNS_ENVIRONMENT", default_value = "production", value_parser = parse_environment)]
+    pub apns_environment: ApnsEnvironment,
+    /// Overrides the APNs base URL (an `http://` URL speaks cleartext HTTP/2; for test doubles).
+    #[arg(long, env = "APNS_URL")]
+    pub apns_url: Option<String>,
+    /// A Google service-account JSON key with the Firebase Cloud Messaging API enabled: project
+    /// id, client email, private key and token URI come from it. FCM is off while unset.
+    #[arg(long, env = "FCM_SERVICE_ACCOUNT_FILE")]
+    pub fcm_service_account_file: Option<PathBuf>,
+    /// Overrides the FCM base URL (for test doubles).
+    #[arg(long, env = "FCM_URL")]
+    pub fcm_url: Option<String>,
+    /// How long one push request may take before it is retried.
+    #[arg(long, env = "PUSH_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub push_timeout_ms: u64,
+}
+
+/// The delivery workers.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkerConfig {
+    /// Ringing pushes (incoming call, ringing stopped) sent at once by this replica.
+    #[arg(long, env = "NOTIFIER_RING_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub ring_concurrency: u32,
+    /// Other pushes (missed-call alerts) sent at once by this replica.
+    #[arg(long, env = "NOTIFIER_BULK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub bulk_concurrency: u32,
+    /// How often workers look for due deliveries when nothing woke them (deliveries written by
+    /// this replica wake its workers at once).
+    #[arg(long, env = "NOTIFIER_POLL_MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub poll_ms: u64,
+}
+
+impl WorkerConfig {
+    /// The idle poll interval.
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.poll_ms)
+    }
+}
+
+impl Config {
+    /// Checks what clap cannot express; messages name the variables.
+    pub fn validate(&self) -> Result<(), String> {
+        let apns = [
+            ("APNS_KEY_FILE", self.push.apns_key_file.is_some()),
+            ("APNS_KEY_ID", self.push.apns_key_id.is_some()),
+            ("APNS_TEAM_ID", self.push.apns_team_id.is_some()),
+        ];
+        let set: Vec<&str> = apns.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect();
+        if !set.is_empty() && set.len() != apns.len() {
+            let missing: Vec<&str> = apns.iter().filter(|(_, s)| !*s).map(|(n, _)| *n).collect();
+            return Err(format!(
+                "APNs needs APNS_KEY_FILE, APNS_KEY_ID and APNS_TEAM_ID together: {} set, {} missing",
+                set.join(", "),
+                missing.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_prefix(value: &str) -> Result<Subjects, String> {
+    Subjects::validated(value).map_err(|e| e.to_string())
+}
+
+fn parse_environment(value: &str) -> Result<ApnsEnvironment, String> {
+    value
+        .parse()
+        .map_err(|_| format!("`{value}`: expected production or sandbox"))
+}
