@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use calls_bus::{Bus, Headers, Subjects};
-use common::shutdown::Shutdown;
+use common::shutdown::CancellationToken;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -105,7 +105,7 @@ fn record_event_metrics(event: &OutboxEvent) {
 
 impl Workers {
     /// Spawns every loop; they end when `shutdown` is triggered.
-    pub fn spawn(self, shutdown: &Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn(self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         vec![
             tokio::spawn(self.clone().relay_loop(shutdown.clone())),
             tokio::spawn(self.clone().timer_loop(shutdown.clone())),
@@ -156,8 +156,8 @@ impl Workers {
     }
 
     /// Publishes the outbox: woken by this replica's writes, and polling for other replicas'.
-    async fn relay_loop(self, shutdown: Shutdown) {
-        let mut stop = std::pin::pin!(shutdown.wait());
+    async fn relay_loop(self, shutdown: CancellationToken) {
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
         let mut backoff = Duration::from_millis(200);
         loop {
             tokio::select! {
@@ -225,8 +225,8 @@ impl Workers {
     }
 
     /// Fires due timers (ring timeout, disconnect grace, max duration).
-    async fn timer_loop(self, shutdown: Shutdown) {
-        let mut stop = std::pin::pin!(shutdown.wait());
+    async fn timer_loop(self, shutdown: CancellationToken) {
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
         loop {
             tokio::select! {
                 () = &mut stop => return,
@@ -263,8 +263,8 @@ impl Workers {
     /// Heartbeats reach this replica through the bus and are recorded in the database, so while
     /// either is out of reach, silence proves nothing: expiry pauses, and resumes only once
     /// every node has had three heartbeats' time to be heard again.
-    async fn node_expiry_loop(self, shutdown: Shutdown) {
-        let mut stop = std::pin::pin!(shutdown.wait());
+    async fn node_expiry_loop(self, shutdown: CancellationToken) {
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
         let window = self.heartbeat * 3;
         let mut deaf_until: Option<tokio::time::Instant> = None;
         loop {
@@ -312,8 +312,8 @@ impl Workers {
     }
 
     /// Trims published events and old idempotency keys; the outbox is not an archive.
-    async fn housekeeping_loop(self, shutdown: Shutdown) {
-        let mut stop = std::pin::pin!(shutdown.wait());
+    async fn housekeeping_loop(self, shutdown: CancellationToken) {
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
         loop {
             tokio::select! {
                 () = &mut stop => return,

@@ -18,7 +18,10 @@
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics` routes.
 //! - [`ids`]: [`ids::UserId`], [`ids::ChatRoomId`], [`ids::CallId`], validated on parse.
 //! - [`metrics`]: the process-wide Prometheus recorder and `/metrics` handler.
-//! - [`shutdown`]: SIGTERM / Ctrl-C and a cloneable [`shutdown::Shutdown`] token.
+//! - [`process`]: a service binary's `main` in one call: config, telemetry, runtime, signals,
+//!   flush on exit.
+//! - [`shutdown`]: SIGTERM / Ctrl-C, and the [`shutdown::CancellationToken`] that stops a
+//!   service.
 //! - [`telemetry`]: JSON logging set-up, idempotent for the all-in-one binary.
 
 pub mod auth;
@@ -27,5 +30,6 @@ pub mod error;
 pub mod health;
 pub mod ids;
 pub mod metrics;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;
