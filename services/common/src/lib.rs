@@ -20,6 +20,7 @@
 //! - [`metrics`]: the process-wide Prometheus recorder and `/metrics` handler.
 //! - [`process`]: a service binary's `main` in one call: config, telemetry, runtime, signals,
 //!   flush on exit.
+//! - [`ratelimit`]: the token bucket behind every rate limit.
 //! - [`shutdown`]: SIGTERM / Ctrl-C, and the [`shutdown::CancellationToken`] that stops a
 //!   service.
 //! - [`telemetry`]: JSON logging set-up, idempotent for the all-in-one binary.
@@ -31,5 +32,6 @@ pub mod health;
 pub mod ids;
 pub mod metrics;
 pub mod process;
+pub mod ratelimit;
 pub mod shutdown;
 pub mod telemetry;
