@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use calls_bus::{Bus, Headers, Subjects};
+use common::backoff::Backoff;
 use common::shutdown::CancellationToken;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
@@ -19,6 +20,12 @@ use crate::store::{OutboxEvent, RelayStep, Store};
 const RELAY_BATCH: u32 = 256;
 /// Timers fired per poll.
 const TIMER_BATCH: usize = 100;
+/// The relay's retry schedule while NATS or the database is down: 200 ms doubling to 5 s,
+/// jittered so that replicas coming back together do not publish in lock-step.
+const RELAY_RETRY_FIRST: Duration = Duration::from_millis(200);
+const RELAY_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long the relay waits before asking again for the lock another replica holds.
+const BUSY_RETRY: Duration = Duration::from_millis(10);
 
 /// The name of the JetStream stream for a subject prefix: one stream per prefix, so
 /// deployments (and tests) sharing a NATS server do not fight over one stream's subjects.
@@ -158,7 +165,7 @@ impl Workers {
     /// Publishes the outbox: woken by this replica's writes, and polling for other replicas'.
     async fn relay_loop(self, shutdown: CancellationToken) {
         let mut stop = std::pin::pin!(shutdown.cancelled_owned());
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(RELAY_RETRY_FIRST, RELAY_RETRY_MAX);
         loop {
             tokio::select! {
                 () = &mut stop => return,
@@ -186,15 +193,14 @@ impl Workers {
                             .await;
                         tokio::select! {
                             () = &mut stop => return,
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                     Ok(RelayStep::Published { more: true, .. }) => {
-                        backoff = Duration::from_millis(200);
+                        backoff.reset();
                     }
                     Ok(RelayStep::Published { .. }) => {
-                        backoff = Duration::from_millis(200);
+                        backoff.reset();
                         break;
                     }
                     Ok(RelayStep::Busy) => {
@@ -202,15 +208,15 @@ impl Workers {
                         if busy_rounds > 50 {
                             break;
                         }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        // Replicas waiting for the lock must not all ask again at once.
+                        tokio::time::sleep(common::backoff::jitter(BUSY_RETRY)).await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox relay step failed");
                         tokio::select! {
                             () = &mut stop => return,
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                         break;
                     }
                 }

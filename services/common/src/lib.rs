@@ -10,6 +10,7 @@
 //! - [`auth`]: JWT access-token verification (HS256 / RS256 / ES256 / EdDSA, algorithm fixed by
 //!   the key), `Authorization: Bearer` parsing, an axum extractor, and token minting for
 //!   development and tests.
+//! - [`backoff`]: jittered exponential backoff for retry loops.
 //! - [`config`]: [`config::Secret`], [`config::ConfigError`], and turning clap errors into
 //!   start-up messages that name environment variables.
 //! - [`error`]: the response envelope: [`error::ErrorCode`], [`error::ApiError`],
@@ -26,6 +27,7 @@
 //! - [`telemetry`]: JSON logging set-up, idempotent for the all-in-one binary.
 
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod error;
 pub mod health;
