@@ -54,11 +54,6 @@ impl Route {
             Self::NotFound => "not_found",
         }
     }
-
-    /// Whether the route goes to calls-api.
-    pub fn is_api(self) -> bool {
-        matches!(self, Self::ApiDocs | Self::Api | Self::ApiInitiate)
-    }
 }
 
 /// Classifies a request.

@@ -373,11 +373,6 @@ impl Relay {
         }
     }
 
-    /// How many subjects this node is subscribed to for its sockets.
-    pub fn room_count(&self) -> usize {
-        self.inner.rooms().len()
-    }
-
     /// Whether `sid` is in the room of `subject`.
     pub fn contains(&self, subject: &str, sid: Sid) -> bool {
         self.inner
