@@ -22,27 +22,26 @@
 //!   read back from JetStream and relayed like live ones: whatever was published while this
 //!   node was away (calls-api may reconnect first) reaches the sockets late but in order, and
 //!   what they already got is dropped by `seq`.
+//!
+//! The ordering rules (dedupe, hold-back, snapshot cut-off) are pure and unit-tested in
+//! `sequence`; the rooms, their subscription tasks and the emits are in `room`; this module is
+//! the relay's API: entering and leaving rooms, activating a joined socket, resynchronising.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+mod room;
+mod sequence;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use calls_bus::wire::HEADER_CREATED_AT;
-use calls_bus::{Bus, BusError, EventMessage, Subscription};
+use calls_bus::{Bus, BusError};
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
-use tokio::task::AbortHandle;
-use tokio::time::Instant;
 
 use crate::metrics;
-use crate::state::SocketCtx;
-
-/// Events buffered per pending socket before the oldest are dropped: a join that takes longer
-/// than this many events is resynchronised by its snapshot anyway.
-const PENDING_BUFFER: usize = 512;
+use room::{Member, Reorder, Room, deliver_to, emit, parse, room_task};
+use sequence::Standing;
 
 /// What a room relays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,55 +50,6 @@ pub enum RoomKind {
     Call,
     /// A user's events: relayed as they come.
     User,
-}
-
-/// One event ready to emit.
-#[derive(Debug)]
-struct Delivery {
-    event: String,
-    data: Box<RawValue>,
-    seq: Option<u64>,
-    /// The `callId` of a `call_ended`, which reaches a socket on two subjects.
-    ended_call: Option<String>,
-    created_at: Option<u64>,
-}
-
-/// How a socket is in a room.
-enum Mode {
-    Pending(Vec<Arc<Delivery>>),
-    Active { floor: Option<u64> },
-}
-
-struct Member {
-    socket: SocketRef,
-    mode: Mode,
-}
-
-#[derive(Default)]
-struct RoomState {
-    members: HashMap<Sid, Member>,
-    /// Highest `seq` relayed (call rooms).
-    high: Option<u64>,
-    /// Set when the room left the relay's map; a subscription finishing late is then dropped.
-    closed: bool,
-    task: Option<AbortHandle>,
-}
-
-struct Room {
-    subject: String,
-    kind: RoomKind,
-    ready: tokio::sync::OnceCell<()>,
-    state: Mutex<RoomState>,
-}
-
-impl Room {
-    fn state(&self) -> MutexGuard<'_, RoomState> {
-        // Every critical section leaves the state consistent before anything that can panic
-        // (emits return errors rather than panicking), so a poisoned lock is still usable.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
 }
 
 /// The relay of one node. Cheap to clone.
@@ -169,12 +119,7 @@ impl Relay {
                 .entry(subject.to_owned())
                 .or_insert_with(|| {
                     metrics::subscriptions(1.0);
-                    Arc::new(Room {
-                        subject: subject.to_owned(),
-                        kind,
-                        ready: tokio::sync::OnceCell::new(),
-                        state: Mutex::new(RoomState::default()),
-                    })
+                    Arc::new(Room::new(subject, kind))
                 })
                 .clone();
             let previous = room
@@ -184,13 +129,10 @@ impl Relay {
                     socket.id,
                     Member {
                         socket: socket.clone(),
-                        mode: Mode::Pending(Vec::new()),
+                        standing: Standing::Pending(Vec::new()),
                     },
                 )
-                .map(|m| match m.mode {
-                    Mode::Active { floor } => floor,
-                    Mode::Pending(_) => None,
-                });
+                .map(|m| m.standing.floor().flatten());
             (room, Previous(previous))
         };
 
@@ -279,11 +221,7 @@ impl Relay {
         if let Some((event, data)) = first {
             emit(&member.socket, event, data, None);
         }
-        let buffered = match std::mem::replace(&mut member.mode, Mode::Active { floor }) {
-            Mode::Pending(buffered) => buffered,
-            Mode::Active { .. } => Vec::new(),
-        };
-        for delivery in buffered {
+        for delivery in member.standing.activate(floor) {
             deliver_to(room.kind, member, &delivery);
         }
     }
@@ -387,243 +325,5 @@ impl Relay {
         for subject in subjects {
             self.inner.close_room(&subject);
         }
-    }
-}
-
-fn emit<T: serde::Serialize + ?Sized>(
-    socket: &SocketRef,
-    event: &str,
-    data: &T,
-    created_at: Option<u64>,
-) {
-    match socket.emit(event, data) {
-        Ok(()) => {
-            metrics::event_out(event);
-            if let Some(created_at) = created_at {
-                metrics::relay_latency(created_at);
-            }
-        }
-        Err(err) => {
-            tracing::debug!(sid = %socket.id, event, error = %err, "event not delivered to socket");
-            metrics::event_dropped("socket_unavailable");
-        }
-    }
-}
-
-fn deliver_to(kind: RoomKind, member: &mut Member, delivery: &Arc<Delivery>) {
-    match &mut member.mode {
-        Mode::Pending(buffer) => {
-            if buffer.len() >= PENDING_BUFFER {
-                buffer.remove(0);
-                metrics::event_dropped("pending_overflow");
-            }
-            buffer.push(delivery.clone());
-        }
-        Mode::Active { floor } => {
-            if kind == RoomKind::Call
-                && let Some(seq) = delivery.seq
-            {
-                if floor.is_some_and(|f| seq <= f) {
-                    return;
-                }
-                *floor = Some(seq);
-            }
-            if let Some(call_id) = &delivery.ended_call
-                && member
-                    .socket
-                    .extensions
-                    .get::<Arc<SocketCtx>>()
-                    .is_some_and(|ctx| !ctx.first_call_ended(call_id))
-            {
-                metrics::event_dropped("duplicate_call_ended");
-                return;
-            }
-            emit(
-                &member.socket,
-                &delivery.event,
-                &*delivery.data,
-                delivery.created_at,
-            );
-        }
-    }
-}
-
-fn deliver_all(kind: RoomKind, state: &mut RoomState, delivery: &Arc<Delivery>) {
-    for member in state.members.values_mut() {
-        deliver_to(kind, member, delivery);
-    }
-}
-
-/// Events that arrived ahead of a gap, and when to stop waiting for it.
-#[derive(Default)]
-struct Reorder {
-    held: BTreeMap<u64, Arc<Delivery>>,
-    deadline: Option<Instant>,
-}
-
-impl Room {
-    /// Relays one event; returns true when it ended the call.
-    fn accept(&self, delivery: Delivery, reorder: &mut Reorder, window: Duration) -> bool {
-        let ends_call = self.kind == RoomKind::Call && delivery.event == "call_ended";
-        let delivery = Arc::new(delivery);
-        let mut state = self.state();
-        let seq = match (self.kind, delivery.seq) {
-            (RoomKind::Call, Some(seq)) => seq,
-            _ => {
-                deliver_all(self.kind, &mut state, &delivery);
-                return ends_call;
-            }
-        };
-        match state.high {
-            Some(high) if seq <= high => {
-                metrics::event_dropped("duplicate_seq");
-                return false;
-            }
-            Some(high) if seq > high + 1 && !window.is_zero() => {
-                reorder.held.insert(seq, delivery);
-                reorder
-                    .deadline
-                    .get_or_insert_with(|| Instant::now() + window);
-                return false;
-            }
-            _ => {}
-        }
-        state.high = Some(seq);
-        deliver_all(self.kind, &mut state, &delivery);
-        let mut ended = ends_call;
-        // The gap may be filled now: release what follows in order.
-        while let Some(entry) = reorder.held.first_entry() {
-            let next = *entry.key();
-            if state.high.is_some_and(|h| next <= h) {
-                entry.remove();
-            } else if state.high.is_some_and(|h| next == h + 1) {
-                let held = entry.remove();
-                state.high = Some(next);
-                ended |= held.event == "call_ended";
-                deliver_all(self.kind, &mut state, &held);
-            } else {
-                break;
-            }
-        }
-        if reorder.held.is_empty() {
-            reorder.deadline = None;
-        }
-        ended
-    }
-
-    /// The reorder window ran out: release everything held, in order, skipping the gap.
-    fn release(&self, reorder: &mut Reorder) -> bool {
-        let mut state = self.state();
-        let mut ended = false;
-        for (seq, held) in std::mem::take(&mut reorder.held) {
-            if state.high.is_some_and(|h| seq <= h) {
-                continue;
-            }
-            metrics::event_dropped("seq_gap_skipped");
-            state.high = Some(seq);
-            ended |= held.event == "call_ended";
-            deliver_all(self.kind, &mut state, &held);
-        }
-        reorder.deadline = None;
-        ended
-    }
-}
-
-#[derive(Deserialize)]
-struct SeqOnly {
-    seq: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct CallIdOnly {
-    #[serde(rename = "callId")]
-    call_id: String,
-}
-
-fn parse(message: &calls_bus::Message) -> Option<Delivery> {
-    let parsed: EventMessage<Box<RawValue>> = match serde_json::from_slice(&message.payload) {
-        Ok(parsed) => parsed,
-        Err(err) => {
-            tracing::warn!(subject = %message.subject, error = %err, "undecodable event on the bus; skipped");
-            metrics::event_dropped("undecodable");
-            return None;
-        }
-    };
-    let seq = serde_json::from_str::<SeqOnly>(parsed.data.get())
-        .ok()
-        .and_then(|s| s.seq);
-    let ended_call = (parsed.event == "call_ended")
-        .then(|| serde_json::from_str::<CallIdOnly>(parsed.data.get()).ok())
-        .flatten()
-        .map(|c| c.call_id);
-    let created_at = message
-        .headers
-        .get(HEADER_CREATED_AT)
-        .and_then(|v| v.parse().ok());
-    Some(Delivery {
-        event: parsed.event,
-        data: parsed.data,
-        seq,
-        ended_call,
-        created_at,
-    })
-}
-
-async fn room_task(
-    room: Weak<Room>,
-    relay: Weak<Inner>,
-    mut subscription: Subscription,
-    window: Duration,
-) {
-    let mut reorder = Reorder::default();
-    loop {
-        let deadline = reorder.deadline;
-        let message = tokio::select! {
-            message = subscription.next() => match message {
-                Some(message) => Some(message),
-                None => break,
-            },
-            () = sleep_until(deadline) => None,
-        };
-        let Some(room) = room.upgrade() else { break };
-        let ended = match message {
-            Some(message) => match parse(&message) {
-                Some(delivery) => {
-                    // The emits continue the trace of the state change that caused the event.
-                    let span = tracing::info_span!(
-                        "bus.deliver",
-                        otel.name = format!("emit {}", delivery.event),
-                        otel.kind = "consumer",
-                        messaging.system = "nats",
-                        messaging.destination.name = %message.subject,
-                        event = %delivery.event,
-                        seq = delivery.seq,
-                        trace_id = tracing::field::Empty,
-                    );
-                    common::telemetry::set_parent(
-                        &span,
-                        message.headers.get(common::telemetry::TRACEPARENT),
-                        message.headers.get(common::telemetry::TRACESTATE),
-                    );
-                    span.in_scope(|| room.accept(delivery, &mut reorder, window))
-                }
-                None => false,
-            },
-            None => room.release(&mut reorder),
-        };
-        if ended {
-            // The call is over: nothing more will come, so stop holding the subscription.
-            if let Some(relay) = relay.upgrade() {
-                relay.close_room(&room.subject);
-            }
-            break;
-        }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
