@@ -23,7 +23,7 @@ use crate::metrics;
 pub const MAX_IN_FLIGHT: usize = 256;
 
 /// Retry schedule for connected/disconnected: 100 ms doubling to 5 s, jittered (every node
-/// retries at once after a calls-api outage), 20 to 36 s of waiting in all plus the request
+/// retries at once after a calls-api outage), 18 to 36 s of waiting in all plus the request
 /// timeouts, which covers a calls-api rolling restart.
 const RETRY_START: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
