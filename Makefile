@@ -39,10 +39,24 @@ token: ## print a development access token: make token USER=alice
 build: ## build every service (debug)
 	$(CARGO) build --workspace --bins
 
-.PHONY: lint
-lint: ## rustfmt check and clippy with warnings as errors
+.PHONY: check
+check: ## the fast inner loop: rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: lint
+lint: check deny doc ## check, cargo deny (advisories, licenses, duplicate versions, sources) and rustdoc
+
+# cargo-deny is pinned so that a new release's new lints cannot break CI unannounced.
+CARGO_DENY_VERSION := 0.20.2
+
+.PHONY: deny
+deny: ## cargo deny check: advisories, licenses, duplicate versions, sources (deny.toml); installs cargo-deny if missing
+	@scripts/cargo-deny.sh $(CARGO_DENY_VERSION)
+
+.PHONY: doc
+doc: ## the API docs (cargo doc), with rustdoc warnings (broken links) as errors
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 
 .PHONY: js-deps
 js-deps: $(JS_DIR)/node_modules/.package-lock.json ## install the JS test clients (official npm packages)
@@ -54,17 +68,31 @@ $(JS_DIR)/node_modules/.package-lock.json: $(JS_DIR)/package.json $(JS_DIR)/pack
 services: ## make sure the local Postgres and NATS the tests use are running
 	@scripts/ensure-services.sh
 
+# FILTER=<text> runs only the tests whose names contain it (make test-rust, make test-js).
+FILTER ?=
+# nextest profile (.config/nextest.toml); CI uses `ci`.
+NEXTEST_PROFILE ?= default
+
 .PHONY: test
-test: services js-deps build test-deploy ## run every test: Rust (unit, integration, store) and the JS client suites
+test: services js-deps build test-deploy test-rust test-config-docs test-js ## run every test: Rust (unit, integration, store) and the JS client suites
+
+.PHONY: test-rust
+test-rust: services ## the Rust tests (unit, property, integration, doc); FILTER=<text> runs the ones whose names contain it
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --workspace --no-fail-fast; \
+		$(CARGO) nextest run --workspace --no-fail-fast --profile $(NEXTEST_PROFILE) $(if $(FILTER),-- '$(FILTER)'); \
 	else \
-		$(CARGO) test --workspace --no-fail-fast; \
+		$(CARGO) test --workspace --no-fail-fast $(if $(FILTER),-- '$(FILTER)'); \
 	fi
-	$(CARGO) test --workspace --doc
+	$(CARGO) test --workspace --doc $(if $(FILTER),-- '$(FILTER)')
+
+.PHONY: test-config-docs
+test-config-docs: build ## docs/configuration.md matches the binaries' --help
 	python3 scripts/config-docs.py --check
-	cd $(JS_DIR) && BIN_DIR=$(abspath $(BIN_DIR)) MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) \
-		SIGNALING_BIN=$(abspath $(BIN_DIR)/signaling) node --test --test-reporter=spec
+
+.PHONY: test-js
+test-js: services js-deps build ## the official-client JS suites against real processes; FILTER=<text> runs the tests whose names contain it
+	BIN_DIR=$(abspath $(BIN_DIR)) MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) \
+		SIGNALING_BIN=$(abspath $(BIN_DIR)/signaling) FILTER='$(FILTER)' scripts/test-js.sh
 
 .PHONY: test-deploy
 test-deploy: ## render and validate the Kubernetes manifests and compose file; check dashboards and alerts against the code

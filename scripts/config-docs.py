@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes docs/configuration.md from each binary's --help, so the reference can never drift from
-the code; `--check` fails when the committed file is stale (run by `make lint`).
+the code; `--check` fails when the committed file is stale (run by `make test`).
 
 Usage: scripts/config-docs.py [--check] [BIN_DIR]
 """
@@ -54,7 +54,7 @@ def render(bin_dir):
         "",
         "Every service reads its configuration from environment variables (each also has a command-line",
         "flag, see `--help`). Unset required values stop the service at start-up with a message naming the",
-        "variable. This file is generated from the binaries' `--help` by `scripts/config-docs.py`; `make lint`",
+        "variable. This file is generated from the binaries' `--help` by `scripts/config-docs.py`; `make test`",
         "fails when it is stale.",
         "",
         "The standalone binary (`make run`) runs all five services in one process and reads the same",

@@ -15,7 +15,7 @@ use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::{BuildError, DecodeError};
 
-/// Largest inflated payload [`inflate`] accepts. Real tokens are a few hundred bytes; the cap
+/// Largest inflated payload the decoder accepts. Real tokens are a few hundred bytes; the cap
 /// keeps a "zip bomb" token from costing more than a bounded amount of memory and CPU.
 pub const MAX_PAYLOAD_LEN: usize = 1 << 20;
 

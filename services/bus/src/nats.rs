@@ -60,11 +60,6 @@ impl NatsBus {
         Ok(Self::wrap(client, connections))
     }
 
-    /// Wraps an existing client (whose reconnections [`NatsBus::connections`] cannot see).
-    pub fn from_client(client: async_nats::Client) -> Self {
-        Self::wrap(client, tokio::sync::watch::channel(0).1)
-    }
-
     fn wrap(client: async_nats::Client, connections: tokio::sync::watch::Receiver<u64>) -> Self {
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(PUBLISH_ACK_TIMEOUT);

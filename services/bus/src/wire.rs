@@ -4,6 +4,9 @@
 //! (signaling → calls-api). The command reply has the very shape of the Socket.IO ack
 //! (`{ok: true, data}` / `{ok: false, error: {code, message}}`), so signaling forwards it to the
 //! client untouched.
+//!
+//! Besides the headers below, messages carry the W3C `traceparent` of the operation that sent
+//! them, when it has one (the services read and write it through `common::telemetry`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,8 +17,6 @@ use serde_json::Value;
 
 /// JetStream de-duplication id: the outbox event id, so the outbox's retries are stored once.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
-/// W3C trace context, when the publisher has one.
-pub const HEADER_TRACEPARENT: &str = "traceparent";
 /// Unix milliseconds at which the event was created (for relay-latency metrics).
 pub const HEADER_CREATED_AT: &str = "X-Created-At";
 

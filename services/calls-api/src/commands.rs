@@ -11,7 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use calls_bus::{Ack, Bus, CommandRequest, Message, PresenceMessage, Subjects};
 use common::error::{ApiError, ErrorCode};
-use common::shutdown::Shutdown;
+use common::shutdown::CancellationToken;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
@@ -205,14 +205,14 @@ pub async fn serve(
     bus: Bus,
     subjects: Subjects,
     calls: Calls,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
 ) -> Result<(), calls_bus::BusError> {
     let group = calls_bus::subjects::CALLS_API_QUEUE_GROUP;
     let mut commands = bus.queue_subscribe(&subjects.all_commands(), group).await?;
     let mut presence = bus.queue_subscribe(&subjects.all_presence(), group).await?;
     bus.flush().await?;
     let limit = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let mut stop = std::pin::pin!(shutdown.wait());
+    let mut stop = std::pin::pin!(shutdown.cancelled_owned());
     loop {
         let (message, is_command) = tokio::select! {
             () = &mut stop => return Ok(()),

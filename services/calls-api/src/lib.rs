@@ -28,7 +28,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use calls_bus::{Bus, Subjects};
 use common::auth::JwtVerifier;
-use common::shutdown::Shutdown;
+use common::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -102,7 +102,7 @@ pub async fn run_with_bus(
         relay.clone(),
     );
 
-    let stop = Shutdown::new();
+    let stop = CancellationToken::new();
     let mut tasks = workers::Workers {
         store: store.clone(),
         bus: bus.clone(),
@@ -158,7 +158,7 @@ pub async fn run_with_bus(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    stop.trigger();
+    stop.cancel();
     for task in tasks {
         let _ = task.await;
     }

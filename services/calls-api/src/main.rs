@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use common::process::{Runtime, bind};
 
 /// `calls-api [OPTIONS]`: serve (configuration from the environment, flags override).
 #[derive(Parser)]
@@ -26,44 +27,37 @@ struct Migrate {
     database: calls_api::DatabaseConfig,
 }
 
+enum Command {
+    Serve(Box<calls_api::Config>),
+    Migrate(calls_api::DatabaseConfig),
+}
+
 fn main() -> ExitCode {
     // A subcommand would make every serve flag optional to clap; two parsers keep `serve`'s
     // required variables required.
-    let migrate = std::env::args().nth(1).as_deref() == Some("migrate");
-    let (serve, migrate) = if migrate {
+    let command = if std::env::args().nth(1).as_deref() == Some("migrate") {
         let args = std::env::args()
             .enumerate()
             .filter(|(i, _)| *i != 1)
             .map(|(_, a)| a);
-        let parsed = Migrate::try_parse_from(args).unwrap_or_else(|e| e.exit());
-        (None, Some(parsed))
+        let Migrate { database } = Migrate::try_parse_from(args).unwrap_or_else(|e| e.exit());
+        Command::Migrate(database)
     } else {
-        (Some(common::config::parse_or_exit::<Serve>()), None)
+        let Serve { config } = common::config::parse_or_exit();
+        Command::Serve(Box::new(config))
     };
-    common::telemetry::init("calls-api");
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        eprintln!("calls-api: cannot start the async runtime");
-        return ExitCode::FAILURE;
-    };
-    let result = runtime.block_on(async move {
-        if let Some(Migrate { database }) = migrate {
-            let store = calls_api::store::Store::connect(database.url.expose(), 1).await?;
-            store.migrate().await?;
-            tracing::info!("migrations applied");
-            return Ok(());
+    common::process::run("calls-api", Runtime::default(), |shutdown| async move {
+        match command {
+            Command::Migrate(database) => {
+                let store = calls_api::store::Store::connect(database.url.expose(), 1).await?;
+                store.migrate().await?;
+                tracing::info!("migrations applied");
+            }
+            Command::Serve(config) => {
+                let listener = bind(config.listen, "CALLS_API_LISTEN").await?;
+                calls_api::run(*config, listener, shutdown.cancelled_owned()).await?;
+            }
         }
-        let Some(Serve { config }) = serve else {
-            return Ok(());
-        };
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
-        calls_api::run(config, listener, common::shutdown::signal()).await
-    });
-    common::telemetry::shutdown();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("calls-api: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        Ok(())
+    })
 }

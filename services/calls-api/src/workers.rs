@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use calls_bus::{Bus, Headers, Subjects};
-use common::shutdown::Shutdown;
+use common::backoff::Backoff;
+use common::shutdown::CancellationToken;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -19,6 +20,12 @@ use crate::store::{OutboxEvent, RelayStep, Store};
 const RELAY_BATCH: u32 = 256;
 /// Timers fired per poll.
 const TIMER_BATCH: usize = 100;
+/// The relay's retry schedule while NATS or the database is down: 200 ms doubling to 5 s,
+/// jittered so that replicas coming back together do not publish in lock-step.
+const RELAY_RETRY_FIRST: Duration = Duration::from_millis(200);
+const RELAY_RETRY_MAX: Duration = Duration::from_secs(5);
+/// How long the relay waits before asking again for the lock another replica holds.
+const BUSY_RETRY: Duration = Duration::from_millis(10);
 
 /// The name of the JetStream stream for a subject prefix: one stream per prefix, so
 /// deployments (and tests) sharing a NATS server do not fight over one stream's subjects.
@@ -94,7 +101,7 @@ fn record_event_metrics(event: &OutboxEvent) {
 
 impl Workers {
     /// Spawns every loop; they end when `shutdown` is triggered.
-    pub fn spawn(self, shutdown: &Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn(self, shutdown: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
         vec![
             tokio::spawn(self.clone().relay_loop(shutdown.clone())),
             tokio::spawn(self.clone().timer_loop(shutdown.clone())),
@@ -151,9 +158,9 @@ impl Workers {
     }
 
     /// Publishes the outbox: woken by this replica's writes, and polling for other replicas'.
-    async fn relay_loop(self, shutdown: Shutdown) {
-        let mut stop = std::pin::pin!(shutdown.wait());
-        let mut backoff = Duration::from_millis(200);
+    async fn relay_loop(self, shutdown: CancellationToken) {
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
+        let mut backoff = Backoff::new(RELAY_RETRY_FIRST, RELAY_RETRY_MAX);
         loop {
             tokio::select! {
                 () = &mut stop => return,
@@ -181,15 +188,14 @@ impl Workers {
                             .await;
                         tokio::select! {
                             () = &mut stop => return,
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                     Ok(RelayStep::Published { more: true, .. }) => {
-                        backoff = Duration::from_millis(200);
+                        backoff.reset();
                     }
                     Ok(RelayStep::Published { .. }) => {
-                        backoff = Duration::from_millis(200);
+                        backoff.reset();
                         break;
                     }
                     Ok(RelayStep::Busy) => {
@@ -197,15 +203,15 @@ impl Workers {
                         if busy_rounds > 50 {
                             break;
                         }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        // Replicas waiting for the lock must not all ask again at once.
+                        tokio::time::sleep(common::backoff::jitter(BUSY_RETRY)).await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "outbox relay step failed");
                         tokio::select! {
                             () = &mut stop => return,
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(backoff.next_delay()) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                         break;
                     }
                 }
@@ -220,8 +226,8 @@ impl Workers {
     }
 
     /// Fires due timers (ring timeout, disconnect grace, max duration).
-    async fn timer_loop(self, shutdown: Shutdown) {
-        let mut stop = std::pin::pin!(shutdown.wait());
+    async fn timer_loop(self, shutdown: CancellationToken) {
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
         loop {
             tokio::select! {
                 () = &mut stop => return,
@@ -258,8 +264,8 @@ impl Workers {
     /// Heartbeats reach this replica through the bus and are recorded in the database, so while
     /// either is out of reach, silence proves nothing: expiry pauses, and resumes only once
     /// every node has had three heartbeats' time to be heard again.
-    async fn node_expiry_loop(self, shutdown: Shutdown) {
-        let mut stop = std::pin::pin!(shutdown.wait());
+    async fn node_expiry_loop(self, shutdown: CancellationToken) {
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
         let window = self.heartbeat * 3;
         let mut deaf_until: Option<tokio::time::Instant> = None;
         loop {
@@ -307,8 +313,8 @@ impl Workers {
     }
 
     /// Trims published events and old idempotency keys; the outbox is not an archive.
-    async fn housekeeping_loop(self, shutdown: Shutdown) {
-        let mut stop = std::pin::pin!(shutdown.wait());
+    async fn housekeeping_loop(self, shutdown: CancellationToken) {
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
         loop {
             tokio::select! {
                 () = &mut stop => return,

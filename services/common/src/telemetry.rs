@@ -2,7 +2,7 @@
 //!
 //! **Logs**: JSON lines on stdout, filtered by `RUST_LOG` (default `info`). Every line carries the
 //! fields of the span it was written in: a request's line has its `request_id`, `trace_id` and
-//! `user_id`; a background task's line has the `service` span's name.
+//! `user_id`; a bus message's line (a command, an event relayed) has that message's span.
 //!
 //! **Traces**: OpenTelemetry, through the `tracing` spans the services open for each request,
 //! RPC, bus message, database operation and socket event. Spans always get real trace ids (so
@@ -147,12 +147,6 @@ pub fn shutdown() {
             tracing::warn!(error = %err, "flushing traces at exit failed");
         }
     }
-}
-
-/// A span naming the service; run a service's tasks inside it (`.instrument(span)`) so every
-/// log line says which service wrote it.
-pub fn service_span(service_name: &str) -> tracing::Span {
-    tracing::info_span!("service", service = service_name)
 }
 
 /// The two W3C headers, borrowed from wherever they were carried.

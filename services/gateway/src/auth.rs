@@ -11,16 +11,15 @@
 //! has had its say. The cache is bounded ([`MAX_ENTRIES`]); when full it is simply emptied, which
 //! costs one verification per active token.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::auth::{AuthError, JwtVerifier, LEEWAY_SECS, bearer_token};
 
+use crate::shards::{SHARDS, ShardedMap};
+
 /// Most tokens remembered (about 1 KiB each).
 pub const MAX_ENTRIES: usize = 16 * 1024;
-const SHARDS: usize = 16;
 
 #[derive(Debug, Clone)]
 struct Verified {
@@ -33,8 +32,7 @@ struct Verified {
 #[derive(Debug)]
 pub struct CachingVerifier {
     verifier: JwtVerifier,
-    shards: Vec<Mutex<HashMap<Box<str>, Verified>>>,
-    hasher: RandomState,
+    tokens: ShardedMap<Box<str>, Verified>,
 }
 
 fn now_secs() -> u64 {
@@ -49,15 +47,8 @@ impl CachingVerifier {
     pub fn new(verifier: JwtVerifier) -> Self {
         Self {
             verifier,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            tokens: ShardedMap::new(),
         }
-    }
-
-    fn shard(&self, token: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Verified>> {
-        let index = (self.hasher.hash_one(token) as usize) % self.shards.len();
-        // Entries are replaced whole; a panic elsewhere cannot leave one half-written.
-        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The user of an `Authorization: Bearer` header value.
@@ -66,7 +57,7 @@ impl CachingVerifier {
             .and_then(bearer_token)
             .ok_or(AuthError::Missing)?;
         let now = now_secs();
-        if let Some(hit) = self.shard(token).get(token)
+        if let Some(hit) = self.tokens.shard(token).get(token)
             && now <= hit.until
         {
             return Ok(hit.sub.clone());
@@ -77,7 +68,7 @@ impl CachingVerifier {
             sub: sub.clone(),
             until: claims.exp.saturating_add(LEEWAY_SECS),
         };
-        let mut shard = self.shard(token);
+        let mut shard = self.tokens.shard(token);
         if shard.len() >= MAX_ENTRIES / SHARDS {
             shard.clear();
         }
@@ -88,25 +79,17 @@ impl CachingVerifier {
     /// Forgets expired tokens.
     pub fn sweep(&self) {
         let now = now_secs();
-        for shard in &self.shards {
-            shard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, v| now <= v.until);
-        }
+        self.tokens.retain(|_, v| now <= v.until);
     }
 
     /// Tokens remembered.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.tokens.len()
     }
 
     /// Whether none is remembered.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.tokens.is_empty()
     }
 }
 
@@ -164,11 +147,10 @@ mod tests {
         let token = mint_hs256(SECRET, "alice", Duration::from_secs(600));
         cache.user(Some(&bearer(&token))).unwrap();
         // Pretend it expired: the entry says so, and the token is checked again.
-        for shard in &cache.shards {
-            for entry in shard.lock().unwrap().values_mut() {
-                entry.until = 1;
-            }
-        }
+        cache.tokens.retain(|_, entry| {
+            entry.until = 1;
+            true
+        });
         cache.sweep();
         assert!(cache.is_empty());
         assert_eq!(&*cache.user(Some(&bearer(&token))).unwrap(), "alice");

@@ -184,7 +184,8 @@ pub struct PoolConfig {
         default_value_t = 60_000
     )]
     pub long_poll_timeout_ms: u64,
-    /// Interval of the active health checks (`GET /healthz` on every instance).
+    /// Interval of the active health checks (`GET /healthz` on every instance); each wait is
+    /// drawn between half of it and all of it, so gateway replicas do not probe in step.
     #[arg(long = "health-check-interval-ms", env = "GATEWAY_HEALTH_CHECK_INTERVAL_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub health_check_interval_ms: u64,
     /// Timeout of one health check.

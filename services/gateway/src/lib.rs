@@ -21,6 +21,7 @@
 //! - [`websocket`]: splicing upgraded connections, closing them on shutdown.
 //! - [`auth`]: access-token checks at the edge, with a cache of verified tokens.
 //! - [`ratelimit`]: keyed token buckets.
+//! - [`shards`]: the sharded map behind the token cache, the rate limiters and the session pins.
 //! - [`headers`]: request ids, hop-by-hop headers, `X-Forwarded-*`, the client IP.
 //! - [`io`]: the write timeout on client connections.
 //! - [`metrics`]: the Prometheus metrics the gateway exports.
@@ -38,6 +39,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod route;
 pub mod server;
+pub mod shards;
 pub mod sticky;
 pub mod websocket;
 

@@ -287,7 +287,12 @@ impl Pool {
         self.publish_health();
     }
 
-    /// Runs [`Pool::check_all`] now and then every `interval` until `cancel`.
+    /// Runs [`Pool::check_all`] now and then about every `interval` until `cancel`.
+    ///
+    /// Each round starts between half an interval and an interval after the previous one
+    /// started ([`common::backoff::jitter`]): gateway replicas started together (a rollout) would
+    /// otherwise probe every instance at the same moment, and keep doing so. A round slower
+    /// than that is followed by the next at once, never by a burst of catch-up rounds.
     pub fn spawn_health_checks(
         self: Arc<Self>,
         interval: Duration,
@@ -295,13 +300,12 @@ impl Pool {
         cancel: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            // A slow round must not be followed by a burst of catch-up rounds.
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut next_round = tokio::time::Instant::now();
             loop {
                 tokio::select! {
                     () = cancel.cancelled() => break,
-                    _ = ticker.tick() => {
+                    () = tokio::time::sleep_until(next_round) => {
+                        next_round = tokio::time::Instant::now() + common::backoff::jitter(interval);
                         self.check_all(timeout).await;
                         for instance in self.instances.iter() {
                             instance.connections.prune();

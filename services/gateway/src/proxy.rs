@@ -384,15 +384,6 @@ fn classify(err: &SendError) -> Failure {
     }
 }
 
-/// Whether a request has a body worth draining.
-pub fn has_body(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim() != "0")
-}
-
 #[cfg(test)]
 mod tests {
     use http::StatusCode;

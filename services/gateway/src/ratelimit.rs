@@ -1,36 +1,26 @@
 //! Token-bucket rate limiting, keyed by user id or client IP.
 //!
-//! Each key has a bucket of `burst` tokens that refills at `per_minute / 60` tokens a second; a
-//! request takes one token or is refused with the time until the next token (the `Retry-After`).
-//! Buckets live in a sharded map so that concurrent requests for different keys rarely contend
-//! on a lock; a periodic [`RateLimiter::sweep`] drops buckets that have refilled completely,
-//! which are indistinguishable from absent ones, so memory follows the number of recently active
-//! keys rather than every key ever seen.
+//! Each key has a [`TokenBucket`] of `burst` tokens that refills at `per_minute / 60` tokens a
+//! second; a request takes one token or is refused with the time until the next token (the
+//! `Retry-After`). Buckets live in a [`ShardedMap`] so that concurrent requests for different
+//! keys rarely contend on a lock; a periodic [`RateLimiter::sweep`] drops buckets that have
+//! refilled completely, which are indistinguishable from absent ones, so memory follows the
+//! number of recently active keys rather than every key ever seen.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const SHARDS: usize = 16;
+use common::ratelimit::{Rate, TokenBucket};
 
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
+use crate::shards::ShardedMap;
 
 /// A keyed token-bucket limiter.
 #[derive(Debug)]
 pub struct RateLimiter<K> {
-    shards: Vec<Mutex<HashMap<K, Bucket>>>,
-    // A keyed hasher: user ids and IPs are chosen by clients, so a fixed hash would let them
-    // pile every key into one shard.
-    hasher: RandomState,
-    per_second: f64,
-    burst: f64,
+    buckets: ShardedMap<K, TokenBucket>,
+    rate: Rate,
 }
 
 impl<K: Hash + Eq> RateLimiter<K> {
@@ -41,16 +31,9 @@ impl<K: Hash + Eq> RateLimiter<K> {
             return None;
         }
         Some(Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
-            per_second: f64::from(per_minute) / 60.0,
-            burst: f64::from(burst.max(1)),
+            buckets: ShardedMap::new(),
+            rate: Rate::per_minute(per_minute, burst),
         })
-    }
-
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<HashMap<K, Bucket>> {
-        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
-        &self.shards[index]
     }
 
     /// Takes a token for `key` now: `Err(retry_after)` when the bucket is empty.
@@ -68,57 +51,30 @@ impl<K: Hash + Eq> RateLimiter<K> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        // A poisoned lock only means another request panicked mid-update of a plain number;
-        // the map is still usable.
-        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        if !shard.contains_key(key) {
-            shard.insert(
-                key.to_owned(),
-                Bucket {
-                    tokens: self.burst,
-                    last: now,
-                },
-            );
-        }
-        let Some(bucket) = shard.get_mut(key) else {
-            // Inserted just above under the same lock.
-            return Ok(());
-        };
-        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.burst);
-        bucket.last = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - bucket.tokens) / self.per_second,
-            ))
+        let mut shard = self.buckets.shard(key);
+        // The key is copied only the first time it is seen.
+        match shard.get_mut(key) {
+            Some(bucket) => bucket.take(now),
+            None => shard
+                .entry(key.to_owned())
+                .or_insert_with(|| TokenBucket::new(self.rate, now))
+                .take(now),
         }
     }
 
     /// Drops buckets that are full again by `now`.
     pub fn sweep(&self, now: Instant) {
-        for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|_, bucket| {
-                let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
-                bucket.tokens + elapsed * self.per_second < self.burst
-            });
-        }
+        self.buckets.retain(|_, bucket| !bucket.is_full_at(now));
     }
 
     /// Number of tracked keys.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.buckets.len()
     }
 
     /// Whether no key is tracked.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.buckets.is_empty()
     }
 }
 

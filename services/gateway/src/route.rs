@@ -58,14 +58,6 @@ impl Route {
             Self::ApiDevices => "api_devices",
         }
     }
-
-    /// Whether the route is part of the REST API (calls-api, or notifier for devices).
-    pub fn is_api(self) -> bool {
-        matches!(
-            self,
-            Self::ApiDocs | Self::Api | Self::ApiInitiate | Self::ApiDevices
-        )
-    }
 }
 
 /// Classifies a request.

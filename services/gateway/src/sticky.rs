@@ -19,20 +19,17 @@
 //! an upgraded session no longer polls at all.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+
+use crate::shards::ShardedMap;
 
 /// How long a session's pin survives without requests.
 pub const SESSION_IDLE_TTL: Duration = Duration::from_secs(120);
 
 /// Longest sid accepted from a handshake; engine.io's are 20 characters.
 const MAX_SID_LEN: usize = 128;
-
-const SHARDS: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 struct Pin {
@@ -43,8 +40,7 @@ struct Pin {
 /// `sid → instance index` with idle expiry.
 #[derive(Debug)]
 pub struct SessionTable {
-    shards: Vec<Mutex<HashMap<String, Pin>>>,
-    hasher: RandomState,
+    pins: ShardedMap<String, Pin>,
     ttl: Duration,
 }
 
@@ -58,21 +54,15 @@ impl SessionTable {
     /// An empty table whose entries expire after `ttl` of disuse.
     pub fn new(ttl: Duration) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            pins: ShardedMap::new(),
             ttl,
         }
-    }
-
-    fn shard(&self, sid: &str) -> std::sync::MutexGuard<'_, HashMap<String, Pin>> {
-        let index = (self.hasher.hash_one(sid) as usize) % self.shards.len();
-        self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The instance holding `sid`, refreshing its expiry.
     pub fn get(&self, sid: &str) -> Option<usize> {
         let now = Instant::now();
-        let mut shard = self.shard(sid);
+        let mut shard = self.pins.shard(sid);
         let pin = shard.get_mut(sid)?;
         if now.saturating_duration_since(pin.last_used) > self.ttl {
             shard.remove(sid);
@@ -84,7 +74,7 @@ impl SessionTable {
 
     /// Remembers that `instance` holds `sid`.
     pub fn insert(&self, sid: &str, instance: usize) {
-        self.shard(sid).insert(
+        self.pins.shard(sid).insert(
             sid.to_owned(),
             Pin {
                 instance,
@@ -95,28 +85,23 @@ impl SessionTable {
 
     /// Forgets `sid` (the session is gone, or its instance is).
     pub fn remove(&self, sid: &str) {
-        self.shard(sid).remove(sid);
+        self.pins.shard(sid).remove(sid);
     }
 
     /// Drops entries idle for longer than the TTL.
     pub fn sweep(&self, now: Instant) {
-        for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-            shard.retain(|_, pin| now.saturating_duration_since(pin.last_used) <= self.ttl);
-        }
+        self.pins
+            .retain(|_, pin| now.saturating_duration_since(pin.last_used) <= self.ttl);
     }
 
     /// Number of pinned sessions.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.pins.len()
     }
 
     /// Whether no session is pinned.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.pins.is_empty()
     }
 }
 

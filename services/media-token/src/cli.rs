@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use agora_token::RtcRole;
 use clap::{Parser, Subcommand, ValueEnum};
 use common::config::Secret;
+use common::process::Runtime;
 
 use crate::config::Config;
 use crate::signer::unix_now;
@@ -81,7 +82,7 @@ pub struct InspectArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = common::config::parse_or_exit();
     match cli.command {
         Command::Serve(config) => serve(*config),
         Command::Sign(args) => match sign(&args) {
@@ -108,35 +109,11 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    common::telemetry::init("media-token");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("media-token: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let code = runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(config.listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!(
-                    "media-token: cannot listen on {} (MEDIA_TOKEN_LISTEN): {e}",
-                    config.listen
-                );
-                return ExitCode::FAILURE;
-            }
-        };
-        match crate::run(config, listener, common::shutdown::signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("media-token: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    });
-    common::telemetry::shutdown();
-    code
+    common::process::run("media-token", Runtime::default(), |shutdown| async move {
+        let listener = common::process::bind(config.listen, "MEDIA_TOKEN_LISTEN").await?;
+        crate::run(config, listener, shutdown.cancelled_owned()).await?;
+        Ok(())
+    })
 }
 
 /// Builds the token described by the arguments.

@@ -81,11 +81,6 @@ impl Signer {
         }
     }
 
-    /// Whether media sessions can be signed at all.
-    pub fn is_configured(&self) -> bool {
-        self.credentials.is_some()
-    }
-
     pub fn app_id(&self) -> Option<&str> {
         self.credentials.as_ref().map(|(id, _)| id.as_str())
     }

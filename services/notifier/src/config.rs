@@ -11,7 +11,12 @@ use calls_push::apns::ApnsEnvironment;
 use common::auth::JwtConfig;
 
 /// Everything notifier reads at start-up.
-#[derive(clap::Args, Clone, Debug)]
+#[derive(clap::Parser, Clone, Debug)]
+#[command(
+    name = "notifier",
+    version,
+    about = "Rings phones whose app is asleep: device registry, APNs VoIP and FCM pushes from the call events"
+)]
 pub struct Config {
     /// Address of the HTTP listener (`/api/v1/devices`, `/api/docs/openapi.json`, `/healthz`,
     /// `/readyz`, `/metrics`).

@@ -14,7 +14,6 @@ use tokio::sync::Notify;
 
 use crate::events::{Decoded, decode};
 use crate::store::{Store, StoreError, now_ms};
-use crate::workers::backoff;
 
 /// The durable consumer's name, shared by every notifier replica.
 pub const DURABLE_NAME: &str = "notifier";
@@ -71,19 +70,19 @@ impl Consumer {
     /// Consumes until the task is dropped, reopening the consumer whenever it ends.
     pub async fn run(self, first: Option<calls_bus::DurableConsumer>) {
         let mut consumer = first;
-        let mut failures: i64 = 0;
+        let mut retry =
+            common::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             let mut current = match consumer.take() {
                 Some(c) => c,
                 None => match self.open().await {
                     Ok(c) => {
-                        failures = 0;
+                        retry.reset();
                         c
                     }
                     Err(e) => {
-                        failures += 1;
                         tracing::warn!(error = %e, "cannot open the event consumer; retrying");
-                        tokio::time::sleep(backoff(failures).max(Duration::from_millis(200))).await;
+                        tokio::time::sleep(retry.next_delay()).await;
                         continue;
                     }
                 },
@@ -120,7 +119,8 @@ impl Consumer {
         // or another replica takes it over), but hand it back to NATS before the ack wait runs
         // out rather than racing a redelivery.
         let started = tokio::time::Instant::now();
-        let mut attempts: i64 = 0;
+        let mut retry =
+            common::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let applied = loop {
             match self
                 .store
@@ -129,8 +129,7 @@ impl Consumer {
             {
                 Ok(applied) => break Some(applied),
                 Err(e) => {
-                    attempts += 1;
-                    let wait = backoff(attempts).max(Duration::from_millis(100));
+                    let wait = retry.next_delay();
                     if started.elapsed() + wait > ACK_WAIT / 2 {
                         tracing::warn!(error = %e, call_id = %ring.call_id, "cannot store an event; handing it back");
                         break None;

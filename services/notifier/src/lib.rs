@@ -32,7 +32,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use calls_bus::Bus;
 use common::auth::JwtVerifier;
-use common::shutdown::Shutdown;
+use common::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -114,7 +114,7 @@ pub async fn serve(
         None => consumer::open(&bus, &config.subjects).await?,
     };
 
-    let stop = Shutdown::new();
+    let stop = CancellationToken::new();
     let lease = Duration::from_millis(config.push.push_timeout_ms.saturating_mul(2) + 5_000);
     let mut tasks = workers::Workers {
         store: store.clone(),
@@ -134,7 +134,7 @@ pub async fn serve(
         tokio::spawn(async move {
             tokio::select! {
                 () = consumer.run(Some(first)) => {}
-                () = stop.wait() => {}
+                () = stop.cancelled() => {}
             }
         })
     };
@@ -181,7 +181,7 @@ pub async fn serve(
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    stop.trigger();
+    stop.cancel();
     for task in tasks {
         let _ = task.await;
     }

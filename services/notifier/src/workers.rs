@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calls_push::PushOutcome;
-use rand::Rng;
+use common::shutdown::CancellationToken;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 
@@ -22,19 +22,16 @@ use crate::plan::Lane;
 use crate::sender::{Pushers, Sent};
 use crate::store::{Claimed, Finish, Store, now_ms};
 
-/// First retry delay; doubled per attempt (with full jitter) up to [`MAX_BACKOFF_MS`].
-const BASE_BACKOFF_MS: u64 = 250;
+/// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts.
-const MAX_BACKOFF_MS: u64 = 60_000;
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-/// A delay before attempt `attempts + 1`: uniformly random in `[0, min(max, base·2^(n-1))]`
-/// ("full jitter"), so replicas that failed together do not retry in lock-step.
+/// A delay before the next attempt of a delivery tried `attempts` times: exponential, with full
+/// jitter, so replicas that failed together do not retry in lock-step.
 pub fn backoff(attempts: i64) -> Duration {
-    let exp = u32::try_from(attempts.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
-    let cap = BASE_BACKOFF_MS
-        .saturating_mul(1u64 << exp)
-        .min(MAX_BACKOFF_MS);
-    Duration::from_millis(rand::rng().random_range(0..=cap))
+    let attempt = u32::try_from(attempts.max(1)).unwrap_or(u32::MAX);
+    common::backoff::full_jitter(common::backoff::step(BASE_BACKOFF, MAX_BACKOFF, attempt))
 }
 
 /// What the workers share.
@@ -60,7 +57,7 @@ impl Workers {
         &self,
         ring_concurrency: u32,
         bulk_concurrency: u32,
-        stop: &common::shutdown::Shutdown,
+        stop: &CancellationToken,
     ) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
         for (lane, concurrency, wake) in [
@@ -71,7 +68,7 @@ impl Workers {
             tasks.push(tokio::spawn(async move {
                 tokio::select! {
                     () = me.run_lane(lane, concurrency, wake) => {}
-                    () = stop.wait() => {}
+                    () = stop.cancelled() => {}
                 }
             }));
         }
@@ -79,7 +76,7 @@ impl Workers {
         tasks.push(tokio::spawn(async move {
             tokio::select! {
                 () = me.housekeeping() => {}
-                () = stop.wait() => {}
+                () = stop.cancelled() => {}
             }
         }));
         tasks
@@ -87,7 +84,7 @@ impl Workers {
 
     async fn run_lane(&self, lane: Lane, concurrency: u32, wake: Arc<Notify>) {
         let slots = Arc::new(Semaphore::new(concurrency.max(1) as usize));
-        let mut failures: i64 = 0;
+        let mut retry = common::backoff::Backoff::new(self.poll, MAX_BACKOFF);
         loop {
             // Wait for a free slot before claiming, so a claimed row is sent at once rather
             // than holding its lease while it queues.
@@ -98,14 +95,13 @@ impl Workers {
             let lease = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
             let claimed = match self.store.claim(lane, now_ms(), lease, free + 1).await {
                 Ok(claimed) => {
-                    failures = 0;
+                    retry.reset();
                     claimed
                 }
                 Err(e) => {
-                    failures += 1;
                     tracing::warn!(lane = lane.as_str(), error = %e, "cannot claim deliveries");
                     drop(first);
-                    tokio::time::sleep(backoff(failures).max(self.poll)).await;
+                    tokio::time::sleep(retry.next_delay()).await;
                     continue;
                 }
             };
@@ -249,15 +245,19 @@ impl Workers {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
-    fn backoff_grows_with_attempts_within_its_cap_and_is_jittered() {
+    fn delivery_retries_back_off_within_the_schedule_and_are_spread() {
         for attempts in 0..40 {
-            let cap = BASE_BACKOFF_MS
-                .saturating_mul(1 << (attempts.clamp(1, 17) - 1))
-                .min(MAX_BACKOFF_MS);
-            assert!(backoff(attempts).as_millis() as u64 <= cap);
+            let cap = common::backoff::step(
+                BASE_BACKOFF,
+                MAX_BACKOFF,
+                u32::try_from(attempts.max(1)).unwrap(),
+            );
+            assert!(backoff(attempts) <= cap);
         }
         let samples: std::collections::BTreeSet<u128> =
             (0..50).map(|_| backoff(10).as_millis()).collect();

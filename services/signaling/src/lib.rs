@@ -16,12 +16,10 @@
 //! - [`relay`]: bus subscriptions per call and per user, ordered delivery to sockets.
 //! - [`presence`]: connected / disconnected / heartbeat / node_down reports.
 //! - [`state`]: node-wide and per-socket state.
-//! - [`limits`]: the per-socket rate limiter.
 //! - [`metrics`]: metric names.
 
 pub mod commands;
 pub mod config;
-pub mod limits;
 pub mod metrics;
 pub mod namespace;
 pub mod presence;

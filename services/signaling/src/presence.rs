@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use calls_bus::{Ack, Bus, BusError, Headers, PresenceMessage, Subjects};
+use common::backoff::Backoff;
 use serde_json::Value;
 use tokio::sync::{Semaphore, oneshot};
 
@@ -21,8 +22,9 @@ use crate::metrics;
 /// Presence requests in flight at once; the rest wait their turn.
 pub const MAX_IN_FLIGHT: usize = 256;
 
-/// Retry schedule for connected/disconnected: 100 ms doubling to 5 s, about 40 s in all, which
-/// covers a calls-api rolling restart and stays inside the disconnect grace.
+/// Retry schedule for connected/disconnected: 100 ms doubling to 5 s, jittered (every node
+/// retries at once after a calls-api outage), 18 to 36 s of waiting in all plus the request
+/// timeouts, which covers a calls-api rolling restart.
 const RETRY_START: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 const SOCKET_ATTEMPTS: u32 = 12;
@@ -200,7 +202,7 @@ impl Presence {
         } else {
             None
         };
-        let mut delay = RETRY_START;
+        let mut backoff = Backoff::new(RETRY_START, RETRY_MAX);
         for attempt in 1..=attempts {
             if per_socket && self.inner.stopping.load(Ordering::SeqCst) {
                 return false;
@@ -236,8 +238,7 @@ impl Presence {
                 Err(err) => {
                     tracing::debug!(kind, attempt, error = %err, "presence not answered; retrying");
                     if attempt < attempts {
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(RETRY_MAX);
+                        tokio::time::sleep(backoff.next_delay()).await;
                     }
                 }
             }

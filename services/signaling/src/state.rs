@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use calls_bus::{Bus, Subjects};
 use common::auth::JwtVerifier;
 use common::ids::{CallId, UserId};
+use common::ratelimit::{Rate, TokenBucket};
 use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 use tokio::sync::oneshot;
 
-use crate::limits::TokenBucket;
 use crate::metrics;
 use crate::presence::{Presence, SocketPresence};
 use crate::relay::Relay;
@@ -164,7 +164,10 @@ impl SocketCtx {
             user,
             device,
             expires_at,
-            limiter: Mutex::new(TokenBucket::new(events_per_second, burst, Instant::now())),
+            limiter: Mutex::new(TokenBucket::new(
+                Rate::per_second(events_per_second, burst),
+                Instant::now(),
+            )),
             tail: Mutex::new(None),
             calls: Mutex::new(HashSet::new()),
             presence: SocketPresence::default(),

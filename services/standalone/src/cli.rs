@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use common::shutdown::Shutdown;
+use common::process::Runtime;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,38 +81,13 @@ pub fn main() -> ExitCode {
 }
 
 fn serve(listen: SocketAddr) -> ExitCode {
-    common::telemetry::init("calls-backend");
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        eprintln!("calls-backend: cannot start the async runtime");
-        return ExitCode::FAILURE;
-    };
-    let code = runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(listen).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("calls-backend: cannot listen on {listen} (GATEWAY_LISTEN): {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let shutdown = Shutdown::on_signal();
-        let running = match crate::start(listener, shutdown).await {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("calls-backend: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    common::process::run("calls-backend", Runtime::default(), |shutdown| async move {
+        let listener = common::process::bind(listen, "GATEWAY_LISTEN").await?;
+        let running = crate::start(listener, shutdown).await?;
         print_banner(&running);
-        match running.wait().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("calls-backend: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    });
-    common::telemetry::shutdown();
-    code
+        running.wait().await?;
+        Ok(())
+    })
 }
 
 fn print_banner(running: &crate::Running) {

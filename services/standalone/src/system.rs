@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
-use common::shutdown::Shutdown;
+use common::shutdown::CancellationToken;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
@@ -44,18 +44,18 @@ pub struct Running {
     pub apns_enabled: bool,
     /// Whether an FCM service account is set (Android phones ring while the app sleeps).
     pub fcm_enabled: bool,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     tasks: ServiceTasks,
 }
 
 impl Running {
     /// Stops every service and waits for them; returns the first failure, if any.
     pub async fn stop(self) -> Result<(), String> {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
         self.wait().await
     }
 
-    /// Waits until every service has stopped (after [`Shutdown::trigger`] or a failure).
+    /// Waits until every service has stopped (after its shutdown token is cancelled, or a failure).
     pub async fn wait(mut self) -> Result<(), String> {
         let mut first_error = None;
         while let Some(joined) = self.tasks.join_next().await {
@@ -65,16 +65,16 @@ impl Running {
             };
             if let Err(e) = outcome {
                 tracing::error!(service = name, error = %e, "service stopped with an error; stopping the others");
-                self.shutdown.trigger();
+                self.shutdown.cancel();
                 first_error.get_or_insert(format!("{name}: {e}"));
-            } else if !self.shutdown.is_triggered() {
+            } else if !self.shutdown.is_cancelled() {
                 // A service that ends on its own takes the system down with it: a half-running
                 // backend is worse than a stopped one.
                 tracing::error!(
                     service = name,
                     "service stopped unexpectedly; stopping the others"
                 );
-                self.shutdown.trigger();
+                self.shutdown.cancel();
             }
         }
         first_error.map_or(Ok(()), Err)
@@ -152,7 +152,10 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Starts every service; `gateway` is the public listener (bind it yourself, port 0 in tests).
-pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, StartError> {
+pub async fn start(
+    gateway: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
     let addr = gateway.local_addr().map_err(|source| StartError::Listen {
         addr: ([0, 0, 0, 0], 0).into(),
         source,
@@ -269,7 +272,7 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
     )?;
 
     let mut tasks = ServiceTasks::new();
-    let stop = shutdown.wait();
+    let stop = shutdown.clone().cancelled_owned();
     tasks.spawn(async move {
         (
             "media-token",
@@ -278,7 +281,7 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
                 .map_err(|e| e.to_string()),
         )
     });
-    let (stop, notifier_bus) = (shutdown.wait(), bus.clone());
+    let (stop, notifier_bus) = (shutdown.clone().cancelled_owned(), bus.clone());
     tasks.spawn(async move {
         let result = notifier::serve(
             notifier_config,
@@ -290,17 +293,17 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
         .await;
         ("notifier", result.map_err(|e| e.to_string()))
     });
-    let (stop, api_bus) = (shutdown.wait(), bus.clone());
+    let (stop, api_bus) = (shutdown.clone().cancelled_owned(), bus.clone());
     tasks.spawn(async move {
         let result = calls_api::run_with_bus(api_config, api_bus, api_listener, stop).await;
         ("calls-api", result.map_err(|e| e.to_string()))
     });
-    let stop = shutdown.wait();
+    let stop = shutdown.clone().cancelled_owned();
     tasks.spawn(async move {
         let result = signaling::run_with_bus(signaling_config, bus, signaling_listener, stop).await;
         ("signaling", result.map_err(|e| e.to_string()))
     });
-    let stop = shutdown.wait();
+    let stop = shutdown.clone().cancelled_owned();
     tasks.spawn(async move {
         (
             "gateway",

@@ -32,7 +32,7 @@ use calls_bus::{Bus, BusError, Headers, PresenceMessage, Subjects};
 use common::auth::JwtConfig;
 use common::config::Secret;
 use common::error::ErrorEnvelope;
-use common::shutdown::Shutdown;
+use common::shutdown::CancellationToken;
 use futures::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -225,7 +225,7 @@ impl TestDb {
 
 /// One running calls-api replica.
 struct Instance {
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     task: JoinHandle<Result<(), calls_api::RunError>>,
 }
 
@@ -303,12 +303,12 @@ async fn connect_bus(stack: Stack, nats_url: &str, local: Option<&Bus>) -> Bus {
 async fn start_instance(config: Config, bus: Bus) -> (SocketAddr, Instance) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let shutdown = Shutdown::new();
+    let shutdown = CancellationToken::new();
     let mut task = tokio::spawn(calls_api::run_with_bus(
         config,
         bus,
         listener,
-        shutdown.wait(),
+        shutdown.clone().cancelled_owned(),
     ));
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -459,7 +459,7 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         for instance in &self.instances {
-            instance.shutdown.trigger();
+            instance.shutdown.cancel();
         }
         let tasks: Vec<_> = self.instances.drain(..).map(|i| i.task).collect();
         let db = self.db.clone();

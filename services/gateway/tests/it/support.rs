@@ -14,7 +14,6 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Parser;
-use common::shutdown::Shutdown;
 use http::StatusCode;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
@@ -323,7 +322,7 @@ async fn echo_websocket(mut socket: WebSocket, name: String) {
 pub struct Gateway {
     /// Its address.
     pub addr: SocketAddr,
-    shutdown: Shutdown,
+    shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), gateway::RunError>>>,
 }
 
@@ -365,8 +364,12 @@ impl Gateway {
             .await
             .expect("bind gateway");
         let addr = listener.local_addr().expect("gateway addr");
-        let shutdown = Shutdown::new();
-        let handle = tokio::spawn(gateway::run(config, listener, shutdown.wait()));
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(gateway::run(
+            config,
+            listener,
+            shutdown.clone().cancelled_owned(),
+        ));
         Self {
             addr,
             shutdown,
@@ -381,7 +384,7 @@ impl Gateway {
 
     /// Starts graceful shutdown.
     pub fn trigger_shutdown(&self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
     }
 
     /// Waits for `run` to return.
@@ -419,7 +422,7 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use calls_bus::{Bus, EventMessage, Headers, PresenceMessage, Subjects};
 use clap::Parser;
-use common::shutdown::Shutdown;
+use common::shutdown::CancellationToken;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -31,7 +31,7 @@ pub fn unique_prefix() -> String {
 pub struct Node {
     pub base: String,
     pub node_id: String,
-    pub shutdown: Shutdown,
+    pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), signaling::ServeError>>,
 }
 
@@ -61,12 +61,12 @@ impl Node {
         let config = signaling::Config::try_parse_from(args).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = Shutdown::new();
+        let shutdown = CancellationToken::new();
         let task = tokio::spawn(signaling::run_with_bus(
             config,
             bus,
             listener,
-            shutdown.wait(),
+            shutdown.clone().cancelled_owned(),
         ));
         let node = Node {
             base,
@@ -92,7 +92,7 @@ impl Node {
     }
 
     pub async fn stop(self) {
-        self.shutdown.trigger();
+        self.shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
             .unwrap()
