@@ -1,5 +1,7 @@
 //! `calls-backend [serve]` runs everything; `calls-backend token <user>` mints a development
-//! access token signed with `JWT_SECRET`, so a developer can call the API a minute after cloning.
+//! access token signed with `JWT_SECRET`, so a developer can call the API a minute after cloning;
+//! `calls-backend openapi` prints the OpenAPI document the gateway serves, so the TypeScript
+//! client (clients/js) generates its types without a running server.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -41,6 +43,8 @@ pub enum Command {
         #[arg(long, env = "JWT_AUDIENCE")]
         jwt_audience: Option<String>,
     },
+    /// Print the OpenAPI document served at /api/docs/openapi.json (JSON, pretty-printed).
+    Openapi,
 }
 
 pub fn main() -> ExitCode {
@@ -69,6 +73,16 @@ pub fn main() -> ExitCode {
             println!("{token}");
             ExitCode::SUCCESS
         }
+        Some(Command::Openapi) => match calls_api::api::docs::document().to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("calls-backend openapi: cannot encode the document: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve { listen }) => serve(listen),
         None => {
             let listen = std::env::var("GATEWAY_LISTEN")
