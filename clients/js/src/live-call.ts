@@ -80,6 +80,20 @@ export function isKnownCallEvent(name: string): name is keyof CallEventPayloads 
   return KNOWN.has(name);
 }
 
+/** Deep equality of JSON values, whatever the key order (the server's maps may be sorted or not). */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a) !== Array.isArray(b)) return false;
+  if (Array.isArray(a)) {
+    const other = b as unknown[];
+    return a.length === other.length && a.every((v, i) => sameJson(v, other[i]));
+  }
+  const ka = Object.keys(a);
+  const bo = b as Record<string, unknown>;
+  return ka.length === Object.keys(bo).length && ka.every((k) => Object.prototype.hasOwnProperty.call(bo, k) && sameJson((a as Record<string, unknown>)[k], bo[k]));
+}
+
 function updateParticipant(call: Call, userId: string, patch: (p: Participant) => Participant): Call {
   return { ...call, participants: call.participants.map((p) => (p.userId === userId ? patch(p) : p)) };
 }
@@ -165,6 +179,7 @@ export class LiveCall extends Emitter<LiveCallEvents> {
   private resyncAgain: ResyncReason | null = null;
   private endedEmitted: boolean;
   private fetchingEnd = false;
+  private lastResyncReason: ResyncReason = 'follow';
   private released = false;
   private media: ManagedMediaSession | null = null;
   /** Counters, for tests and diagnostics. */
@@ -261,13 +276,16 @@ export class LiveCall extends Emitter<LiveCallEvents> {
     this.drain();
   }
 
-  /** @internal A `join_call` answer or `call_participants` event. */
+  /**
+   * @internal A `join_call` answer (`resync` says which request it answers) or a
+   * `call_participants` event (the same snapshot, pushed by the server on each `join_call`).
+   */
   applySnapshot(snapshot: CallSnapshot, resync?: { reason: ResyncReason; requestGen: number }): void {
     if (this.released && !resync) return;
     if (snapshot.seq < this.current.seq) return;
     const before = this.current;
     const moved = snapshot.seq > before.seq || snapshot.status !== before.status
-      || JSON.stringify(snapshot.participants) !== JSON.stringify(before.participants);
+      || !sameJson(snapshot.participants, before.participants);
     if (moved) {
       this.current = { ...before, seq: snapshot.seq, status: snapshot.status, participants: snapshot.participants };
     }
@@ -278,9 +296,10 @@ export class LiveCall extends Emitter<LiveCallEvents> {
       if (seq <= snapshot.seq || (resync && p.gen < resync.requestGen)) this.pending.delete(seq);
     }
     if (moved) this.emit('change', this.current);
-    if (resync && snapshot.seq !== before.seq) {
+    if (snapshot.seq > before.seq) {
+      // Events between the two were folded into the snapshot, not applied one by one.
       this.stats.resyncs += 1;
-      this.emit('resync', { reason: resync.reason, fromSeq: before.seq, toSeq: snapshot.seq });
+      this.emit('resync', { reason: resync?.reason ?? this.lastResyncReason, fromSeq: before.seq, toSeq: snapshot.seq });
     }
     this.afterChange();
     this.drain();
@@ -290,7 +309,7 @@ export class LiveCall extends Emitter<LiveCallEvents> {
   applyCall(call: Call): void {
     if (call.id !== this.id || call.seq < this.current.seq) return;
     const before = this.current;
-    if (JSON.stringify(call) === JSON.stringify(before)) return;
+    if (sameJson(call, before)) return;
     this.current = call;
     for (const seq of [...this.pending.keys()]) if (seq <= call.seq) this.pending.delete(seq);
     this.emit('change', this.current);
@@ -316,6 +335,7 @@ export class LiveCall extends Emitter<LiveCallEvents> {
       return this.resyncing;
     }
     const requestGen = ++this.gen;
+    this.lastResyncReason = reason;
     this.clearGapTimer();
     const run = (join ?? (() => this.link.joinCall(this.id)))()
       .then((snapshot) => this.applySnapshot(snapshot, { reason, requestGen }))
