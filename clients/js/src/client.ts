@@ -150,7 +150,7 @@ export class CallsClient extends Emitter<CallsClientEvents> {
     this.rest = new RestClient({ baseUrl: this.base, tokens: this.tokens, fetch: fetchImpl, timeoutMs: this.opts.requestTimeoutMs });
     this.link = {
       rest: this.rest,
-      joinCall: (callId) => this.joinCall(callId),
+      joinCall: (callId) => this.socketJoin(callId),
       command: (event, payload) => (this.socket?.connected ? this.ack(this.socket, event, payload) : undefined),
       release: (call) => {
         if (this.calls.get(call.id) === call) this.calls.delete(call.id);
@@ -170,7 +170,7 @@ export class CallsClient extends Emitter<CallsClientEvents> {
   }
 
   /** `POST /calls/:id/join`. Prefer {@link answer}, which also follows the call. */
-  joinCallRest(callId: string, body?: JoinCallBody, options?: RequestOptions): Promise<Call> {
+  joinCall(callId: string, body?: JoinCallBody, options?: RequestOptions): Promise<Call> {
     return this.rest.joinCall(callId, body, options).then((c) => this.observe(c));
   }
 
@@ -231,7 +231,7 @@ export class CallsClient extends Emitter<CallsClientEvents> {
 
   /** Answers: joins over REST with your initial media state and follows the call. */
   async answer(callId: string, media: JoinCallBody = {}): Promise<LiveCall> {
-    const call = await this.joinCallRest(callId, media);
+    const call = await this.joinCall(callId, media);
     this.ringStopped(callId);
     return this.follow(call);
   }
@@ -655,7 +655,7 @@ export class CallsClient extends Emitter<CallsClientEvents> {
     return call;
   }
 
-  private async joinCall(callId: string): Promise<CallSnapshot> {
+  private async socketJoin(callId: string): Promise<CallSnapshot> {
     const socket = await this.connectedSocket(this.opts.ackTimeoutMs);
     return (await this.ack(socket, 'join_call', { callId })) as CallSnapshot;
   }
