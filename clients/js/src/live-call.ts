@@ -178,7 +178,7 @@ export class LiveCall extends Emitter<LiveCallEvents> {
   private resyncing: Promise<void> | null = null;
   private resyncAgain: ResyncReason | null = null;
   private endedEmitted: boolean;
-  private fetchingEnd = false;
+  private fetchingFields = false;
   private lastResyncReason: ResyncReason = 'follow';
   private released = false;
   private media: ManagedMediaSession | null = null;
@@ -307,7 +307,11 @@ export class LiveCall extends Emitter<LiveCallEvents> {
 
   /** @internal A Call from a REST answer (carries its `seq`, like a snapshot). */
   applyCall(call: Call): void {
-    if (call.id !== this.id || call.seq < this.current.seq) return;
+    if (call.id !== this.id) return;
+    if (call.seq < this.current.seq) {
+      this.fillCallFields(call);
+      return;
+    }
     const before = this.current;
     if (sameJson(call, before)) return;
     this.current = call;
@@ -394,19 +398,43 @@ export class LiveCall extends Emitter<LiveCallEvents> {
   /** Emits `ended` once, whatever told us, and stops following an ended call. */
   private afterChange(): void {
     const now = this.current;
-    if (now.status !== 'ended' || this.endedEmitted) return;
-    if (now.endReason === null) {
-      // A snapshot says "ended" but carries no reason: the REST call has it.
-      if (this.fetchingEnd) return;
-      this.fetchingEnd = true;
-      this.link.rest
-        .getCall(this.id)
-        .then((call) => this.applyCall(call))
-        .catch(() => {})
-        .finally(() => this.finishEnded());
+    if (this.lacksCallFields()) {
+      // A snapshot moved the call on (answered, ended) but carries only status and participants:
+      // `startedAt`, `endedAt`, `endReason` and `endedBy` come from the REST call.
+      if (!this.fetchingFields) {
+        this.fetchingFields = true;
+        this.link.rest
+          .getCall(this.id)
+          .then((call) => this.applyCall(call))
+          .catch(() => {})
+          .finally(() => {
+            this.fetchingFields = false;
+            if (this.current.status === 'ended') this.finishEnded();
+          });
+      }
       return;
     }
-    this.finishEnded();
+    if (now.status === 'ended') this.finishEnded();
+  }
+
+  private lacksCallFields(): boolean {
+    const now = this.current;
+    return (now.status !== 'ringing' && now.startedAt === null && now.participants.some((p) => p.userId !== now.initiatorId && p.joinedAt !== null))
+      || (now.status === 'ended' && now.endReason === null);
+  }
+
+  /** An older REST answer can still fill fields that, once set, never change. */
+  private fillCallFields(call: Call): void {
+    const now = this.current;
+    const patch: Partial<Call> = {};
+    if (now.startedAt === null && call.startedAt !== null) patch.startedAt = call.startedAt;
+    if (now.status === 'ended' && now.endReason === null && call.status === 'ended') {
+      Object.assign(patch, { endedAt: call.endedAt, endReason: call.endReason, endedBy: call.endedBy });
+    }
+    if (Object.keys(patch).length === 0) return;
+    this.current = { ...now, ...patch };
+    this.emit('change', this.current);
+    this.afterChange();
   }
 
   private finishEnded(): void {

@@ -32,11 +32,11 @@ function call(seq = 2, extra = {}) {
 
 const media = (seq, userId, isMicMuted) => ({ callId: CALL_ID, seq, at: AT, userId, isMicMuted, isCameraOff: false, isSharingScreen: false });
 
-/** A LiveCall on a fake link: `snapshots` answers join_call. */
-function liveCall(initial = call(), { snapshot = () => ({ callId: CALL_ID, seq: initial.seq, status: initial.status, participants: initial.participants }), gapTimeoutMs = 50 } = {}) {
+/** A LiveCall on a fake link: `snapshot` answers join_call, `getCall` the REST call. */
+function liveCall(initial = call(), { snapshot = () => ({ callId: CALL_ID, seq: initial.seq, status: initial.status, participants: initial.participants }), gapTimeoutMs = 50, getCall = async () => initial } = {}) {
   const joins = [];
   const link = {
-    rest: { getCall: async () => initial },
+    rest: { getCall },
     joinCall: async () => { joins.push(Date.now()); return snapshot(); },
     command: () => undefined,
     release: () => {},
@@ -86,6 +86,18 @@ describe('a LiveCall applies call events once each, in seq order', () => {
     assert.deepEqual([live.state.seq, live.state.participants[1].isConnected, live.state.participants[1].isMicMuted], [6, false, true]);
     live.applySnapshot({ callId: CALL_ID, seq: 4, status: 'active', participants: [] });
     assert.equal(live.state.participants.length, 2, 'a stale snapshot must not roll the call back');
+  });
+
+  test('a snapshot that moves the call on fills startedAt (and the end fields) from the REST call, which snapshots do not carry', async () => {
+    const ringing = call(0, { status: 'ringing', startedAt: null, participants: [participant('alice'), participant('bob', { status: 'invited', joinedAt: null })] });
+    const answered = call(1);
+    const fetched = [];
+    const { live } = liveCall(ringing, { getCall: async () => { fetched.push(1); return answered; } });
+    live.applySnapshot({ callId: CALL_ID, seq: 1, status: 'active', participants: answered.participants });
+    assert.equal(live.state.startedAt, null, 'not in the snapshot');
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(fetched.length, 1);
+    assert.deepEqual(live.state, answered);
   });
 
   test('a gap that stays open triggers a fresh join_call snapshot, and the events it covers are not applied twice', async () => {
