@@ -367,7 +367,10 @@ export class CallsClient extends Emitter<CallsClientEvents> {
     try {
       await live.resync('follow');
     } catch (err) {
-      if (isCallsApiError(err, 'CALL_NOT_FOUND', 'FORBIDDEN', 'UNAUTHORIZED', 'CLIENT_CLOSED')) throw err;
+      if (isCallsApiError(err, 'CALL_NOT_FOUND', 'FORBIDDEN', 'UNAUTHORIZED', 'CLIENT_CLOSED')) {
+        live.unfollow();
+        throw err;
+      }
       // Offline or slow: the LiveCall re-joins when the socket (re)connects.
     }
     return live;
@@ -385,13 +388,8 @@ export class CallsClient extends Emitter<CallsClientEvents> {
    * `onTokenPrivilegeWillExpire`.
    */
   startMedia(callId: string, options: MediaSessionOptions = {}): ManagedMediaSession {
-    const media = new ManagedMediaSession(this.rest, callId, options);
-    this.mediaSessions.add(media);
-    const stop = media.stop.bind(media);
-    media.stop = () => {
-      stop();
-      this.mediaSessions.delete(media);
-    };
+    const media = new ManagedMediaSession(this.rest, callId, options, () => this.mediaSessions.delete(media));
+    if (!media.stopped) this.mediaSessions.add(media);
     return media;
   }
 

@@ -31,7 +31,7 @@ const MAX_RETRY_MS = 30_000;
 
 export class ManagedMediaSession extends Emitter<ManagedMediaSessionEvents> {
   readonly callId: string;
-  /** The first session: join Agora with it. Rejects with a {@link CallsApiError}. */
+  /** The first session: join Agora with it. Rejects with a {@link CallsApiError} (and the session stops). */
   readonly ready: Promise<MediaSession>;
   private latest: MediaSession | null = null;
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -41,7 +41,12 @@ export class ManagedMediaSession extends Emitter<ManagedMediaSessionEvents> {
   private readonly renewBeforeMs: number;
 
   /** @internal Use {@link CallsClient.startMedia} or {@link LiveCall.startMedia}. */
-  constructor(private readonly rest: RestClient, callId: string, private readonly options: MediaSessionOptions = {}) {
+  constructor(
+    private readonly rest: RestClient,
+    callId: string,
+    private readonly options: MediaSessionOptions = {},
+    private readonly onStop?: () => void,
+  ) {
     super();
     this.callId = callId;
     this.renewBeforeMs = Math.max(0, options.renewBeforeSeconds ?? 60) * 1000;
@@ -69,9 +74,11 @@ export class ManagedMediaSession extends Emitter<ManagedMediaSessionEvents> {
 
   /** Stops renewing (the call ended, or you left). */
   stop(): void {
-    this.isStopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.isStopped) return;
+    this.isStopped = true;
+    this.onStop?.();
   }
 
   private fetch(isRenewal: boolean): Promise<MediaSession> {
@@ -99,7 +106,9 @@ export class ManagedMediaSession extends Emitter<ManagedMediaSessionEvents> {
         const willRetry = isRenewal && !this.isStopped && !TERMINAL.has(error.code) && Date.now() + retryIn < expiresAt;
         this.failures += 1;
         if (willRetry) this.schedule(retryIn);
-        else if (TERMINAL.has(error.code)) this.stop();
+        // Without a first session there is nothing to keep valid: `ready` rejects and the app
+        // starts again when it wants to.
+        else if (TERMINAL.has(error.code) || !isRenewal) this.stop();
         if (isRenewal) this.emit('error', error, willRetry);
         throw error;
       })

@@ -67,9 +67,16 @@ export class TokenSource {
 
   constructor(private readonly getToken: GetToken) {}
 
-  /** The cached token, or a new one from the app. `forceRefresh` always asks the app. */
+  /**
+   * The cached token, or a new one from the app: always with `forceRefresh`, and when the cached
+   * JWT expires within 10 s (an app that slept past it would otherwise be refused once first).
+   */
   async get(forceRefresh = false): Promise<string> {
-    if (!forceRefresh && this.current !== null) return this.current;
+    if (!forceRefresh && this.current !== null) {
+      const exp = tokenExpiry(this.current);
+      if (exp === null || exp - Date.now() > 10_000) return this.current;
+      forceRefresh = true;
+    }
     if (this.inflight && (this.inflightForced || !forceRefresh)) return this.inflight;
     const request = Promise.resolve()
       .then(() => this.getToken({ forceRefresh }))
