@@ -5,6 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 NPM ?= npm
 JS_DIR := tests/js
+CLIENT_DIR := clients/js
 BIN_DIR := target/debug
 RELEASE_DIR := target/release
 
@@ -28,7 +29,7 @@ cluster: build ## the scaled topology as processes: gateway :8080, 2 calls-api, 
 BASE_URL ?= http://localhost:8080
 
 .PHONY: smoke
-smoke: js-deps ## walk the guide's call flow against a running backend (BASE_URL, default :8080)
+smoke: client ## walk the guide's call flow on the TypeScript client against a running backend (BASE_URL, default :8080)
 	BASE_URL=$(BASE_URL) node examples/first-call.mjs
 
 .PHONY: token
@@ -64,6 +65,26 @@ js-deps: $(JS_DIR)/node_modules/.package-lock.json ## install the JS test client
 $(JS_DIR)/node_modules/.package-lock.json: $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 	cd $(JS_DIR) && $(NPM) ci --no-audit --no-fund --loglevel=error
 
+.PHONY: client
+client: client-deps ## build the TypeScript client, clients/js/dist (ESM, CJS, .d.ts)
+	cd $(CLIENT_DIR) && node scripts/build.mjs
+
+.PHONY: client-deps
+client-deps: $(CLIENT_DIR)/node_modules/.package-lock.json
+
+$(CLIENT_DIR)/node_modules/.package-lock.json: $(CLIENT_DIR)/package.json $(CLIENT_DIR)/package-lock.json
+	cd $(CLIENT_DIR) && $(NPM) ci --no-audit --no-fund --loglevel=error
+
+.PHONY: client-types
+client-types: client-deps ## regenerate the client's REST types from `calls-backend openapi`
+	$(CARGO) build --quiet -p standalone --bin calls-backend
+	cd $(CLIENT_DIR) && CALLS_BACKEND_BIN=$(abspath $(BIN_DIR)/calls-backend) node scripts/generate-types.mjs
+
+.PHONY: client-check
+client-check: build client ## the client's types are current, its examples type-check, npm pack holds the build only
+	cd $(CLIENT_DIR) && CALLS_BACKEND_BIN=$(abspath $(BIN_DIR)/calls-backend) node scripts/generate-types.mjs --check
+	cd $(CLIENT_DIR) && node scripts/check-examples.mjs && node scripts/check-package.mjs
+
 .PHONY: services
 services: ## make sure the local Postgres and NATS the tests use are running
 	@scripts/ensure-services.sh
@@ -74,7 +95,7 @@ FILTER ?=
 NEXTEST_PROFILE ?= default
 
 .PHONY: test
-test: services js-deps build test-deploy test-rust test-config-docs test-js ## run every test: Rust (unit, integration, store) and the JS client suites
+test: services js-deps build client-check test-deploy test-rust test-config-docs test-js ## run every test: Rust (unit, integration, store) and the JS client suites
 
 .PHONY: test-rust
 test-rust: services ## the Rust tests (unit, property, integration, doc); FILTER=<text> runs the ones whose names contain it
@@ -128,4 +149,4 @@ fuzz: ## fuzz the AccessToken2 parser for 60 s (installs cargo-fuzz on first use
 .PHONY: clean
 clean: ## remove build output and installed JS packages
 	$(CARGO) clean
-	rm -rf $(JS_DIR)/node_modules
+	rm -rf $(JS_DIR)/node_modules $(CLIENT_DIR)/node_modules $(CLIENT_DIR)/dist

@@ -1,6 +1,6 @@
 // The newcomer's path, in both topologies: `calls-backend` (what `make run` starts) and
 // scripts/cluster.sh (what `make cluster` starts). Each runs examples/first-call.mjs, the guide's flow
-// with socket.io-client and fetch, against the gateway and expects it to finish.
+// on the TypeScript client (clients/js, built by `make client`), against the gateway and expects it to finish.
 
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';

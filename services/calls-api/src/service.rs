@@ -43,9 +43,8 @@ pub struct Initiation {
 pub struct Snapshot {
     pub call_id: String,
     pub seq: u64,
-    #[schema(value_type = String, example = "active")]
+    #[schema(example = "active")]
     pub status: CallStatus,
-    #[schema(value_type = Vec<Object>)]
     pub participants: Vec<Participant>,
 }
 

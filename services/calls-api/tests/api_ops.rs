@@ -92,6 +92,37 @@ async fn the_openapi_document_describes_every_endpoint_its_bearer_auth_and_the_e
             "the OpenAPI document never mentions {code}"
         );
     }
+
+    // Clients generate their types from this document (clients/js): enums must list the
+    // values on the wire, not the Rust variant names.
+    let schemas = &doc["components"]["schemas"];
+    for (schema, values) in [
+        ("CallStatus", &["ringing", "active", "ended"][..]),
+        ("CallType", &["audio", "video"][..]),
+        ("Role", &["host", "participant"][..]),
+        (
+            "ParticipantStatus",
+            &["invited", "ringing", "joined", "left", "declined", "missed"][..],
+        ),
+        (
+            "EndReason",
+            &[
+                "completed",
+                "cancelled",
+                "declined",
+                "missed",
+                "busy",
+                "timeout",
+                "failed",
+            ][..],
+        ),
+    ] {
+        assert_eq!(
+            schemas[schema]["enum"],
+            serde_json::json!(values),
+            "{schema} in the OpenAPI document"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,7 @@
 //! `calls-backend [serve]` runs everything; `calls-backend token <user>` mints a development
-//! access token signed with `JWT_SECRET`, so a developer can call the API a minute after cloning.
+//! access token signed with `JWT_SECRET`, so a developer can call the API a minute after cloning;
+//! `calls-backend openapi` prints the OpenAPI document the gateway serves, so the TypeScript
+//! client (clients/js) generates its types without a running server.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -41,6 +43,8 @@ pub enum Command {
         #[arg(long, env = "JWT_AUDIENCE")]
         jwt_audience: Option<String>,
     },
+    /// Print the OpenAPI document served at /api/docs/openapi.json (JSON, pretty-printed).
+    Openapi,
 }
 
 pub fn main() -> ExitCode {
@@ -69,6 +73,16 @@ pub fn main() -> ExitCode {
             println!("{token}");
             ExitCode::SUCCESS
         }
+        Some(Command::Openapi) => match openapi_document() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("calls-backend openapi: cannot encode the document: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Serve { listen }) => serve(listen),
         None => {
             let listen = std::env::var("GATEWAY_LISTEN")
@@ -123,4 +137,13 @@ fn print_banner(running: &crate::Running) {
         "\n  calls backend is running\n\n    REST API     {base}/api/v1\n    Socket.IO    io('{base}/calls', {{ auth: {{ token }}, transports: ['websocket'] }})\n    Swagger UI   {base}/api/docs\n    Data         {}\n    Media        {media}\n    Pushes       {pushes}\n{internal}\n  Mint a development token:  make token USER=alice   (or: calls-backend token alice)\n  Stop with Ctrl-C.\n",
         running.database
     );
+}
+
+/// The document the gateway serves at `/api/docs/openapi.json`: calls-api's, with notifier's
+/// device registry merged in the same way.
+fn openapi_document() -> Result<String, serde_json::Error> {
+    use utoipa::OpenApi as _;
+    let calls = serde_json::to_value(calls_api::api::docs::document())?;
+    let devices = serde_json::to_value(notifier::api::ApiDoc::openapi())?;
+    serde_json::to_string_pretty(&gateway::openapi::merge(calls, devices))
 }

@@ -11,7 +11,7 @@
 //! the bus, the service credential).
 //!
 //! Modules:
-//! - [`cli`]: `calls-backend [serve]` and `calls-backend token <user>`.
+//! - [`cli`]: `calls-backend [serve]`, `calls-backend token <user>` and `calls-backend openapi`.
 //! - [`system`]: starts the four services and stops them together.
 
 pub mod cli;

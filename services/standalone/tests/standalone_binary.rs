@@ -297,3 +297,25 @@ async fn table_membership_works_in_one_process_through_the_exposed_internal_api(
         .unwrap();
     assert_eq!(through_gateway.status(), 404);
 }
+
+#[tokio::test]
+async fn the_openapi_command_prints_exactly_the_document_the_gateway_serves() {
+    let out = Command::new(BIN).arg("openapi").output().unwrap();
+    assert!(
+        out.status.success(),
+        "openapi command failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backend = start(false);
+    let served: serde_json::Value = reqwest::get(format!("{}/api/docs/openapi.json", backend.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        printed, served,
+        "clients/js generates its types from `calls-backend openapi`: it must be what apps see"
+    );
+}

@@ -103,10 +103,13 @@ export async function startSignaling({ prefix, nodeId = `node-${randomUUID().sli
 }
 
 /** A TCP proxy that sends each new connection to the first backend that accepts it: a
- * stand-in for the load balancer in front of signaling nodes. */
+ * stand-in for the load balancer in front of signaling nodes, and a network that can fail
+ * (`cut()` drops every open connection, `refuse(true)` drops new ones until `refuse(false)`). */
 export async function startProxy(backendPorts) {
   const sockets = new Set();
+  let refusing = false;
   const server = net.createServer((client) => {
+    if (refusing) { client.destroy(); return; }
     sockets.add(client);
     client.on('close', () => sockets.delete(client));
     client.on('error', () => {});
@@ -134,6 +137,8 @@ export async function startProxy(backendPorts) {
   const { port } = server.address();
   return {
     url: `http://127.0.0.1:${port}`,
+    cut: () => { for (const s of sockets) s.destroy(); },
+    refuse: (on) => { refusing = on; },
     close: () => new Promise((resolve) => { for (const s of sockets) s.destroy(); server.close(resolve); }),
   };
 }

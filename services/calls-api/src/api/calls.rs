@@ -23,7 +23,7 @@ use crate::store::EventMeta;
 pub struct InitiateBody {
     /// `audio` or `video`.
     #[serde(rename = "type")]
-    #[schema(value_type = String, example = "video")]
+    #[schema(example = "video")]
     pub call_type: CallType,
     /// Group call (any invited user may join up to `maxParticipants`) or 1:1.
     pub is_group_call: bool,
@@ -47,7 +47,7 @@ pub struct JoinBody {
 #[serde(rename_all = "camelCase")]
 pub struct StatusBody {
     /// `ringing`, `joined`, `left`, `declined` or `missed` (`invited` is never a valid target).
-    #[schema(value_type = String, example = "declined")]
+    #[schema(example = "declined")]
     pub status: ParticipantStatus,
     /// Why, for `declined` (for example `busy`); at most 200 characters.
     pub decline_reason: Option<String>,

@@ -96,9 +96,15 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
+/// The document served at `/api/docs/openapi.json`. `calls-backend openapi` prints this very
+/// value, so clients can generate their types from it without a running server.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
 /// Swagger UI at `/api/docs`, the document at `/api/docs/openapi.json`.
 pub fn router() -> Router {
     SwaggerUi::new("/api/docs")
-        .url("/api/docs/openapi.json", ApiDoc::openapi())
+        .url("/api/docs/openapi.json", document())
         .into()
 }

@@ -22,8 +22,12 @@ pub type CallId = Uuid;
 
 /// Declares a unit enum with its wire string, used for JSON (serde) and database columns alike
 /// so the two can never drift apart.
+///
+/// `$wire` is a `tt`, not a `literal`: macro_rules hands a `literal` fragment to derive macros
+/// wrapped in an invisible group, which serde reads but utoipa does not, and the OpenAPI
+/// document then showed the Rust variant names (`"Ringing"`) instead of the wire values.
 macro_rules! wire_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $wire:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $wire:tt),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
         pub enum $name {
