@@ -251,10 +251,17 @@ impl Bus {
         }
     }
 
-    /// Creates or updates the JetStream stream `name` over `subjects` (no-op in process).
-    pub async fn ensure_stream(&self, name: &str, subjects: Vec<String>) -> Result<(), BusError> {
+    /// Creates or updates the JetStream stream `name` over `subjects`, stored on `replicas`
+    /// servers of the NATS cluster (1 on a single server; an existing stream is scaled to it).
+    /// A no-op in process.
+    pub async fn ensure_stream(
+        &self,
+        name: &str,
+        subjects: Vec<String>,
+        replicas: usize,
+    ) -> Result<(), BusError> {
         match self {
-            Self::Nats(b) => b.ensure_stream(name, subjects).await,
+            Self::Nats(b) => b.ensure_stream(name, subjects, replicas).await,
             Self::Local(_) => Ok(()),
         }
     }

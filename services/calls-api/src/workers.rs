@@ -47,6 +47,8 @@ pub struct Workers {
     pub relay: Arc<Notify>,
     pub poll: Duration,
     pub heartbeat: Duration,
+    /// `NATS_STREAM_REPLICAS`: re-creating a lost stream must not shrink it.
+    pub stream_replicas: usize,
 }
 
 fn subject_of(subjects: &Subjects, event: &OutboxEvent) -> String {
@@ -182,6 +184,7 @@ impl Workers {
                             .ensure_stream(
                                 &stream_name(&self.subjects),
                                 vec![self.subjects.all_events()],
+                                self.stream_replicas,
                             )
                             .await;
                         tokio::select! {

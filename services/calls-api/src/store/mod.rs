@@ -19,7 +19,8 @@
 //! [`Backend`]: how a writing transaction starts (`BEGIN IMMEDIATE` on SQLite, which takes the
 //! single write lock up front instead of failing on upgrade) and the row-locking suffixes
 //! (Postgres only; SQLite transactions are already serialized), plus the migrations and a few
-//! connection pragmas.
+//! connection pragmas. Connecting (SQLite pragmas, following a Postgres primary) is
+//! [`calls_db`]'s, shared with the other services that own tables.
 
 mod calls;
 mod error;
@@ -32,10 +33,8 @@ mod timers;
 use std::borrow::Cow;
 use std::time::Duration;
 
-use sqlx::AnyConnection;
-use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{Any, AnyPool, Executor, SqlSafeStr, Transaction};
+use sqlx::{Any, AnyPool, SqlSafeStr, Transaction};
 
 pub use calls::{CallPage, Initiated, MAX_PAGE};
 pub use error::StoreError;
@@ -88,23 +87,22 @@ impl Backend {
 /// burst, short enough to answer 503 promptly.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long SQLite waits for the write lock. Writers hold it for a few milliseconds, so this
-/// only runs out under pathological load.
-const SQLITE_BUSY_TIMEOUT_MS: u32 = 15_000;
-
 /// A handle to the calls database; cheap to clone (a connection pool).
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Owns the pool's primary follower (a multi-host Postgres URL), which stops with the
+    /// last clone.
+    _database: calls_db::Database,
 }
 
 impl Store {
     /// Connects to `url` (`postgres://…` or `sqlite:…`) with at most `max_connections`
     /// pooled connections. A SQLite file is created if missing (unless the URL sets `mode`),
-    /// and runs in WAL mode so readers do not wait for the writer. An in-memory SQLite
-    /// database (`sqlite::memory:`) uses a single, never-recycled connection, since each
-    /// connection would otherwise see its own empty database.
+    /// and runs in WAL mode so readers do not wait for the writer. A Postgres URL may list
+    /// several hosts with `target_session_attrs=read-write`: the pool then follows the
+    /// primary across a failover (see [`calls_db`]).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         Self::connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
     }
@@ -116,44 +114,20 @@ impl Store {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)?;
-        let mut options = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(acquire_timeout);
-        let mut url = Cow::Borrowed(url);
-        if backend == Backend::Sqlite {
-            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-            if in_memory {
-                options = options
-                    .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None);
-            } else if !url.contains("mode=") {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                url = Cow::Owned(format!("{url}{sep}mode=rwc"));
-            }
-            options = options.after_connect(move |conn: &mut AnyConnection, _meta| {
-                Box::pin(async move {
-                    conn.execute(sqlx::AssertSqlSafe(format!(
-                        "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
-                    )))
-                    .await?;
-                    if !in_memory {
-                        // WAL persists in the file; setting it again is a cheap no-op.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        // Durable across application crashes; only an OS crash may lose
-                        // the last transactions, the usual trade-off for WAL.
-                        conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    }
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    Ok(())
-                })
-            });
-        }
-        let pool = options.connect(&url).await?;
-        Ok(Store { pool, backend })
+        let database = calls_db::Database::connect(
+            url,
+            &calls_db::PoolConfig {
+                max_connections,
+                acquire_timeout,
+            },
+        )
+        .await?;
+        Ok(Store {
+            pool: database.pool().clone(),
+            backend,
+            _database: database,
+        })
     }
 
     /// Which database this store uses.
