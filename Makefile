@@ -65,6 +65,11 @@ test: services js-deps build test-deploy ## run every test: Rust (unit, integrat
 	python3 scripts/config-docs.py --check
 	cd $(JS_DIR) && BIN_DIR=$(abspath $(BIN_DIR)) MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) \
 		SIGNALING_BIN=$(abspath $(BIN_DIR)/signaling) node --test --test-reporter=spec
+	$(MAKE) --no-print-directory test-ha
+
+.PHONY: test-ha
+test-ha: js-deps build ## HA drills: a 3-node NATS cluster and a Postgres failover (pg_auto_failover), installed if missing
+	BIN_DIR=$(abspath $(BIN_DIR)) scripts/test-ha.sh
 
 .PHONY: test-deploy
 test-deploy: ## render and validate the Kubernetes manifests and compose file; check dashboards and alerts against the code

@@ -12,9 +12,10 @@
 //!   demoted node is refused (the pool retries until its acquire timeout: the request then
 //!   answers "unavailable" instead of writing into a read-only error), and the follower is
 //!   woken to look for the primary at once;
-//! - pooled connections opened before a switch are closed instead of being handed out
-//!   (`before_acquire`, from the connection's age: no round trip), so nothing keeps talking to
-//!   a node that stopped being the primary.
+//! - pooled connections opened before the follower last had to look for the primary are closed
+//!   instead of being handed out (`before_acquire`, from the connection's age: no round trip),
+//!   so nothing keeps talking to a node that stopped being the primary, even behind a single
+//!   name such as a Kubernetes Service.
 //!
 //! While no host qualifies (the seconds a failover takes), acquiring a connection times out
 //! after the pool's acquire timeout: callers answer 503 and retry, and nothing is written to
@@ -219,10 +220,13 @@ async fn follow(pool: AnyPool, shared: Arc<Shared>, sentinel: AnyConnection) {
             match scan(&shared).await {
                 Some((index, conn)) => {
                     let previous = shared.current.swap(index, Ordering::SeqCst);
+                    // Pooled connections from before are to a server that went or stopped
+                    // qualifying, even when the host is the same name (a Service such as
+                    // CloudNativePG's `-rw` now pointing at the promoted replica): close them.
+                    shared
+                        .switched_at
+                        .store(shared.now_nanos(), Ordering::SeqCst);
                     if previous != index {
-                        shared
-                            .switched_at
-                            .store(shared.now_nanos(), Ordering::SeqCst);
                         pool.set_connect_options(shared.hosts[index].options.clone());
                         metrics::counter!(SWITCHES_METRIC).increment(1);
                         tracing::warn!(
