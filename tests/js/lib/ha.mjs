@@ -35,6 +35,25 @@ async function until(check, why, ms) {
   }
 }
 
+// The engines run in process groups of their own (so a drill can kill a node with everything it
+// started); should this process die without its `after` hooks, they go with it anyway.
+const spawned = new Set();
+process.on('exit', () => {
+  for (const child of spawned) {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+});
+
+function track(child) {
+  spawned.add(child);
+  child.once('exit', () => spawned.delete(child));
+  return child;
+}
+
 /** Kills a process group (the child was spawned `detached`, so it leads one). */
 function killGroup(child, signal) {
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
@@ -70,10 +89,10 @@ export async function startNatsCluster(size = 3) {
     return node;
   };
   const launch = async (node) => {
-    node.child = spawn(NATS_BIN, [
+    node.child = track(spawn(NATS_BIN, [
       '-a', '127.0.0.1', '-p', String(node.port), '-n', node.name, '-js', '-sd', node.store,
       '--cluster_name', 'calls-ha', '--cluster', `nats://127.0.0.1:${node.clusterPort}`, '--routes', routes,
-    ], { stdio: 'ignore', detached: true });
+    ], { stdio: 'ignore', detached: true }));
     await waitListening(node.port, node.name);
   };
 
@@ -209,9 +228,9 @@ export async function startPgFormation() {
   const logOf = (name) => path.join(dir, `${name}.log`);
   const run = (name, args) => {
     const log = openSync(logOf(name), 'a');
-    const child = spawn(PG_AUTOCTL, args, {
+    const child = track(spawn(PG_AUTOCTL, args, {
       env, cwd: dir, stdio: ['ignore', log, log], detached: true, ...(ids ? { uid: ids.uid, gid: ids.gid } : {}),
-    });
+    }));
     closeSync(log);
     processes.set(name, child);
     return child;
