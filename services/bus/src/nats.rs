@@ -307,9 +307,7 @@ fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
 
 fn js_publish_error(e: jetstream::context::PublishError) -> BusError {
     match e.kind() {
-        JsPublishErrorKind::StreamNotFound => {
-            BusError::JetStream(format!("no stream captures the subject: {e}"))
-        }
+        JsPublishErrorKind::StreamNotFound => BusError::NoStream,
         JsPublishErrorKind::MaxPayloadExceeded => BusError::PayloadTooLarge,
         JsPublishErrorKind::TimedOut => BusError::Timeout,
         _ => BusError::JetStream(e.to_string()),

@@ -376,3 +376,20 @@ async fn a_nats_url_listing_several_servers_connects_to_one_that_answers() {
     .unwrap();
     assert_eq!(next(&mut sub).await.payload, Bytes::from_static(b"hi"));
 }
+
+#[tokio::test]
+async fn an_event_no_stream_captures_is_refused_as_no_stream() {
+    // calls-api re-creates its stream on exactly this error, and only on it.
+    let (bus, s) = nats().await;
+    let err = bus
+        .publish_event(
+            &s.call_events("c1"),
+            "evt-1",
+            Headers::new(),
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, BusError::NoStream);
+    assert!(err.is_unavailable());
+}

@@ -112,6 +112,7 @@ pub async fn run_with_bus(
         relay,
         poll: Duration::from_millis(config.worker_poll_ms.max(10)),
         stream_replicas: usize::from(config.nats_stream_replicas),
+        ensuring_stream: Arc::default(),
         heartbeat: config.heartbeat(),
     }
     .spawn(&stop);
