@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN_DIR=${BIN_DIR:-target/debug}
+[[ $BIN_DIR == /* ]] || BIN_DIR=$PWD/$BIN_DIR
 pg_bindir=${PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)}
 pg_major=$(basename "$(dirname "${pg_bindir:-/usr/lib/postgresql/15/bin}")")
 
@@ -30,4 +31,4 @@ for bin in media-token calls-api signaling gateway; do
 done
 
 cd tests/js
-BIN_DIR=$(cd "../../$BIN_DIR" && pwd) PG_BINDIR=$pg_bindir exec node --test --test-reporter=spec --test-timeout=300000 ha/drills.mjs
+BIN_DIR=$BIN_DIR PG_BINDIR=$pg_bindir exec node --test --test-reporter=spec --test-timeout=300000 ha/drills.mjs

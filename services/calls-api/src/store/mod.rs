@@ -18,9 +18,9 @@
 //! BIGINT unix milliseconds, `$n` placeholders work on both. The differences are confined to
 //! [`Backend`]: how a writing transaction starts (`BEGIN IMMEDIATE` on SQLite, which takes the
 //! single write lock up front instead of failing on upgrade) and the row-locking suffixes
-//! (Postgres only; SQLite transactions are already serialized), plus the migrations and a few
-//! connection pragmas. Connecting (SQLite pragmas, following a Postgres primary) is
-//! [`calls_db`]'s, shared with the other services that own tables.
+//! (Postgres only; SQLite transactions are already serialized), plus the migrations.
+//! Connecting (SQLite pragmas, following a Postgres primary) is [`calls_db`]'s, shared with the
+//! other services that own tables.
 
 mod calls;
 mod error;
