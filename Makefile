@@ -114,6 +114,11 @@ test-config-docs: build ## docs/configuration.md matches the binaries' --help
 test-js: services js-deps build ## the official-client JS suites against real processes; FILTER=<text> runs the tests whose names contain it
 	BIN_DIR=$(abspath $(BIN_DIR)) MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) \
 		SIGNALING_BIN=$(abspath $(BIN_DIR)/signaling) FILTER='$(FILTER)' scripts/test-js.sh
+	$(MAKE) --no-print-directory test-ha
+
+.PHONY: test-ha
+test-ha: js-deps build ## HA drills: a 3-node NATS cluster and a Postgres failover (pg_auto_failover), installed if missing
+	BIN_DIR=$(abspath $(BIN_DIR)) scripts/test-ha.sh
 
 .PHONY: test-deploy
 test-deploy: ## render and validate the Kubernetes manifests and compose file; check dashboards and alerts against the code

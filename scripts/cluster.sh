@@ -3,6 +3,9 @@
 # calls-api, two signaling nodes, one media-token and NOTIFIER_REPLICAS (default 2) notifiers —
 # against DATABASE_URL (Postgres) and NATS_URL. Every service reads the same environment variables as in production; this script
 # only wires listen addresses and upstream URLs. Ctrl-C or SIGTERM stops every child.
+# CLUSTER_RESTART=on-exit starts a service that exits again, on the same port, as Kubernetes
+# restarts a pod (the rolling-restart drill of `make test-ha` relies on it); by default a
+# service that exits stays down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,7 +17,6 @@ BIN_DIR=${BIN_DIR:-target/debug}
 export DATABASE_URL NATS_URL JWT_SECRET
 LOG_DIR=${CLUSTER_LOG_DIR:-$(mktemp -d -t calls-cluster.XXXXXX)}
 mkdir -p "$LOG_DIR"
-: >"$LOG_DIR/pids"
 
 for bin in media-token calls-api signaling notifier gateway; do
   [[ -x "$BIN_DIR/$bin" ]] || { echo "cluster: $BIN_DIR/$bin is missing; run 'cargo build --workspace --bins'" >&2; exit 1; }
@@ -24,17 +26,23 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # Postgres: create the database if it does not exist yet (the first run on a laptop).
 if [[ "$DATABASE_URL" == postgres* ]] && command -v psql >/dev/null; then
-  db=${DATABASE_URL##*/}; db=${db%%\?*}
-  admin=${DATABASE_URL%/*}/postgres
+  # The query (target_session_attrs=read-write for a replicated Postgres) applies to the
+  # admin connection too: psql must create the database on the primary.
+  db=${DATABASE_URL##*/}; query=
+  [[ $db == *\?* ]] && query="?${db#*\?}"
+  db=${db%%\?*}
+  admin=${DATABASE_URL%/*}/postgres$query
   psql "$admin" -Atqc "SELECT 1 FROM pg_database WHERE datname = '$db'" 2>/dev/null | grep -q 1 \
     || psql "$admin" -qc "CREATE DATABASE \"$db\"" >/dev/null 2>&1 || true
 fi
 
-pids=()
+# Services by name, in start order; how to start each (for restarts) and its current pid.
+names=()
+declare -A spec=() pid_of=()
 stop() {
   trap - INT TERM EXIT
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for name in "${names[@]}"; do kill -TERM "${pid_of[$name]}" 2>/dev/null || true; done
+  for name in "${names[@]}"; do wait "${pid_of[$name]}" 2>/dev/null || true; done
 }
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
@@ -55,11 +63,24 @@ start() {
   local envs=()
   while [[ $# -gt 0 && $1 != -- ]]; do envs+=("$1"); shift; done
   [[ ${1:-} == -- ]] && shift
-  env "${envs[@]}" "$BIN_DIR/$bin" "$@" >"$LOG_DIR/$log.log" 2>&1 &
-  pids+=($!)
+  names+=("$log")
+  spec[$log]=$(printf '%q ' "$bin" "${#envs[@]}" "${envs[@]}" "$@")
+  : >"$LOG_DIR/$log.log"
+  launch "$log"
+}
+
+# launch LOG: (re)starts the service named LOG as it was first started, appending to its log.
+launch() {
+  local log=$1
+  eval "set -- ${spec[$log]}"
+  local bin=$1 n=$2; shift 2
+  local envs=("${@:1:n}"); shift "$n"
+  env "${envs[@]}" "$BIN_DIR/$bin" "$@" >>"$LOG_DIR/$log.log" 2>&1 &
   last_pid=$!
-  # "name pid url" per service, for operators and for the failure tests.
-  echo "$log $last_pid" >>"$LOG_DIR/pids"
+  pid_of[$log]=$last_pid
+  # "name pid" per service, for operators and for the failure tests (rewritten on a restart).
+  for name in "${names[@]}"; do echo "$name ${pid_of[$name]}"; done >"$LOG_DIR/pids.new"
+  mv "$LOG_DIR/pids.new" "$LOG_DIR/pids"
 }
 
 credential=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
@@ -121,15 +142,23 @@ cat >&2 <<INFO
 INFO
 
 # Runs until a signal. A service that dies is reported once; the others keep serving (the
-# gateway routes around a dead replica), as they would in a real deployment.
+# gateway routes around a dead replica), as they would in a real deployment. With
+# CLUSTER_RESTART=on-exit it is started again instead.
 declare -A reported=()
+interval=1
+[[ ${CLUSTER_RESTART:-} == on-exit ]] && interval=0.2
 while true; do
-  for pid in "${pids[@]}"; do
-    if [[ -z ${reported[$pid]:-} ]] && ! kill -0 "$pid" 2>/dev/null; then
-      echo "cluster: a service (pid $pid) exited; see $LOG_DIR and $LOG_DIR/pids" >&2
+  for name in "${names[@]}"; do
+    pid=${pid_of[$name]}
+    kill -0 "$pid" 2>/dev/null && continue
+    if [[ ${CLUSTER_RESTART:-} == on-exit ]]; then
+      echo "cluster: $name (pid $pid) exited; starting it again" >&2
+      launch "$name"
+    elif [[ -z ${reported[$pid]:-} ]]; then
+      echo "cluster: $name (pid $pid) exited; see $LOG_DIR and $LOG_DIR/pids" >&2
       reported[$pid]=1
     fi
   done
-  sleep 1 &
+  sleep "$interval" &
   wait $! || true
 done

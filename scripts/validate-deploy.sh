@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test-deploy`: render every Kubernetes overlay (alone and with each optional component in
 # deploy/k8s/components/) with kustomize, validate the result and the
-# examples against the Kubernetes API schemas offline (strict: unknown fields are errors), check
+# examples against the Kubernetes API schemas offline (strict: unknown fields are errors; custom
+# resources against tests/deploy/crd-schemas), check
 # the compose file with Docker Compose's own loader, and run the policy test
 # (tests/deploy/test_policy.py) on all of it.
 #
@@ -121,6 +122,10 @@ for pid in "${pids[@]}"; do
   fi
 done
 (( schema_failed == 0 )) || exit 1
+# kubernetes-validate skips kinds it has no schema for (custom resources such as CloudNativePG's
+# Cluster): those are checked against tests/deploy/crd-schemas.
+step "custom resources against tests/deploy/crd-schemas"
+"$VENV/bin/python" tests/deploy/validate_crds.py "${rendered[@]}" "${examples[@]}"
 
 # --- image ---------------------------------------------------------------------------------------
 step "hadolint deploy/Dockerfile"

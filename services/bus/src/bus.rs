@@ -92,6 +92,10 @@ pub enum BusError {
     /// JetStream refused or did not acknowledge a publish, or a stream operation failed.
     #[error("jetstream: {0}")]
     JetStream(String),
+    /// No JetStream stream captures the published subject (deleted, or lost with a server that
+    /// had no storage): creating it again is the cure, unlike a slow or leaderless stream.
+    #[error("jetstream: no stream captures the subject")]
+    NoStream,
 }
 
 impl BusError {
@@ -100,7 +104,11 @@ impl BusError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Self::NoResponders | Self::Timeout | Self::Unavailable(_) | Self::JetStream(_)
+            Self::NoResponders
+                | Self::Timeout
+                | Self::Unavailable(_)
+                | Self::JetStream(_)
+                | Self::NoStream
         )
     }
 }
@@ -251,10 +259,17 @@ impl Bus {
         }
     }
 
-    /// Creates or updates the JetStream stream `name` over `subjects` (no-op in process).
-    pub async fn ensure_stream(&self, name: &str, subjects: Vec<String>) -> Result<(), BusError> {
+    /// Creates or updates the JetStream stream `name` over `subjects`, stored on `replicas`
+    /// servers of the NATS cluster (1 on a single server; an existing stream is scaled to it).
+    /// A no-op in process.
+    pub async fn ensure_stream(
+        &self,
+        name: &str,
+        subjects: Vec<String>,
+        replicas: usize,
+    ) -> Result<(), BusError> {
         match self {
-            Self::Nats(b) => b.ensure_stream(name, subjects).await,
+            Self::Nats(b) => b.ensure_stream(name, subjects, replicas).await,
             Self::Local(_) => Ok(()),
         }
     }

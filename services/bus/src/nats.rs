@@ -38,9 +38,12 @@ struct Inner {
 }
 
 impl NatsBus {
-    /// Connects to `url` (comma-separated URLs are accepted). Fails if no server answers within
-    /// a few seconds; once connected, the client reconnects by itself.
+    /// Connects to `url`, or to one of several comma-separated URLs (the servers of a NATS
+    /// cluster: the client tries them in random order, and moves to another when its server
+    /// goes). Fails if no server answers within a few seconds; once connected, the client
+    /// reconnects by itself.
     pub async fn connect(url: &str) -> Result<Self, BusError> {
+        let servers = server_addrs(url)?;
         let (reconnected, connections) = tokio::sync::watch::channel(0u64);
         let initial = std::sync::atomic::AtomicBool::new(true);
         let client = async_nats::ConnectOptions::new()
@@ -54,7 +57,7 @@ impl NatsBus {
                 }
                 std::future::ready(())
             })
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok(Self::wrap(client, connections))
@@ -250,10 +253,14 @@ impl NatsBus {
         &self,
         name: &str,
         subjects: Vec<String>,
+        replicas: usize,
     ) -> Result<(), BusError> {
         let config = jetstream::stream::Config {
             name: name.to_owned(),
             subjects,
+            // On a cluster, 3 replicas keep every event through the loss of one server; an
+            // existing stream is scaled to this (the server moves the data).
+            num_replicas: replicas.max(1),
             // Durable consumers (webhooks, analytics) catch up within a day; the relay to sockets
             // reads it back only after a reconnection.
             max_age: Duration::from_secs(24 * 3600),
@@ -278,11 +285,28 @@ impl NatsBus {
     }
 }
 
+/// The servers of a `NATS_URL`: one URL, or several separated by commas (async-nats parses
+/// one URL per string, so the list is split here).
+fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, BusError> {
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                // The parser's message may quote the URL, credentials included.
+                .map_err(|_| BusError::Unavailable("NATS_URL holds an invalid server URL".into()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(BusError::Unavailable("NATS_URL names no server".into()));
+    }
+    Ok(servers)
+}
+
 fn js_publish_error(e: jetstream::context::PublishError) -> BusError {
     match e.kind() {
-        JsPublishErrorKind::StreamNotFound => {
-            BusError::JetStream(format!("no stream captures the subject: {e}"))
-        }
+        JsPublishErrorKind::StreamNotFound => BusError::NoStream,
         JsPublishErrorKind::MaxPayloadExceeded => BusError::PayloadTooLarge,
         JsPublishErrorKind::TimedOut => BusError::Timeout,
         _ => BusError::JetStream(e.to_string()),
@@ -325,5 +349,29 @@ impl Stream for NatsSubscription {
         Pin::new(&mut self.0)
             .poll_next(cx)
             .map(|m| m.map(from_nats))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_addrs;
+
+    #[test]
+    fn a_comma_separated_nats_url_names_every_server_of_the_cluster() {
+        let servers =
+            server_addrs("nats://a:4222, nats://user:pw@b:4223,c:4224").expect("three servers");
+        let hosts: Vec<_> = servers
+            .iter()
+            .map(|s| format!("{}:{}", s.host(), s.port()))
+            .collect();
+        assert_eq!(hosts, ["a:4222", "b:4223", "c:4224"]);
+    }
+
+    #[test]
+    fn an_unusable_nats_url_is_refused_without_repeating_it() {
+        for url in ["", " , ", "http://user:hunter2@a:4222"] {
+            let err = server_addrs(url).expect_err(url);
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
     }
 }

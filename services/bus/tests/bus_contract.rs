@@ -233,11 +233,11 @@ mod cases {
 
     pub async fn events_carry_their_message_id_and_reach_core_subscribers(bus: Bus, s: Subjects) {
         let stream = format!("TEST_{}", uuid::Uuid::new_v4().simple());
-        bus.ensure_stream(&stream, vec![s.all_events()])
+        bus.ensure_stream(&stream, vec![s.all_events()], 1)
             .await
             .unwrap();
         // Updating with the same subjects is fine (every calls-api replica does it at start-up).
-        bus.ensure_stream(&stream, vec![s.all_events()])
+        bus.ensure_stream(&stream, vec![s.all_events()], 1)
             .await
             .unwrap();
         let subject = s.call_events("c1");
@@ -354,5 +354,42 @@ async fn the_local_bus_is_always_connected() {
     let bus = Bus::local();
     assert!(bus.is_connected());
     bus.flush().await.unwrap();
-    bus.ensure_stream("S", vec!["a.>".into()]).await.unwrap();
+    bus.ensure_stream("S", vec!["a.>".into()], 1).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_nats_url_listing_several_servers_connects_to_one_that_answers() {
+    let live = std::env::var("NATS_URL").unwrap_or_else(|_| NATS_URL.to_owned());
+    // Port 1 refuses: the client must move on to the next server of the list.
+    let bus = Bus::connect(&format!("nats://127.0.0.1:1,{live}"))
+        .await
+        .unwrap();
+    let s = Subjects::new(unique_prefix());
+    let mut sub = bus.subscribe(&s.call_events("c1")).await.unwrap();
+    bus.flush().await.unwrap();
+    bus.publish(
+        &s.call_events("c1"),
+        Headers::new(),
+        Bytes::from_static(b"hi"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(next(&mut sub).await.payload, Bytes::from_static(b"hi"));
+}
+
+#[tokio::test]
+async fn an_event_no_stream_captures_is_refused_as_no_stream() {
+    // calls-api re-creates its stream on exactly this error, and only on it.
+    let (bus, s) = nats().await;
+    let err = bus
+        .publish_event(
+            &s.call_events("c1"),
+            "evt-1",
+            Headers::new(),
+            Bytes::from_static(b"{}"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, BusError::NoStream);
+    assert!(err.is_unavailable());
 }

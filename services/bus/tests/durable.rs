@@ -22,7 +22,7 @@ impl Nats {
         let bus = Bus::connect(&url).await.unwrap();
         let s = Subjects::new(format!("test.{}", uuid::Uuid::new_v4().simple()));
         let stream = s.events_stream();
-        bus.ensure_stream(&stream, vec![s.all_events()])
+        bus.ensure_stream(&stream, vec![s.all_events()], 1)
             .await
             .unwrap();
         Nats { bus, s, stream }

@@ -25,9 +25,16 @@ pub struct Config {
     /// `postgres://…` or `sqlite://path?mode=rwc`.
     #[command(flatten)]
     pub database: DatabaseConfig,
-    /// NATS server(s).
+    /// NATS server URL; for a cluster, every server's URL separated by commas
+    /// (`nats://n1:4222,nats://n2:4222,nats://n3:4222`): the client moves to another when its
+    /// server goes.
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// On how many NATS servers the JetStream event stream is stored: 1 for a single server, 3
+    /// on a cluster of three or more (every event survives the loss of one server). Applied at
+    /// start-up, also to an existing stream.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
     /// Prefix of every NATS subject (lets several deployments or tests share one NATS).
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "calls.v1")]
     pub nats_subject_prefix: String,

@@ -89,6 +89,7 @@ pub async fn run_with_bus(
     bus.ensure_stream(
         &workers::stream_name(&subjects),
         vec![subjects.all_events()],
+        usize::from(config.nats_stream_replicas),
     )
     .await?;
 
@@ -110,6 +111,8 @@ pub async fn run_with_bus(
         timing,
         relay,
         poll: Duration::from_millis(config.worker_poll_ms.max(10)),
+        stream_replicas: usize::from(config.nats_stream_replicas),
+        ensuring_stream: Arc::default(),
         heartbeat: config.heartbeat(),
     }
     .spawn(&stop);

@@ -3,6 +3,7 @@
 //! serializes what must happen once) and stops when `shutdown` fires.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -43,6 +44,10 @@ pub struct Workers {
     pub relay: Arc<Notify>,
     pub poll: Duration,
     pub heartbeat: Duration,
+    /// `NATS_STREAM_REPLICAS`: re-creating a lost stream must not shrink it.
+    pub stream_replicas: usize,
+    /// Whether a re-creation of the stream is in flight (at most one at a time).
+    pub ensuring_stream: Arc<AtomicBool>,
 }
 
 fn subject_of(subjects: &Subjects, event: &OutboxEvent) -> String {
@@ -157,6 +162,25 @@ impl Workers {
         }
     }
 
+    fn ensure_stream_in_background(&self) {
+        if self.ensuring_stream.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (bus, name, subjects, replicas, ensuring) = (
+            self.bus.clone(),
+            stream_name(&self.subjects),
+            vec![self.subjects.all_events()],
+            self.stream_replicas,
+            self.ensuring_stream.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = bus.ensure_stream(&name, subjects, replicas).await {
+                tracing::debug!(error = %e, "event stream not ensured; will retry");
+            }
+            ensuring.store(false, Ordering::SeqCst);
+        });
+    }
+
     /// Publishes the outbox: woken by this replica's writes, and polling for other replicas'.
     async fn relay_loop(self, shutdown: CancellationToken) {
         let mut stop = std::pin::pin!(shutdown.cancelled_owned());
@@ -177,15 +201,14 @@ impl Workers {
                     .await
                 {
                     Ok(RelayStep::Published { stopped: true, .. }) => {
-                        // The bus is down or the stream is gone (a NATS restart without
-                        // storage): recreate it, then back off; the events wait in the outbox.
-                        let _ = self
-                            .bus
-                            .ensure_stream(
-                                &stream_name(&self.subjects),
-                                vec![self.subjects.all_events()],
-                            )
-                            .await;
+                        // The bus is down, the stream is electing a leader, or the stream is
+                        // gone (a NATS restart without storage; with core subscribers on the
+                        // subject that looks like a timeout too): recreate it, then back off;
+                        // the events wait in the outbox. In the background: while a NATS
+                        // cluster elects its JetStream leader the request waits out its
+                        // timeout, which must not hold back the retries that will succeed
+                        // once a stream leader is back.
+                        self.ensure_stream_in_background();
                         tokio::select! {
                             () = &mut stop => return,
                             () = tokio::time::sleep(backoff.next_delay()) => {}

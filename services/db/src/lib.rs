@@ -1,25 +1,32 @@
-//! calls-db: the database plumbing every service that owns tables shares (calls-api, notifier).
+//! calls-db: how a service that owns tables connects to its database, so every such service
+//! (calls-api, notifier) behaves the same when the database is a file, one server, or a
+//! replicated cluster that fails over.
 //!
-//! One set of SQL serves PostgreSQL (deployments) and SQLite (the embedded default) through
-//! sqlx's `Any` driver: ids are TEXT, timestamps BIGINT unix milliseconds, `$n` placeholders
-//! work on both. The differences are confined to [`Backend`]: how a writing transaction starts
-//! (`BEGIN IMMEDIATE` on SQLite, which takes the single write lock up front instead of failing
-//! on upgrade), the row-locking suffixes (Postgres only; SQLite write transactions are already
-//! serialized), the migrations and a few connection pragmas.
+//! [`Database::connect`] takes a `DATABASE_URL` and a [`PoolConfig`] and answers an sqlx
+//! [`AnyPool`]:
+//! - `sqlite:…`: the file is created if missing (unless the URL sets `mode`), in WAL mode with a
+//!   busy timeout and foreign keys on; `sqlite::memory:` keeps one never-recycled connection.
+//! - `postgres://…` with one host: a plain pool.
+//! - `postgres://user@h1:5432,h2:5432/db?target_session_attrs=read-write` (libpq's multi-host
+//!   form, which sqlx does not parse): the pool follows whichever host is the primary, across a
+//!   failover ([`follow`]). `target_session_attrs` may be `read-write` (what a writer wants),
+//!   `primary` or `any` (the first host that answers).
 //!
-//! Each service keeps its own migrations table ([`migrator`]), so two services may share one
-//! database (one Postgres holding both schemas, or the standalone process's SQLite file)
-//! without their migration histories colliding.
+//! The rest is what every store built on it needs: [`DatabaseConfig`] (`DATABASE_URL` and the
+//! pool's limits, flattened into each service's configuration), [`begin_write`] and the row-lock
+//! suffixes of [`Backend`], [`migrator`] (each service records its migrations in a table of its
+//! own, so two services can share one database), [`is_transient`] (the errors worth a 503 and a
+//! retry, as opposed to bugs) and row encoding helpers ([`placeholders`], [`get_bool`],
+//! [`to_millis`], [`from_millis`]).
 //!
-//! - [`DatabaseConfig`]: `DATABASE_URL` and the pool settings, flattened into each service's
-//!   configuration.
-//! - [`connect`]: a pool for a `DATABASE_URL`, with the SQLite pragmas and in-memory handling.
-//! - [`begin_write`], [`Backend::for_update`], [`Backend::skip_locked`]: writing transactions.
-//! - [`migrator`]: a service's embedded migrations under its own table.
-//! - [`is_transient`]: the errors worth a 503 and a retry, as opposed to bugs.
-//! - [`placeholders`], [`get_bool`], [`to_millis`], [`from_millis`]: row encoding helpers.
+//! Modules: [`hosts`] (splitting a multi-host URL), [`follow`] (the follower task and the pool
+//! hooks).
+
+pub mod follow;
+pub mod hosts;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::config::Secret;
@@ -28,7 +35,14 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, SqlSafeStr, Transaction};
 use time::OffsetDateTime;
 
-/// Which database a pool talks to.
+pub use follow::{CHECK_INTERVAL, SWITCHES_METRIC, UP_METRIC};
+pub use hosts::Target;
+
+/// How SQLite waits for the write lock. Writers hold it for a few milliseconds, so this only
+/// runs out under pathological load.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 15_000;
+
+/// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// `postgres://…` / `postgresql://…`
@@ -37,20 +51,15 @@ pub enum Backend {
     Sqlite,
 }
 
-/// A `DATABASE_URL` that is neither `postgres://…` nor `sqlite:…`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unsupported database URL: expected postgres://… or sqlite://…")]
-pub struct UnsupportedUrl;
-
 impl Backend {
-    /// The backend a `DATABASE_URL` names.
-    pub fn from_url(url: &str) -> Result<Backend, UnsupportedUrl> {
+    /// The backend of a `DATABASE_URL`.
+    pub fn from_url(url: &str) -> Result<Backend, ConnectError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres)
         } else if url.starts_with("sqlite:") {
             Ok(Backend::Sqlite)
         } else {
-            Err(UnsupportedUrl)
+            Err(ConnectError::UnsupportedUrl)
         }
     }
 
@@ -73,53 +82,132 @@ impl Backend {
     }
 }
 
-/// How long SQLite waits for the write lock. Writers hold it for a few milliseconds, so this
-/// only runs out under pathological load.
-const SQLITE_BUSY_TIMEOUT_MS: u32 = 15_000;
-
-/// Why [`connect`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    /// The URL names no supported database.
-    #[error(transparent)]
-    UnsupportedUrl(#[from] UnsupportedUrl),
-    /// The database refused or could not be reached.
-    #[error(transparent)]
-    Sqlx(#[from] sqlx::Error),
+/// How big the pool is and how long callers wait for a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolConfig {
+    /// At most this many connections (at least 1; an in-memory SQLite database always has 1).
+    pub max_connections: u32,
+    /// How long acquiring a connection may take before it fails with
+    /// [`sqlx::Error::PoolTimedOut`]: while the database is down, or while a failover has left
+    /// no primary, every query fails after this long (answer 503 and let the client retry).
+    /// Also bounds how long [`Database::connect`] looks for a usable host.
+    pub acquire_timeout: Duration,
 }
 
-/// A pool of at most `max_connections` connections to `url` (`postgres://…` or `sqlite:…`),
-/// whose requests wait at most `acquire_timeout` for a connection (and so how long a request
-/// takes to fail while the database is down).
-///
-/// A SQLite file is created if missing (unless the URL sets `mode`) and runs in WAL mode so
-/// readers do not wait for the writer. An in-memory SQLite database (`sqlite::memory:`) uses a
-/// single, never-recycled connection, since each connection would otherwise see its own empty
-/// database.
-pub async fn connect(
-    url: &str,
-    max_connections: u32,
-    acquire_timeout: Duration,
-) -> Result<(AnyPool, Backend), ConnectError> {
-    sqlx::any::install_default_drivers();
-    let backend = Backend::from_url(url)?;
-    let mut options = AnyPoolOptions::new()
-        .max_connections(max_connections.max(1))
-        .acquire_timeout(acquire_timeout);
-    let mut url = Cow::Borrowed(url);
-    if backend == Backend::Sqlite {
-        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        if in_memory {
-            options = options
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
-        } else if !url.contains("mode=") {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            url = Cow::Owned(format!("{url}{sep}mode=rwc"));
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
         }
-        options = options.after_connect(move |conn: &mut AnyConnection, _meta| {
+    }
+}
+
+/// Why [`Database::connect`] failed. Messages never repeat the URL (it holds credentials).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Neither `postgres://…` nor `sqlite:…`.
+    #[error("unsupported database URL: expected postgres://… or sqlite:…")]
+    UnsupportedUrl,
+    /// A Postgres URL this crate cannot honour (an unsupported `target_session_attrs`, …).
+    #[error("invalid database URL: {0}")]
+    InvalidUrl(String),
+    /// No host of the URL accepted a session that meets `target_session_attrs` within the
+    /// acquire timeout (a failover in progress, or every host down). Retrying may succeed.
+    #[error("none of the {hosts} database hosts offered a {target} session")]
+    NoSuitableHost { hosts: usize, target: &'static str },
+    /// The driver failed (unreachable server, refused credentials, …).
+    #[error(transparent)]
+    Database(sqlx::Error),
+}
+
+/// A connected pool; cheap to clone. Keep a clone for as long as the pool is used: for a
+/// followed Postgres URL the follower task stops when the last clone is dropped (or when the
+/// pool is closed).
+#[derive(Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    follower: Option<Arc<follow::FollowerGuard>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .field("follows_primary", &self.follower.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Connects to `url` (see the crate docs for the forms), with at least one connection
+    /// established (or, for a followed URL, a usable host found) within
+    /// `config.acquire_timeout`.
+    pub async fn connect(url: &str, config: &PoolConfig) -> Result<Database, ConnectError> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)?;
+        let options = AnyPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout);
+        match backend {
+            Backend::Sqlite => {
+                let pool = connect_sqlite(url, options).await?;
+                Ok(Database {
+                    pool,
+                    backend,
+                    follower: None,
+                })
+            }
+            Backend::Postgres => {
+                let parsed = hosts::parse(url)?;
+                if !parsed.follows {
+                    let pool = options.connect(url).await.map_err(ConnectError::Database)?;
+                    return Ok(Database {
+                        pool,
+                        backend,
+                        follower: None,
+                    });
+                }
+                let (pool, guard) =
+                    follow::connect(parsed, options, config.acquire_timeout).await?;
+                Ok(Database {
+                    pool,
+                    backend,
+                    follower: Some(Arc::new(guard)),
+                })
+            }
+        }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+async fn connect_sqlite(url: &str, options: AnyPoolOptions) -> Result<AnyPool, ConnectError> {
+    let mut options = options;
+    let mut url = Cow::Borrowed(url);
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    if in_memory {
+        // Each connection to an in-memory database sees its own empty database.
+        options = options
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None);
+    } else if !url.contains("mode=") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        url = Cow::Owned(format!("{url}{sep}mode=rwc"));
+    }
+    options
+        .after_connect(move |conn: &mut AnyConnection, _meta| {
             Box::pin(async move {
                 conn.execute(sqlx::AssertSqlSafe(format!(
                     "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}"
@@ -135,10 +223,10 @@ pub async fn connect(
                 conn.execute("PRAGMA foreign_keys = ON").await?;
                 Ok(())
             })
-        });
-    }
-    let pool = options.connect(&url).await?;
-    Ok((pool, backend))
+        })
+        .connect(&url)
+        .await
+        .map_err(ConnectError::Database)
 }
 
 /// Starts a transaction that will write. On SQLite it takes the write lock at once, so
@@ -204,9 +292,14 @@ pub fn is_transient(e: &sqlx::Error) -> bool {
             }
             // Postgres SQLSTATE: 08 connection exception, 53 insufficient resources,
             // 57P01-03 shutdown / cannot connect now, 40001/40P01 serialization / deadlock.
+            // 25006 is a write that reached a node just demoted to a standby (the pool leaves it
+            // within a second; see `follow`).
             code.starts_with("08")
                 || code.starts_with("53")
-                || matches!(code, "57P01" | "57P02" | "57P03" | "40001" | "40P01")
+                || matches!(
+                    code,
+                    "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "25006"
+                )
         }
         _ => false,
     }
@@ -253,7 +346,10 @@ pub fn from_millis(millis: i64) -> Option<OffsetDateTime> {
 /// Where a service keeps its tables (`DATABASE_URL` and the pool's limits).
 #[derive(clap::Args, Clone, Debug)]
 pub struct DatabaseConfig {
-    /// `postgres://user@host/db` or `sqlite://path/to/calls.db`.
+    /// `postgres://user@host/db` or `sqlite://path/to/calls.db`. For a replicated Postgres,
+    /// list every host and ask for the primary:
+    /// `postgres://user@db1:5432,db2:5432/calls?target_session_attrs=read-write` (connections
+    /// follow the primary across a failover).
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub url: Secret,
     /// Connection pool size.
@@ -286,14 +382,23 @@ mod tests {
 
     #[test]
     fn urls_name_their_backend_and_anything_else_is_refused() {
-        assert_eq!(Backend::from_url("postgres://h/db"), Ok(Backend::Postgres));
         assert_eq!(
-            Backend::from_url("postgresql://h/db"),
-            Ok(Backend::Postgres)
+            Backend::from_url("postgres://h/db").ok(),
+            Some(Backend::Postgres)
         );
-        assert_eq!(Backend::from_url("sqlite://data/x.db"), Ok(Backend::Sqlite));
-        assert_eq!(Backend::from_url("sqlite::memory:"), Ok(Backend::Sqlite));
-        assert_eq!(Backend::from_url("mysql://h/db"), Err(UnsupportedUrl));
+        assert_eq!(
+            Backend::from_url("postgresql://h/db").ok(),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite://data/x.db").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert_eq!(
+            Backend::from_url("sqlite::memory:").ok(),
+            Some(Backend::Sqlite)
+        );
+        assert!(Backend::from_url("mysql://h/db").is_err());
     }
 
     #[test]
@@ -310,17 +415,18 @@ mod tests {
 
     #[tokio::test]
     async fn two_services_migrate_one_database_without_colliding() {
-        let (pool, backend) = connect("sqlite::memory:", 1, Duration::from_secs(5))
+        let db = Database::connect("sqlite::memory:", &PoolConfig::default())
             .await
             .expect("in-memory sqlite");
-        assert_eq!(backend, Backend::Sqlite);
+        assert_eq!(db.backend(), Backend::Sqlite);
+        let pool = db.pool();
         let a = migrator("_a_migrations", &[(1, "init", "CREATE TABLE a (x TEXT)")]);
         let b = migrator("_b_migrations", &[(1, "init", "CREATE TABLE b (y TEXT)")]);
-        a.run(&pool).await.expect("a migrates");
-        b.run(&pool).await.expect("b migrates beside a");
-        a.run(&pool).await.expect("a again is a no-op");
+        a.run(pool).await.expect("a migrates");
+        b.run(pool).await.expect("b migrates beside a");
+        a.run(pool).await.expect("a again is a no-op");
         sqlx::query("INSERT INTO b (y) VALUES ('ok')")
-            .execute(&pool)
+            .execute(pool)
             .await
             .expect("b's table exists");
     }

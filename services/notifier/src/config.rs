@@ -33,6 +33,11 @@ pub struct Config {
         default_value = "nats://127.0.0.1:4222"
     )]
     pub nats_url: String,
+    /// Replicas of the JetStream event stream (the same as calls-api's: either service may
+    /// create it, and creating it again with another value would change it). 3 on a NATS
+    /// cluster.
+    #[arg(long, env = "NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub nats_stream_replicas: u8,
     /// Prefix of every bus subject (the same as calls-api's).
     #[arg(long = "nats-subject-prefix", env = "NATS_SUBJECT_PREFIX", default_value = DEFAULT_PREFIX, value_parser = parse_prefix)]
     pub subjects: Subjects,

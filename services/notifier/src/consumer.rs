@@ -37,6 +37,8 @@ pub struct Consumer {
     pub ring_wake: Arc<Notify>,
     /// Woken when other pushes were queued.
     pub bulk_wake: Arc<Notify>,
+    /// `NATS_STREAM_REPLICAS`.
+    pub stream_replicas: usize,
 }
 
 /// The consumer's configuration: user events only (pushes are about users' rings).
@@ -56,15 +58,20 @@ pub fn options(subjects: &Subjects) -> DurableOptions {
 pub async fn open(
     bus: &Bus,
     subjects: &Subjects,
+    stream_replicas: usize,
 ) -> Result<calls_bus::DurableConsumer, calls_bus::BusError> {
-    bus.ensure_stream(&subjects.events_stream(), vec![subjects.all_events()])
-        .await?;
+    bus.ensure_stream(
+        &subjects.events_stream(),
+        vec![subjects.all_events()],
+        stream_replicas,
+    )
+    .await?;
     bus.durable_consumer(&options(subjects)).await
 }
 
 impl Consumer {
     async fn open(&self) -> Result<calls_bus::DurableConsumer, calls_bus::BusError> {
-        open(&self.bus, &self.subjects).await
+        open(&self.bus, &self.subjects, self.stream_replicas).await
     }
 
     /// Consumes until the task is dropped, reopening the consumer whenever it ends.

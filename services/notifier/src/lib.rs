@@ -108,10 +108,18 @@ pub async fn serve(
         default_bundle: config.push.apns_bundle_id.clone(),
         ring_wake: ring_wake.clone(),
         bulk_wake: bulk_wake.clone(),
+        stream_replicas: usize::from(config.nats_stream_replicas),
     };
     let first = match events {
         Some(events) => events,
-        None => consumer::open(&bus, &config.subjects).await?,
+        None => {
+            consumer::open(
+                &bus,
+                &config.subjects,
+                usize::from(config.nats_stream_replicas),
+            )
+            .await?
+        }
     };
 
     let stop = CancellationToken::new();

@@ -91,7 +91,7 @@ async fn events_stored_while_a_node_was_cut_off_the_bus_reach_its_sockets_in_ord
     let fake = FakeCallsApi::start(nats().await, &prefix).await;
     let stream = format!("CALLS_EVENTS_{}", prefix.replace('.', "_").to_uppercase());
     fake.bus
-        .ensure_stream(&stream, vec![fake.subjects.all_events()])
+        .ensure_stream(&stream, vec![fake.subjects.all_events()], 1)
         .await
         .unwrap();
     // Between this node and NATS, to cut one node off the bus while the rest of the system

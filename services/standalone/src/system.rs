@@ -244,9 +244,13 @@ pub async fn start(
     let notifier_config: notifier::Config = parse("notifier", notifier_flags)?;
     let apns_enabled = notifier_config.push.apns_key_file.is_some();
     let fcm_enabled = notifier_config.push.fcm_service_account_file.is_some();
-    let notifier_events = notifier::consumer::open(&bus, &notifier_config.subjects)
-        .await
-        .map_err(|e| StartError::Config(format!("notifier: {e}")))?;
+    let notifier_events = notifier::consumer::open(
+        &bus,
+        &notifier_config.subjects,
+        usize::from(notifier_config.nats_stream_replicas),
+    )
+    .await
+    .map_err(|e| StartError::Config(format!("notifier: {e}")))?;
 
     let (signaling_listener, signaling_url) = loopback().await?;
     let signaling_config: signaling::Config = parse(

@@ -97,7 +97,8 @@ export async function startCluster(extraEnv = {}, { postgresAdminUrl = PG_ADMIN,
   const prefix = `t${process.pid}x${Date.now()}`;
   const port = await freePort();
   const logs = mkdtempSync(path.join(os.tmpdir(), 'calls-cluster-test-'));
-  const dbUrl = postgresAdminUrl.replace(/\/[^/]*$/, `/${db}`);
+  // Keeps the query (`target_session_attrs=read-write` on a replicated Postgres).
+  const dbUrl = postgresAdminUrl.replace(/\/[^/?]*(\?[^/]*)?$/, `/${db}$1`);
   const child = spawn('bash', [path.join(ROOT, 'scripts', 'cluster.sh')], {
     env: {
       ...process.env, BIN_DIR, DATABASE_URL: dbUrl, NATS_SUBJECT_PREFIX: prefix, GATEWAY_LISTEN: `127.0.0.1:${port}`,

@@ -31,12 +31,22 @@ pub enum StoreError {
     /// `DATABASE_URL` is neither `postgres://…` nor `sqlite:…`.
     #[error("unsupported database URL: expected postgres://… or sqlite://…")]
     UnsupportedUrl,
+    /// `DATABASE_URL` asks for something the connection layer does not support.
+    #[error("{0}")]
+    InvalidUrl(String),
+    /// No database host offered a read-write session in time (a failover in progress, or
+    /// every host down). Safe to retry.
+    #[error("{0}")]
+    NoPrimary(String),
 }
 
 impl StoreError {
     /// Whether retrying later may succeed (the API answers 503).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::Contended)
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Contended | StoreError::NoPrimary(_)
+        )
     }
 
     pub(crate) fn corrupt(what: impl Into<String>) -> Self {
@@ -50,6 +60,18 @@ impl From<sqlx::Error> for StoreError {
             StoreError::Unavailable(e)
         } else {
             StoreError::Database(e)
+        }
+    }
+}
+
+impl From<calls_db::ConnectError> for StoreError {
+    fn from(e: calls_db::ConnectError) -> Self {
+        use calls_db::ConnectError as E;
+        match e {
+            E::UnsupportedUrl => StoreError::UnsupportedUrl,
+            E::InvalidUrl(why) => StoreError::InvalidUrl(why),
+            e @ E::NoSuitableHost { .. } => StoreError::NoPrimary(e.to_string()),
+            E::Database(e) => e.into(),
         }
     }
 }

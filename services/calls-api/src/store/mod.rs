@@ -18,8 +18,9 @@
 //! BIGINT unix milliseconds, `$n` placeholders work on both. The differences are confined to
 //! [`Backend`]: how a writing transaction starts (`BEGIN IMMEDIATE` on SQLite, which takes the
 //! single write lock up front instead of failing on upgrade) and the row-locking suffixes
-//! (Postgres only; SQLite transactions are already serialized), plus the migrations and a few
-//! connection pragmas.
+//! (Postgres only; SQLite transactions are already serialized), plus the migrations.
+//! Connecting (SQLite pragmas, following a Postgres primary) is [`calls_db`]'s, shared with the
+//! other services that own tables.
 
 mod calls;
 mod error;
@@ -53,14 +54,17 @@ pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Owns the pool's primary follower (a multi-host Postgres URL), which stops with the
+    /// last clone.
+    _database: calls_db::Database,
 }
 
 impl Store {
     /// Connects to `url` (`postgres://…` or `sqlite:…`) with at most `max_connections`
     /// pooled connections. A SQLite file is created if missing (unless the URL sets `mode`),
-    /// and runs in WAL mode so readers do not wait for the writer. An in-memory SQLite
-    /// database (`sqlite::memory:`) uses a single, never-recycled connection, since each
-    /// connection would otherwise see its own empty database.
+    /// and runs in WAL mode so readers do not wait for the writer. A Postgres URL may list
+    /// several hosts with `target_session_attrs=read-write`: the pool then follows the
+    /// primary across a failover (see [`calls_db`]).
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         Self::connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
     }
@@ -72,13 +76,20 @@ impl Store {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Store, StoreError> {
-        let (pool, backend) = calls_db::connect(url, max_connections, acquire_timeout)
-            .await
-            .map_err(|e| match e {
-                calls_db::ConnectError::UnsupportedUrl(_) => StoreError::UnsupportedUrl,
-                calls_db::ConnectError::Sqlx(e) => StoreError::from(e),
-            })?;
-        Ok(Store { pool, backend })
+        let backend = Backend::from_url(url)?;
+        let database = calls_db::Database::connect(
+            url,
+            &calls_db::PoolConfig {
+                max_connections,
+                acquire_timeout,
+            },
+        )
+        .await?;
+        Ok(Store {
+            pool: database.pool().clone(),
+            backend,
+            _database: database,
+        })
     }
 
     /// Which database this store uses.

@@ -264,6 +264,7 @@ pub fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &st
         },
         nats_url: nats_url.to_owned(),
         nats_subject_prefix: prefix.to_owned(),
+        nats_stream_replicas: 1,
         jwt: JwtConfig {
             jwt_secret: Some(Secret::new(JWT_SECRET)),
             jwt_public_key_file: None,

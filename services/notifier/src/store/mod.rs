@@ -37,9 +37,9 @@ pub enum StoreError {
     /// Applying the migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// `DATABASE_URL` is neither `postgres://…` nor `sqlite:…`.
+    /// `DATABASE_URL` cannot be used, or no host offered a read-write session in time.
     #[error(transparent)]
-    UnsupportedUrl(#[from] calls_db::UnsupportedUrl),
+    Connect(calls_db::ConnectError),
     /// A stored row does not decode.
     #[error("inconsistent stored data: {0}")]
     Corrupt(String),
@@ -48,7 +48,11 @@ pub enum StoreError {
 impl StoreError {
     /// Whether retrying later may succeed (the API answers 503).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_)
+                | StoreError::Connect(calls_db::ConnectError::NoSuitableHost { .. })
+        )
     }
 }
 
@@ -67,6 +71,9 @@ impl From<sqlx::Error> for StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Owns the pool's primary follower (a multi-host Postgres URL), which stops with the
+    /// last clone.
+    _database: calls_db::Database,
 }
 
 impl Store {
@@ -77,13 +84,23 @@ impl Store {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<Store, StoreError> {
-        let (pool, backend) = calls_db::connect(url, max_connections, acquire_timeout)
-            .await
-            .map_err(|e| match e {
-                calls_db::ConnectError::UnsupportedUrl(u) => StoreError::UnsupportedUrl(u),
-                calls_db::ConnectError::Sqlx(e) => StoreError::from(e),
-            })?;
-        Ok(Store { pool, backend })
+        let database = calls_db::Database::connect(
+            url,
+            &calls_db::PoolConfig {
+                max_connections,
+                acquire_timeout,
+            },
+        )
+        .await
+        .map_err(|e| match e {
+            calls_db::ConnectError::Database(e) => StoreError::from(e),
+            other => StoreError::Connect(other),
+        })?;
+        Ok(Store {
+            pool: database.pool().clone(),
+            backend: database.backend(),
+            _database: database,
+        })
     }
 
     /// Which database this store uses.
