@@ -267,7 +267,11 @@ impl Gateway {
                     .headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                let user = self.verifier.user(authorization).map_err(ApiError::from)?;
+                let user = self
+                    .verifier
+                    .user(authorization)
+                    .await
+                    .map_err(ApiError::from)?;
                 tracing::Span::current().record("user_id", &*user);
                 limit(self.user_limit.as_ref(), &*user, "user")?;
                 if exchange.route == Route::ApiInitiate {

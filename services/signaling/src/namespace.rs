@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use calls_bus::{Ack, ErrorBody};
-use common::auth::bearer_token;
+use common::auth::{AuthError, bearer_token};
 use common::error::ErrorCode;
 use serde::Serialize;
 use serde_json::Value;
@@ -46,7 +46,8 @@ pub enum Refusal {
     /// Missing, malformed, expired or wrongly signed token.
     #[error("unauthorized")]
     Unauthorized,
-    /// The node cannot subscribe to the user's events (the bus is down).
+    /// The node cannot subscribe to the user's events (the bus is down), or cannot check tokens
+    /// (the identity provider's keys have been unreachable since start-up).
     #[error("unavailable")]
     Unavailable,
 }
@@ -74,8 +75,13 @@ pub async fn authenticate(
         metrics::error(ErrorCode::Unauthorized.as_str());
         return Err(Refusal::Unauthorized);
     };
-    let claims = state.verifier.verify(&token).map_err(|err| {
+    let claims = state.verifier.verify(&token).await.map_err(|err| {
         tracing::debug!(error = %err, "handshake refused");
+        if err == AuthError::KeysUnavailable {
+            // The identity provider has been unreachable since start-up: not the client's fault.
+            metrics::error(ErrorCode::DependencyUnavailable.as_str());
+            return Refusal::Unavailable;
+        }
         metrics::error(ErrorCode::Unauthorized.as_str());
         Refusal::Unauthorized
     })?;
