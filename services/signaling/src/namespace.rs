@@ -11,7 +11,9 @@
 //!   ([`SocketCtx::next_in_line`]); the handler task waits for its turn.
 //! - *No handler skipped silently*: there is one handler, the fallback, for every event name,
 //!   and its only extractor is infallible; payloads are decoded inside it and any failure is
-//!   answered (ack or `error` event). The disconnect handler uses `MaybeExtension`.
+//!   answered (ack or `error` event). The disconnect handler uses `MaybeExtension`. Names that
+//!   need JSON escapes (or are not strings) reach it too, thanks to the patched parser in
+//!   `vendor/socketioxide-parser-common` (socketioxide 0.18.9 closed the connection on them).
 //! - *Cleanup before shutdown*: see [`crate::server`].
 //!
 //! Limits (payload size, events per second) are checked in the extractor and answered at once,
@@ -207,7 +209,7 @@ impl FromMessageParts<LocalAdapter> for Inbound {
         ack_id: &Option<i64>,
     ) -> Result<Self, Infallible> {
         let event = Event::from_message_parts(s, v, ack_id)
-            .map(|e| e.0)
+            .map(|e| unescape_event_name(e.0))
             .unwrap_or_default();
         metrics::event_in(&event);
         let ack = ack_id
@@ -402,6 +404,17 @@ impl Job {
             }
         }
     }
+}
+
+/// The name a client sent. The patched parser (vendor/socketioxide-parser-common) hands over a
+/// name that needed JSON escapes as its raw JSON text (`join\"call`); read as the contents of a
+/// JSON string it is the name itself again, which is what the answer should quote. A name
+/// without escapes is returned as it is.
+fn unescape_event_name(raw: String) -> String {
+    if !raw.contains('\\') {
+        return raw;
+    }
+    serde_json::from_str::<String>(&format!("\"{raw}\"")).unwrap_or(raw)
 }
 
 fn truncate(s: &str) -> String {

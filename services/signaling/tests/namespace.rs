@@ -199,6 +199,48 @@ async fn every_kind_of_bad_payload_is_answered_and_the_socket_stays_connected() 
 }
 
 #[tokio::test]
+async fn event_names_that_need_json_escapes_or_are_not_strings_are_answered_and_keep_the_socket() {
+    // socketioxide's parser used to close the connection on these (see
+    // vendor/socketioxide-parser-common): no ack, no error event, the socket gone.
+    let (_, fake, node) = setup(&[]).await;
+    let call = fake.create_call(&["alice"]);
+    let mut alice = Client::connect_as(&node.base, "alice").await;
+    for name in [
+        "join\"call",
+        "back\\slash",
+        "tab\tand\nnewline",
+        "nul\u{0}",
+        "\u{1f}",
+    ] {
+        let ack = alice.emit_ack(name, json!({"callId": call})).await;
+        assert_eq!(ack["ok"], false, "{name:?}: {ack}");
+        assert_eq!(code(&ack), "VALIDATION_FAILED", "{name:?}: {ack}");
+    }
+    // A name that is not a string at all (`socket.emit(42)` in socket.io-client).
+    let id = alice.take_ack_id();
+    alice.post(format!("42/calls,{id}[42,{{}}]")).await;
+    assert_eq!(code(&alice.ack(id).await), "VALIDATION_FAILED");
+    // Without an ack the answer is an `error` event naming the event as the client spelt it.
+    alice.emit("quote\"d", json!({})).await;
+    let error = alice.event("error").await;
+    assert_eq!(error["code"], "VALIDATION_FAILED", "{error}");
+    assert_eq!(error["event"], "quote\"d", "{error}");
+    // An escape that spells an ordinary name is that event.
+    let id = alice.take_ack_id();
+    alice
+        .post(format!(
+            "42/calls,{id}[\"join\\u005fcall\",{{\"callId\":\"{call}\"}}]"
+        ))
+        .await;
+    let ack = alice.ack(id).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    // The socket is still connected and served.
+    let ack = alice.emit_ack("join_call", json!({"callId": call})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn events_over_the_rate_limit_are_answered_with_rate_limited() {
     let (_, fake, node) = setup(&[("events-per-second", "1"), ("events-burst", "3")]).await;
     let call = fake.create_call(&["alice"]);

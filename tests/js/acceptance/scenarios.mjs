@@ -730,6 +730,9 @@ export function defineScenarios(ctx) {
       ['call_status_changed', { callId: call.id, status: 'declined', reason: 'r'.repeat(500) }, 'VALIDATION_FAILED'],
       ['call_status_changed', { callId: call.id, status: 'ringing' }, 'INVALID_TRANSITION'],
       ['make_coffee', { callId: call.id }, 'VALIDATION_FAILED'],
+      // Event names JSON must escape once closed the connection unanswered (socketioxide's parser).
+      ['join"call', { callId: call.id }, 'VALIDATION_FAILED'],
+      ['back\\slash\n\u0001', { callId: call.id }, 'VALIDATION_FAILED'],
       ['join_call', { callId: call.id, pad: 'x'.repeat(20 * 1024) }, 'PAYLOAD_TOO_LARGE'],
     ];
     for (const [event, payload, code] of cases) {
