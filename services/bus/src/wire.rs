@@ -12,6 +12,21 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The longest status reason (`declineReason` on REST, `reason` in `call_status_changed`), in
+/// characters. One limit for both paths: signaling refuses a longer one at once, calls-api's
+/// state machine (which both paths reach) enforces it.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// Checks a status reason against [`MAX_REASON_CHARS`]; the error is the sentence both paths
+/// answer with (`VALIDATION_FAILED`, field `reason`).
+pub fn check_reason(reason: &str) -> Result<(), String> {
+    if reason.chars().count() > MAX_REASON_CHARS {
+        Err(format!("must be at most {MAX_REASON_CHARS} characters"))
+    } else {
+        Ok(())
+    }
+}
+
 /// JetStream de-duplication id: the outbox event id, so the outbox's retries are stored once.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// W3C trace context, when the publisher has one.
@@ -264,6 +279,14 @@ mod tests {
         let down: PresenceMessage =
             serde_json::from_value(json!({"type": "node_down", "nodeId": "n"})).unwrap();
         assert_eq!(down.node_id(), "n");
+    }
+
+    #[test]
+    fn a_reason_of_200_characters_passes_and_201_do_not_whatever_the_bytes() {
+        assert!(check_reason(&"r".repeat(MAX_REASON_CHARS)).is_ok());
+        assert!(check_reason(&"é".repeat(MAX_REASON_CHARS)).is_ok());
+        let err = check_reason(&"r".repeat(MAX_REASON_CHARS + 1)).unwrap_err();
+        assert_eq!(err, "must be at most 200 characters");
     }
 
     #[test]

@@ -754,6 +754,29 @@ export function defineScenarios(ctx) {
     await eventually(async () => (await client.emit(phone, 'join_call', { callId: call.id })).ok, 'the socket never became usable again after the flood', STEP_MS);
   });
 
+  scenario('a decline reason has one limit on REST and on the socket: 200 characters pass, 201 are refused', async (client, { room }) => {
+    const [alice, bob, carol, dave] = [unique('alice'), unique('bob'), unique('carol'), unique('dave')];
+    const roomId = await room([alice, bob, carol, dave]);
+    const call = await client.initiate(alice, [bob, carol, dave], { room: roomId, group: true });
+    const [ok, tooLong] = ['r'.repeat(200), 'r'.repeat(201)];
+    assertError(await client.api(bob, 'PATCH', `/calls/${call.id}/status`, { status: 'declined', declineReason: tooLong }),
+      400, 'VALIDATION_FAILED', 'a 201-character declineReason on REST');
+    assertError(await client.api(dave, 'PATCH', `/calls/${call.id}/status`, { status: 'declined', reason: tooLong }),
+      400, 'VALIDATION_FAILED', 'a 201-character reason on REST');
+    const carolPhone = await client.connect(carol);
+    const refused = await client.emit(carolPhone, 'call_status_changed', { callId: call.id, status: 'declined', reason: tooLong });
+    assert.equal(refused.error?.code, 'VALIDATION_FAILED', `a 201-character reason on the socket: ${JSON.stringify(refused)}`);
+
+    const declined = await client.api(bob, 'PATCH', `/calls/${call.id}/status`, { status: 'declined', declineReason: ok });
+    assert.equal(declined.status, 200, `a 200-character declineReason on REST was refused: ${declined.text}`);
+    const accepted = await client.emit(carolPhone, 'call_status_changed', { callId: call.id, status: 'declined', reason: ok });
+    assert.equal(accepted.ok, true, `a 200-character reason on the socket was refused: ${JSON.stringify(accepted)}`);
+    const seen = await client.getCall(alice, call.id);
+    for (const user of [bob, carol]) {
+      assert.equal(seen.participants.find((p) => p.userId === user).declineReason, ok, `${user}'s reason was not kept whole`);
+    }
+  });
+
   scenario('an app on HTTP long-polling rings, answers and follows the call like one on WebSocket', async (client, { room }) => {
     const [alice, bob] = [unique('alice'), unique('bob')];
     const roomId = await room([alice, bob]);
