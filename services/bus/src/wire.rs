@@ -163,6 +163,29 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ack<T> {
     }
 }
 
+/// An instruction to every signaling node, on `{p}.ctl.signaling`
+/// ([`crate::Subjects::signaling_control`]), written to calls-api's outbox with the change that
+/// causes it and published after the commit. A node acts on the sockets it holds and ignores
+/// the rest (and any type it does not know, so new instructions can be added without a
+/// lock-step upgrade).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ControlMessage {
+    /// Every socket of `user_id` stops following `call_id` (as if it had emitted `leave_call`,
+    /// without changing the participant's status): the user may no longer see the call (removed
+    /// from its room in `MEMBERSHIP_MODE=table`, or removed from the call by its host).
+    EndSubscription {
+        /// The call.
+        call_id: String,
+        /// The user whose sockets stop following it.
+        user_id: String,
+    },
+}
+
 /// Presence, on `{p}.presence.<node_key>`. `connected`, `disconnected` and `node_down` are
 /// requests that calls-api answers with `{"ok": true}` once persisted; `heartbeat` is a plain
 /// publish every `PRESENCE_HEARTBEAT_SECONDS`.
@@ -287,6 +310,19 @@ mod tests {
         assert!(check_reason(&"é".repeat(MAX_REASON_CHARS)).is_ok());
         let err = check_reason(&"r".repeat(MAX_REASON_CHARS + 1)).unwrap_err();
         assert_eq!(err, "must be at most 200 characters");
+    }
+
+    #[test]
+    fn control_messages_are_tagged_by_type_with_camel_case_fields() {
+        let m = ControlMessage::EndSubscription {
+            call_id: "c".into(),
+            user_id: "u".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"type": "end_subscription", "callId": "c", "userId": "u"})
+        );
+        assert!(serde_json::from_value::<ControlMessage>(json!({"type": "reboot"})).is_err());
     }
 
     #[test]

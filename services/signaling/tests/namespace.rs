@@ -346,6 +346,86 @@ async fn a_command_calls_api_cannot_answer_gets_dependency_unavailable() {
 }
 
 #[tokio::test]
+async fn an_end_subscription_instruction_stops_every_socket_of_that_user_following_the_call() {
+    let (_, fake, node) = setup(&[]).await;
+    let call = fake.create_call(&["alice", "carol"]);
+    let mut alice = Client::connect_as(&node.base, "alice").await;
+    let mut phone = Client::connect_as(&node.base, "carol").await;
+    let mut tablet = Client::connect_as(&node.base, "carol").await;
+    for client in [&mut alice, &mut phone, &mut tablet] {
+        let ack = client.emit_ack("join_call", json!({"callId": call})).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+
+    // calls-api: carol was removed from the call's room.
+    let instruction = calls_bus::ControlMessage::EndSubscription {
+        call_id: call.clone(),
+        user_id: "carol".into(),
+    };
+    fake.bus
+        .publish(
+            &fake.subjects.signaling_control(),
+            calls_bus::Headers::new(),
+            serde_json::to_vec(&instruction).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let metrics_url = format!("{}/metrics", node.base);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("signaling_subscriptions_ended_total 2") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never applied the instruction"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    fake.publish_call_event(
+        &call,
+        "participant_media_changed",
+        json!({"userId": "alice", "isMicMuted": true}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        alice.event("participant_media_changed").await["isMicMuted"],
+        true
+    );
+    for device in [&mut phone, &mut tablet] {
+        device.drain_for(Duration::from_millis(200)).await;
+        assert!(
+            !device
+                .events
+                .iter()
+                .any(|(name, _)| name == "participant_media_changed"),
+            "a removed user's device still follows the call: {:?}",
+            device.events
+        );
+    }
+    // Instructions this node does not understand are ignored.
+    fake.bus
+        .publish(
+            &fake.subjects.signaling_control(),
+            calls_bus::Headers::new(),
+            br#"{"type":"from_the_future"}"#.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let ack = alice.emit_ack("join_call", json!({"callId": call})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn a_socket_gets_its_users_events_on_every_device() {
     let (_, fake, node) = setup(&[]).await;
     let mut phone = Client::connect_as(&node.base, "carol@example.com").await;

@@ -588,6 +588,36 @@ export function defineScenarios(ctx) {
     assert.ok([401, 404].includes(noInternal.status), 'the internal API is reachable through the gateway');
   });
 
+  scenario('a member removed from the room stops receiving the events of its group call on every device, and cannot follow it again', async (client, { room, internal }) => {
+    const [alice, bob, carol] = [unique('alice'), unique('bob'), unique('carol')];
+    const roomId = await room([alice, bob, carol]);
+    const call = await client.initiate(alice, [bob], { room: roomId, group: true });
+    // carol follows the group call as a room member, on two devices (so, in the scaled
+    // topology, likely through both signaling nodes); bob is in it.
+    const carolPhones = [await client.connect(carol), await client.connect(carol)];
+    const bobPhone = await client.connect(bob);
+    for (const phone of [...carolPhones, bobPhone]) await client.follow(phone, call.id);
+    await client.api(alice, 'PATCH', `/calls/${call.id}/media`, { isMicMuted: true });
+    for (const phone of [...carolPhones, bobPhone]) {
+      await waitFor(phone, 'participant_media_changed', (e) => e.callId === call.id && e.isMicMuted, `${phone.user} missed the mute before the removal`);
+    }
+
+    const removed = await internal('DELETE', `/internal/v1/rooms/${roomId}/members/${carol}`);
+    assert.equal(removed.status, 200, `the chat backend could not remove carol: ${removed.status} ${removed.text}`);
+    // The removal reaches the nodes through the outbox; give it the time an event takes.
+    await quietPeriod(500);
+    await client.api(alice, 'PATCH', `/calls/${call.id}/media`, { isMicMuted: false });
+    await waitFor(bobPhone, 'participant_media_changed', (e) => e.callId === call.id && e.isMicMuted === false, 'bob, still in the room and the call, missed the unmute');
+    await quietPeriod(300);
+    for (const phone of carolPhones) {
+      const leaked = eventsOf(phone, call.id, 'participant_media_changed').filter((e) => e.isMicMuted === false);
+      assert.deepEqual(leaked, [], 'a member removed from the room still receives the call\'s events');
+      assert.ok(phone.connected, 'the removal disconnected the socket instead of ending its subscription');
+    }
+    const again = await client.emit(carolPhones[0], 'join_call', { callId: call.id });
+    assert.equal(again.error?.code, 'CALL_NOT_FOUND', `a removed member followed the call again: ${JSON.stringify(again)}`);
+  });
+
   scenario('the room\'s active call and the call history are there for an app that restarts', async (client, { room }) => {
     const [alice, bob] = [unique('alice'), unique('bob')];
     const roomId = await room([alice, bob]);
