@@ -37,6 +37,8 @@ pub struct Running {
     pub media_enabled: bool,
     /// Where the chat backend writes room members (`INTERNAL_API_TOKEN` set), if anywhere.
     pub internal_api: Option<String>,
+    /// The gateway's admin listener (`GATEWAY_ADMIN_LISTEN`): `/metrics` of the whole process.
+    pub admin_addr: SocketAddr,
     shutdown: Shutdown,
     tasks: ServiceTasks,
 }
@@ -226,6 +228,28 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
         ],
     )?;
 
+    // The admin listener is bound here, like the public one, so a busy port is reported
+    // before anything starts and the banner can say where the metrics are.
+    let admin_addr: SocketAddr = match std::env::var("GATEWAY_ADMIN_LISTEN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        None => SocketAddr::from(([127, 0, 0, 1], 9090)),
+        Some(addr) => addr.parse().map_err(|_| {
+            StartError::Config(format!("GATEWAY_ADMIN_LISTEN is not an address: {addr}"))
+        })?,
+    };
+    let admin = TcpListener::bind(admin_addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: admin_addr,
+            source,
+        })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Listen {
+        addr: admin_addr,
+        source,
+    })?;
+
     let gateway_config: gateway::Config = parse(
         "gateway",
         vec![
@@ -262,7 +286,7 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
     tasks.spawn(async move {
         (
             "gateway",
-            gateway::run(gateway_config, gateway, stop)
+            gateway::run_with_admin(gateway_config, gateway, admin, stop)
                 .await
                 .map_err(|e| e.to_string()),
         )
@@ -273,6 +297,7 @@ pub async fn start(gateway: TcpListener, shutdown: Shutdown) -> Result<Running, 
         database: redact_url(&database),
         media_enabled,
         internal_api,
+        admin_addr,
         shutdown,
         tasks,
     })
