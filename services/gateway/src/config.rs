@@ -62,8 +62,9 @@ pub struct Config {
     #[command(flatten)]
     pub pools: PoolConfig,
 
-    /// Origins allowed by CORS, comma-separated (`https://app.example.com`), or `*` for any.
-    /// Unset: the gateway adds no CORS headers and answers no preflights (native apps need none).
+    /// Origins allowed by CORS, comma-separated (`https://app.example.com`), or `*` for any;
+    /// preflights are then answered before the token check. Unset: no CORS headers and no
+    /// preflights (native apps need none; `make run` and `make cluster` default to `*`).
     #[arg(
         long = "cors-allowed-origins",
         env = "CORS_ALLOWED_ORIGINS",
