@@ -72,7 +72,9 @@ impl CachingVerifier {
         {
             return Ok(hit.sub.clone());
         }
-        let claims = self.verifier.verify(token).await?;
+        // Boxed: verification (which may wait for a JWKS fetch) is the rare path, and keeping
+        // its state out of line keeps every request's future small.
+        let claims = Box::pin(self.verifier.verify(token)).await?;
         let sub: Arc<str> = Arc::from(claims.sub.as_str());
         let verified = Verified {
             sub: sub.clone(),

@@ -529,8 +529,9 @@ async fn events_older_than_the_snapshot_are_not_relayed_to_the_joiner() {
 #[tokio::test]
 async fn leaving_ending_and_disconnecting_release_every_subscription() {
     let (local, fake, node) = setup(&[]).await;
-    // The fake's two subscriptions; presence requests use short-lived inboxes.
-    let baseline = 2;
+    // The fake's two subscriptions and the node's control subscription; presence requests use
+    // short-lived inboxes.
+    let baseline = 3;
     let settled = |expected: usize| {
         let local = local.clone();
         move || local.subscription_count() == expected
@@ -701,11 +702,11 @@ async fn heartbeats_stop_when_the_node_is_gone() {
 #[tokio::test]
 async fn a_shared_user_feed_delivers_user_events_without_a_subscription_per_user() {
     let (local, fake, node) = setup(&[("user-subscriptions", "shared")]).await;
-    // The fake's two subscriptions and the node's one wildcard.
-    assert_eq!(local.subscription_count(), 3);
+    // The fake's two subscriptions, the node's one wildcard and its control subscription.
+    assert_eq!(local.subscription_count(), 4);
     let mut rita = Client::connect_as(&node.base, "rita").await;
     let mut sam = Client::connect_as(&node.base, "sam").await;
-    assert_eq!(local.subscription_count(), 3);
+    assert_eq!(local.subscription_count(), 4);
     fake.publish(
         &fake.subjects.user_events("rita"),
         "incoming_call",
