@@ -13,18 +13,25 @@ RELEASE_DIR := target/release
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
-# Development defaults for `make run` / `make token`; export your own to override.
+# Development defaults for `make run` / `make cluster` / `make token`; export your own to override.
+# The HS256 secret only when no other way to verify tokens is set (JWT_PUBLIC_KEY_FILE, or
+# JWT_JWKS_URL with JWT_ISSUER): the services refuse more than one.
+ifeq ($(strip $(JWT_PUBLIC_KEY_FILE)$(JWT_JWKS_URL)),)
 JWT_SECRET ?= dev-only-secret-change-me-not-for-production
 export JWT_SECRET
+endif
 USER_ID ?= $(USER)
+# Browsers may call a development backend from any origin (a web app on another port); set
+# CORS_ALLOWED_ORIGINS (empty: CORS off) to choose. Production (the binaries alone) stays strict.
+DEV_CORS = CORS_ALLOWED_ORIGINS="$${CORS_ALLOWED_ORIGINS-*}"
 
 .PHONY: run
 run: ## start the whole backend in one process on :8080 (SQLite in ./data, no NATS/Postgres needed)
-	$(CARGO) run --quiet -p standalone --bin calls-backend -- serve
+	$(DEV_CORS) $(CARGO) run --quiet -p standalone --bin calls-backend -- serve
 
 .PHONY: cluster
 cluster: build ## the scaled topology as processes: gateway :8080, 2 calls-api, 2 signaling, media-token (needs Postgres + NATS)
-	scripts/cluster.sh
+	$(DEV_CORS) scripts/cluster.sh
 
 BASE_URL ?= http://localhost:8080
 

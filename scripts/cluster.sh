@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # `make cluster`: the scaled topology as separate processes on one machine — the gateway, two
 # calls-api, two signaling nodes, one media-token and NOTIFIER_REPLICAS (default 2) notifiers —
-# against DATABASE_URL (Postgres) and NATS_URL. Every service reads the same environment variables as in production; this script
-# only wires listen addresses and upstream URLs. Ctrl-C or SIGTERM stops every child.
+# against DATABASE_URL (Postgres) and NATS_URL. Every service reads the same environment
+# variables as in production; this script only wires listen addresses and upstream URLs. Access
+# tokens are verified with whichever of JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL (with
+# JWT_ISSUER) is set; `make cluster` sets a development JWT_SECRET only when the other two are
+# unset. The gateway's /metrics is on GATEWAY_ADMIN_LISTEN (default 127.0.0.1:9090). Ctrl-C or
+# SIGTERM stops every child.
 # CLUSTER_RESTART=on-exit starts a service that exits again, on the same port, as Kubernetes
 # restarts a pod (the rolling-restart drill of `make test-ha` relies on it); by default a
 # service that exits stays down.
@@ -12,9 +16,19 @@ cd "$(dirname "$0")/.."
 BIN_DIR=${BIN_DIR:-target/debug}
 : "${DATABASE_URL:=postgres://postgres@127.0.0.1:5432/calls}"
 : "${NATS_URL:=nats://127.0.0.1:4222}"
+# Defaults in this script's environment; an empty GATEWAY_LISTEN or GATEWAY_ADMIN_LISTEN means
+# the default too.
 : "${GATEWAY_LISTEN:=0.0.0.0:8080}"
-: "${JWT_SECRET:?set JWT_SECRET (make cluster sets a development default)}"
-export DATABASE_URL NATS_URL JWT_SECRET
+: "${GATEWAY_ADMIN_LISTEN:=127.0.0.1:9090}"
+if [[ -z "${JWT_SECRET:-}${JWT_PUBLIC_KEY_FILE:-}${JWT_JWKS_URL:-}" ]]; then
+  echo "cluster: set JWT_SECRET, JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL (make cluster sets a development JWT_SECRET)" >&2
+  exit 1
+fi
+if [[ -n "${JWT_PUBLIC_KEY_FILE:-}" && ! -r "$JWT_PUBLIC_KEY_FILE" ]]; then
+  echo "cluster: JWT_PUBLIC_KEY_FILE=$JWT_PUBLIC_KEY_FILE is not a readable file" >&2
+  exit 1
+fi
+export DATABASE_URL NATS_URL
 LOG_DIR=${CLUSTER_LOG_DIR:-$(mktemp -d -t calls-cluster.XXXXXX)}
 mkdir -p "$LOG_DIR"
 
@@ -118,7 +132,7 @@ for i in $(seq 1 "${NOTIFIER_REPLICAS:-2}"); do
   notifier_urls+=("http://127.0.0.1:$port")
 done
 
-start gateway gateway GATEWAY_LISTEN=$GATEWAY_LISTEN \
+start gateway gateway GATEWAY_LISTEN=$GATEWAY_LISTEN GATEWAY_ADMIN_LISTEN=$GATEWAY_ADMIN_LISTEN \
   CALLS_API_UPSTREAMS="$(IFS=,; echo "${api_urls[*]}")" SIGNALING_UPSTREAMS="$(IFS=,; echo "${signaling_urls[*]}")" \
   NOTIFIER_UPSTREAMS="$(IFS=,; echo "${notifier_urls[*]}")"
 gateway_port=${GATEWAY_LISTEN##*:}
@@ -135,6 +149,8 @@ cat >&2 <<INFO
     signaling    ${signaling_urls[*]}
     notifier     ${notifier_urls[*]}
     media-token  127.0.0.1:$media_port (gRPC)
+    gateway-admin http://$GATEWAY_ADMIN_LISTEN  (/metrics, not on the public port)
+    Tokens       $(if [[ -n "${JWT_JWKS_URL:-}" ]]; then echo "JWKS $JWT_JWKS_URL"; elif [[ -n "${JWT_PUBLIC_KEY_FILE:-}" ]]; then echo "public key $JWT_PUBLIC_KEY_FILE"; else echo "HS256 JWT_SECRET"; fi)
     Database     ${DATABASE_URL%%@*}@…   NATS $NATS_URL
     Logs         $LOG_DIR
 

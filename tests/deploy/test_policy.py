@@ -325,9 +325,37 @@ def check_env(docs: list[dict], checks: Checks) -> None:
             for var in REQUIRED_ENV.get(binary, []):
                 checks.expect(var in names, where, f"gets {var} ({binary} needs it)")
             if binary in NEEDS_JWT:
-                keys = names & {"JWT_SECRET", "JWT_PUBLIC_KEY_FILE"}
-                checks.expect(len(keys) == 1, where, "gets exactly one of JWT_SECRET and JWT_PUBLIC_KEY_FILE",
+                keys = names & {"JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "JWT_JWKS_URL"}
+                checks.expect(len(keys) == 1, where, "gets exactly one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL",
                               ", ".join(sorted(keys)) or "none")
+                if "JWT_JWKS_URL" in keys:
+                    checks.expect("JWT_ISSUER" in names, where, "gets JWT_ISSUER with JWT_JWKS_URL (the service refuses to start without)")
+
+
+def check_metrics_ports(docs: list[dict], checks: Checks) -> None:
+    """Prometheus scrapes a declared port, and never one a Service exposes for the gateway: its
+    /metrics names internal pods and belongs on the admin port only."""
+    service_ports = {
+        p.get("targetPort")
+        for d in docs if d.get("kind") == "Service"
+        and (d.get("spec") or {}).get("selector", {}).get("app.kubernetes.io/name") == "gateway"
+        for p in (d.get("spec") or {}).get("ports") or []
+    }
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        annotations = ((doc.get("spec") or {}).get("template", {}).get("metadata") or {}).get("annotations") or {}
+        port = annotations.get("prometheus.io/port")
+        if port is None:
+            continue
+        containers = spec.get("containers") or []
+        declared = {p.get("containerPort"): p.get("name") for c in containers for p in c.get("ports") or []}
+        checks.expect(int(port) in declared, name_of(doc), "is scraped on a declared container port", port)
+        if pod_labels(doc).get("app.kubernetes.io/name") == "gateway":
+            name = declared.get(int(port))
+            checks.expect(name not in service_ports and int(port) not in service_ports, name_of(doc),
+                          "exposes its metrics on a port no Service publishes (the admin port)", port)
 
 
 def check_documents(docs: list[dict]) -> Checks:
@@ -338,6 +366,7 @@ def check_documents(docs: list[dict]) -> Checks:
     check_availability(docs, checks)
     check_services(docs, checks)
     check_network(docs, checks)
+    check_metrics_ports(docs, checks)
     check_upstreams(docs, checks)
     check_env(docs, checks)
     return checks

@@ -222,7 +222,9 @@ describe('one trace across every hop, metrics and logs in the scaled topology', 
     const scrape = async (url) => parseMetrics(await (await fetch(`${url}/metrics`)).text());
     const apis = await Promise.all(urls.callsApi.map(scrape));
     const callsApi = apis.flat();
-    const gateway = await scrape(base);
+    // The gateway's metrics are on its admin listener only; its public port has none.
+    assert.equal((await fetch(`${base}/metrics`)).status, 404, 'the gateway\'s public port serves /metrics');
+    const gateway = await scrape(cluster.adminUrl);
     const media = await scrape(urls.mediaToken);
     const signaling = (await Promise.all(urls.signaling.map(scrape))).flat();
 

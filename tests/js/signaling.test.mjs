@@ -169,6 +169,10 @@ describe('signaling /calls', { skip }, () => {
       ['no media flag', 'media_state_changed', [{ callId: '0193a2b4-0000-7000-8000-000000000001' }], 'VALIDATION_FAILED'],
       ['an unknown status', 'call_status_changed', [{ callId: '0193a2b4-0000-7000-8000-000000000001', status: 'asleep' }], 'VALIDATION_FAILED'],
       ['an unknown event', 'hello', [{}], 'VALIDATION_FAILED'],
+      // Names JSON must escape: socketioxide 0.18.9 closed the connection on these (see
+      // vendor/socketioxide-parser-common).
+      ['an event name with a quote', 'join"call', [{}], 'VALIDATION_FAILED'],
+      ['an event name with a backslash and control characters', 'a\\b\n\t\u0001', [{}], 'VALIDATION_FAILED'],
       ['an oversized payload', 'join_call', [{ callId: '0193a2b4-0000-7000-8000-000000000001', pad: 'x'.repeat(20000) }], 'PAYLOAD_TOO_LARGE'],
       ['an unknown call', 'join_call', [{ callId: '0193a2b4-0000-7000-8000-000000000001' }], 'CALL_NOT_FOUND'],
     ];

@@ -8,9 +8,11 @@
 //! Modules:
 //!
 //! - [`subjects`]: [`Subjects`] (`{prefix}.evt.call.<callId>`, `{prefix}.evt.user.<userKey>`,
-//!   `{prefix}.cmd.<name>`, `{prefix}.presence.<nodeKey>`) and the id encodings.
+//!   `{prefix}.cmd.<name>`, `{prefix}.presence.<nodeKey>`, `{prefix}.ctl.signaling`) and the id
+//!   encodings.
 //! - [`wire`]: the JSON payloads ([`EventMessage`], [`CommandRequest`], [`Ack`] /
-//!   [`CommandReply`], [`ErrorBody`], [`PresenceMessage`]) and header names.
+//!   [`CommandReply`], [`ErrorBody`], [`PresenceMessage`], [`ControlMessage`]), header names and
+//!   the shared status-reason limit.
 //! - [`bus`]: [`Bus`], one handle over the two implementations, with [`Message`], [`Headers`],
 //!   [`Subscription`] and [`BusError`].
 //! - [`nats`]: [`NatsBus`], core NATS plus JetStream for event publishes (scaled deployment).
@@ -37,4 +39,6 @@ pub use durable::{DurableConsumer, DurableMessage, DurableOptions};
 pub use local::LocalBus;
 pub use nats::NatsBus;
 pub use subjects::{Subjects, node_key, user_key};
-pub use wire::{Ack, CommandReply, CommandRequest, ErrorBody, EventMessage, PresenceMessage};
+pub use wire::{
+    Ack, CommandReply, CommandRequest, ControlMessage, ErrorBody, EventMessage, PresenceMessage,
+};

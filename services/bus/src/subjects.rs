@@ -99,6 +99,13 @@ impl Subjects {
         format!("{}.presence.{}", self.prefix, node_key(node_id))
     }
 
+    /// `{p}.ctl.signaling`: instructions from calls-api to every signaling node about their
+    /// sockets ([`crate::wire::ControlMessage`]). Core NATS, outside the event stream: these are
+    /// not events for clients or for durable consumers.
+    pub fn signaling_control(&self) -> String {
+        format!("{}.ctl.signaling", self.prefix)
+    }
+
     /// `{p}.evt.>`: every event (the JetStream stream's subject).
     pub fn all_events(&self) -> String {
         format!("{}.evt.>", self.prefix)
@@ -217,6 +224,7 @@ mod tests {
         assert_eq!(s.all_commands(), "calls.v1.cmd.*");
         assert_eq!(s.all_presence(), "calls.v1.presence.*");
         assert_eq!(s.events_stream(), "CALLS_EVENTS_CALLS_V1");
+        assert_eq!(s.signaling_control(), "calls.v1.ctl.signaling");
     }
 
     #[test]

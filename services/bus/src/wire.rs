@@ -15,6 +15,21 @@ use serde::ser::{SerializeStruct, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The longest status reason (`declineReason` on REST, `reason` in `call_status_changed`), in
+/// characters. One limit for both paths: signaling refuses a longer one at once, calls-api's
+/// state machine (which both paths reach) enforces it.
+pub const MAX_REASON_CHARS: usize = 200;
+
+/// Checks a status reason against [`MAX_REASON_CHARS`]; the error is the sentence both paths
+/// answer with (`VALIDATION_FAILED`, field `reason`).
+pub fn check_reason(reason: &str) -> Result<(), String> {
+    if reason.chars().count() > MAX_REASON_CHARS {
+        Err(format!("must be at most {MAX_REASON_CHARS} characters"))
+    } else {
+        Ok(())
+    }
+}
+
 /// JetStream de-duplication id: the outbox event id, so the outbox's retries are stored once.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 /// Unix milliseconds at which the event was created (for relay-latency metrics).
@@ -171,6 +186,29 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ack<T> {
     }
 }
 
+/// An instruction to every signaling node, on `{p}.ctl.signaling`
+/// ([`crate::Subjects::signaling_control`]), written to calls-api's outbox with the change that
+/// causes it and published after the commit. A node acts on the sockets it holds and ignores
+/// the rest (and any type it does not know, so new instructions can be added without a
+/// lock-step upgrade).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ControlMessage {
+    /// Every socket of `user_id` stops following `call_id` (as if it had emitted `leave_call`,
+    /// without changing the participant's status): the user may no longer see the call (removed
+    /// from its room in `MEMBERSHIP_MODE=table`, or removed from the call by its host).
+    EndSubscription {
+        /// The call.
+        call_id: String,
+        /// The user whose sockets stop following it.
+        user_id: String,
+    },
+}
+
 /// Presence, on `{p}.presence.<node_key>`. `connected`, `disconnected` and `node_down` are
 /// requests that calls-api answers with `{"ok": true}` once persisted; `heartbeat` is a plain
 /// publish every `PRESENCE_HEARTBEAT_SECONDS`.
@@ -287,6 +325,27 @@ mod tests {
         let down: PresenceMessage =
             serde_json::from_value(json!({"type": "node_down", "nodeId": "n"})).unwrap();
         assert_eq!(down.node_id(), "n");
+    }
+
+    #[test]
+    fn a_reason_of_200_characters_passes_and_201_do_not_whatever_the_bytes() {
+        assert!(check_reason(&"r".repeat(MAX_REASON_CHARS)).is_ok());
+        assert!(check_reason(&"é".repeat(MAX_REASON_CHARS)).is_ok());
+        let err = check_reason(&"r".repeat(MAX_REASON_CHARS + 1)).unwrap_err();
+        assert_eq!(err, "must be at most 200 characters");
+    }
+
+    #[test]
+    fn control_messages_are_tagged_by_type_with_camel_case_fields() {
+        let m = ControlMessage::EndSubscription {
+            call_id: "c".into(),
+            user_id: "u".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"type": "end_subscription", "callId": "c", "userId": "u"})
+        );
+        assert!(serde_json::from_value::<ControlMessage>(json!({"type": "reboot"})).is_err());
     }
 
     #[test]

@@ -129,6 +129,33 @@ impl Calls {
         self.relay.notify_one();
     }
 
+    /// The chat backend replaced a room's members. In `table` mode, those removed stop
+    /// following the room's live call unless they are in it (CONTRACT section 10).
+    pub async fn replace_room_members(&self, room: &str, users: &[String]) -> Result<(), ApiError> {
+        let ended = self
+            .store
+            .replace_room_members(room, users, now(), self.membership == MembershipMode::Table)
+            .await
+            .map_err(store_error)?;
+        if ended > 0 {
+            self.wake_relay();
+        }
+        Ok(())
+    }
+
+    /// The chat backend removed a room member; as [`Calls::replace_room_members`] for them.
+    pub async fn remove_room_member(&self, room: &str, user: &str) -> Result<(), ApiError> {
+        let ended = self
+            .store
+            .remove_room_member(room, user, now(), self.membership == MembershipMode::Table)
+            .await
+            .map_err(store_error)?;
+        if ended > 0 {
+            self.wake_relay();
+        }
+        Ok(())
+    }
+
     async fn is_room_member(&self, room: &str, user: &str) -> Result<bool, ApiError> {
         match self.membership {
             // In open mode a call's room members are its participants, which the domain

@@ -54,6 +54,7 @@ fn subject_of(subjects: &Subjects, event: &OutboxEvent) -> String {
     match &event.audience {
         Audience::Call(id) => subjects.call_events(&id.to_string()),
         Audience::User(user) => subjects.user_events(user),
+        Audience::SignalingNodes => subjects.signaling_control(),
     }
 }
 
@@ -143,12 +144,19 @@ impl Workers {
             headers.insert(common::telemetry::TRACEPARENT, traceparent);
         }
         let msg_id = calls_bus::wire::event_msg_id(event.id);
-        match self
-            .bus
-            .publish_event(&subject, &msg_id, headers, wire_message(&event))
-            .instrument(span)
-            .await
-        {
+        let published = if event.audience == Audience::SignalingNodes {
+            // An instruction, not an event: core NATS, outside the stream, stored payload as is.
+            self.bus
+                .publish(&subject, headers, Bytes::from(event.payload.clone()))
+                .instrument(span)
+                .await
+        } else {
+            self.bus
+                .publish_event(&subject, &msg_id, headers, wire_message(&event))
+                .instrument(span)
+                .await
+        };
+        match published {
             Ok(()) => {
                 record_event_metrics(&event);
                 metrics::counter!("calls_outbox_published_total").increment(1);

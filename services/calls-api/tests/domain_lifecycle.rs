@@ -918,12 +918,20 @@ fn media_updates_change_only_the_given_flags_and_announce_all_three() {
 
 #[test]
 fn status_reasons_longer_than_the_limit_are_rejected() {
-    let mut c = group(&["bob"]);
-    let long = "x".repeat(257);
+    let mut c = group(&["bob", "carol"]);
+    // The socket path's limit, 200 characters: one rule for REST and the socket.
+    let long = "x".repeat(201);
     assert!(matches!(
         c.set_status(&user("bob"), S::Declined, Some(&long), at(1)),
         Err(DomainError::Validation(_))
     ));
+    let longest = "x".repeat(200);
+    c.set_status(&user("carol"), S::Declined, Some(&longest), at(1))
+        .unwrap();
+    assert_eq!(
+        c.participant("carol").unwrap().decline_reason.as_deref(),
+        Some(longest.as_str())
+    );
     // An empty reason counts as none.
     c.set_status(&user("bob"), S::Declined, Some(""), at(1))
         .unwrap();

@@ -887,7 +887,7 @@ async fn room_membership_can_be_replaced_added_and_removed(db: TestDb) {
     let store = db.store().await;
     let members = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     store
-        .replace_room_members("room-1", &members(&["bob", "alice", "bob"]), T0)
+        .replace_room_members("room-1", &members(&["bob", "alice", "bob"]), T0, false)
         .await
         .unwrap();
     assert_eq!(
@@ -898,19 +898,137 @@ async fn room_membership_can_be_replaced_added_and_removed(db: TestDb) {
     assert!(!store.is_room_member("room-2", "alice").await.unwrap());
     store.add_room_member("room-1", "carol", T0).await.unwrap();
     store.add_room_member("room-1", "carol", T0).await.unwrap();
-    store.remove_room_member("room-1", "alice").await.unwrap();
-    store.remove_room_member("room-1", "nobody").await.unwrap();
+    store
+        .remove_room_member("room-1", "alice", T0, false)
+        .await
+        .unwrap();
+    store
+        .remove_room_member("room-1", "nobody", T0, false)
+        .await
+        .unwrap();
     assert_eq!(
         store.room_members("room-1").await.unwrap(),
         members(&["bob", "carol"])
     );
     store
-        .replace_room_members("room-1", &members(&["dave"]), T0)
+        .replace_room_members("room-1", &members(&["dave"]), T0, false)
         .await
         .unwrap();
     assert_eq!(
         store.room_members("room-1").await.unwrap(),
         members(&["dave"])
+    );
+}
+
+/// The `end_subscription` instructions in the outbox, as (call, user).
+async fn end_subscriptions(store: &Store) -> Vec<(String, String)> {
+    store
+        .unpublished_events(500)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.audience == Audience::SignalingNodes)
+        .map(|e| {
+            assert_eq!(e.event, "end_subscription");
+            let payload: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
+            assert_eq!(payload["type"], "end_subscription");
+            assert_eq!(payload["callId"], e.call_id.to_string());
+            (
+                e.call_id.to_string(),
+                payload["userId"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn members_removed_from_a_room_stop_following_its_live_call_unless_they_are_in_it(
+    db: TestDb,
+) {
+    let store = db.store().await;
+    let members = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    store
+        .replace_room_members(
+            "room-1",
+            &members(&["alice", "bob", "carol", "erin"]),
+            T0,
+            true,
+        )
+        .await
+        .unwrap();
+    assert!(end_subscriptions(&store).await.is_empty());
+    let call = create(&store, new_call("room-1", true, "alice", &["bob"]), T0).await;
+    let id = call.id.to_string();
+
+    // carol and erin only watch the group call as members: removing them ends that.
+    assert_eq!(
+        store
+            .remove_room_member("room-1", "carol", at(1), true)
+            .await
+            .unwrap(),
+        1
+    );
+    // bob is a participant: the host, not the room, decides whether he stays.
+    assert_eq!(
+        store
+            .remove_room_member("room-1", "bob", at(1), true)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .replace_room_members("room-1", &members(&["alice"]), at(2), true)
+            .await
+            .unwrap(),
+        1,
+        "erin, removed by the PUT"
+    );
+    // In open mode the room decides nothing, so nothing ends.
+    store
+        .add_room_member("room-1", "frank", at(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .remove_room_member("room-1", "frank", at(3), false)
+            .await
+            .unwrap(),
+        0
+    );
+    // Other rooms' calls are not touched, nor a room without a live call.
+    assert_eq!(
+        store
+            .remove_room_member("room-2", "carol", at(4), true)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        end_subscriptions(&store).await,
+        [
+            (id.clone(), "carol".to_owned()),
+            (id.clone(), "erin".to_owned())
+        ]
+    );
+
+    // A participant who leaves because they were removed gets the event, then loses the
+    // subscription (the roster's removal reuses this).
+    join(&store, call.id, "bob", at(4)).await;
+    store
+        .apply(call.id, |c| {
+            c.leave(&user("bob"), LeftReason::Removed, at(5))
+        })
+        .await
+        .unwrap();
+    let outbox = store.unpublished_events(500).await.unwrap();
+    let left = outbox
+        .iter()
+        .position(|e| e.event == "participant_left")
+        .unwrap();
+    assert_eq!(outbox[left + 1].audience, Audience::SignalingNodes);
+    assert_eq!(
+        end_subscriptions(&store).await.last(),
+        Some(&(id, "bob".to_owned()))
     );
 }
 
@@ -1046,6 +1164,7 @@ backend_tests!(
     a_node_that_stops_heartbeating_takes_its_sockets_with_it,
     call_history_pages_newest_first_with_an_opaque_cursor,
     room_membership_can_be_replaced_added_and_removed,
+    members_removed_from_a_room_stop_following_its_live_call_unless_they_are_in_it,
     presence_timers_and_commands_racing_on_the_same_calls_neither_deadlock_nor_skip_a_seq,
 );
 

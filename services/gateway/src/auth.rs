@@ -51,8 +51,9 @@ impl CachingVerifier {
         }
     }
 
-    /// The user of an `Authorization: Bearer` header value.
-    pub fn user(&self, authorization: Option<&str>) -> Result<Arc<str>, AuthError> {
+    /// The user of an `Authorization: Bearer` header value. Waits only when the verifier has to
+    /// fetch its identity provider's keys (a JWKS and an unknown `kid`).
+    pub async fn user(&self, authorization: Option<&str>) -> Result<Arc<str>, AuthError> {
         let token = authorization
             .and_then(bearer_token)
             .ok_or(AuthError::Missing)?;
@@ -62,7 +63,9 @@ impl CachingVerifier {
         {
             return Ok(hit.sub.clone());
         }
-        let claims = self.verifier.verify(token)?;
+        // Boxed: verification (which may wait for a JWKS fetch) is the rare path, and keeping
+        // its state out of line keeps every request's future small.
+        let claims = Box::pin(self.verifier.verify(token)).await?;
         let sub: Arc<str> = Arc::from(claims.sub.as_str());
         let verified = Verified {
             sub: sub.clone(),
@@ -109,18 +112,18 @@ mod tests {
         format!("Bearer {token}")
     }
 
-    #[test]
-    fn a_verified_token_is_remembered_and_gives_its_subject() {
+    #[tokio::test]
+    async fn a_verified_token_is_remembered_and_gives_its_subject() {
         let cache = CachingVerifier::new(JwtVerifier::hs256(SECRET));
         let token = mint_hs256(SECRET, "alice", Duration::from_secs(600));
-        assert_eq!(&*cache.user(Some(&bearer(&token))).unwrap(), "alice");
+        assert_eq!(&*cache.user(Some(&bearer(&token))).await.unwrap(), "alice");
         assert_eq!(cache.len(), 1);
-        assert_eq!(&*cache.user(Some(&bearer(&token))).unwrap(), "alice");
+        assert_eq!(&*cache.user(Some(&bearer(&token))).await.unwrap(), "alice");
         assert_eq!(cache.len(), 1);
     }
 
-    #[test]
-    fn bad_tokens_are_refused_every_time_and_never_remembered() {
+    #[tokio::test]
+    async fn bad_tokens_are_refused_every_time_and_never_remembered() {
         let cache = CachingVerifier::new(JwtVerifier::hs256(SECRET));
         let forged = mint_hs256(
             "some-other-secret-0123456789abcdefgh",
@@ -129,23 +132,23 @@ mod tests {
         );
         for _ in 0..2 {
             assert_eq!(
-                cache.user(Some(&bearer(&forged))).unwrap_err(),
+                cache.user(Some(&bearer(&forged))).await.unwrap_err(),
                 AuthError::BadSignature
             );
         }
-        assert_eq!(cache.user(None).unwrap_err(), AuthError::Missing);
+        assert_eq!(cache.user(None).await.unwrap_err(), AuthError::Missing);
         assert_eq!(
-            cache.user(Some("Basic abc")).unwrap_err(),
+            cache.user(Some("Basic abc")).await.unwrap_err(),
             AuthError::Missing
         );
         assert!(cache.is_empty());
     }
 
-    #[test]
-    fn an_expired_entry_is_swept_and_its_token_verified_again() {
+    #[tokio::test]
+    async fn an_expired_entry_is_swept_and_its_token_verified_again() {
         let cache = CachingVerifier::new(JwtVerifier::hs256(SECRET));
         let token = mint_hs256(SECRET, "alice", Duration::from_secs(600));
-        cache.user(Some(&bearer(&token))).unwrap();
+        cache.user(Some(&bearer(&token))).await.unwrap();
         // Pretend it expired: the entry says so, and the token is checked again.
         cache.tokens.retain(|_, entry| {
             entry.until = 1;
@@ -153,6 +156,6 @@ mod tests {
         });
         cache.sweep();
         assert!(cache.is_empty());
-        assert_eq!(&*cache.user(Some(&bearer(&token))).unwrap(), "alice");
+        assert_eq!(&*cache.user(Some(&bearer(&token))).await.unwrap(), "alice");
     }
 }

@@ -28,6 +28,16 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Address of the admin listener: `/metrics` (which names internal instances, so it is not
+    /// on the public port), plus `/healthz` and `/readyz`. Loopback by default; in Kubernetes,
+    /// `0.0.0.0:9090` with a NetworkPolicy that admits only Prometheus.
+    #[arg(
+        long = "admin-listen",
+        env = "GATEWAY_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub admin_listen: SocketAddr,
+
     /// calls-api instances, comma-separated base URLs (`http://10.0.0.1:8081,http://10.0.0.2:8081`).
     #[arg(long = "calls-api-upstreams", env = "CALLS_API_UPSTREAMS", value_delimiter = ',', required = true, value_parser = UpstreamUrl::parse)]
     pub calls_api_upstreams: Vec<UpstreamUrl>,
@@ -57,8 +67,9 @@ pub struct Config {
     #[command(flatten)]
     pub pools: PoolConfig,
 
-    /// Origins allowed by CORS, comma-separated (`https://app.example.com`), or `*` for any.
-    /// Unset: the gateway adds no CORS headers and answers no preflights (native apps need none).
+    /// Origins allowed by CORS, comma-separated (`https://app.example.com`), or `*` for any;
+    /// preflights are then answered before the token check. Unset: no CORS headers and no
+    /// preflights (native apps need none; `make run` and `make cluster` default to `*`).
     #[arg(
         long = "cors-allowed-origins",
         env = "CORS_ALLOWED_ORIGINS",
@@ -457,6 +468,7 @@ mod tests {
     fn defaults_match_the_documented_values() {
         let config = parse(&[]).unwrap();
         assert_eq!(config.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.admin_listen, "127.0.0.1:9090".parse().unwrap());
         assert_eq!(config.calls_api_upstreams.len(), 2);
         assert_eq!(config.limits.max_body_bytes, 65_536);
         assert_eq!(config.rate_limits.per_user_per_minute, 300);

@@ -37,6 +37,12 @@ use crate::sticky::{self, SessionTable};
 use crate::websocket::WebSockets;
 use crate::{RunError, metrics};
 
+/// Most header lines a request may carry. The upstreams (hyper's default) take 100, and the
+/// gateway adds up to five (`X-Forwarded-*`, `X-Request-Id`, `traceparent`): past this, the
+/// client gets the envelope here rather than an empty 431 from an upstream. Past 100, hyper
+/// refuses the head itself, before the gateway sees it (see [`crate::server`]).
+pub const MAX_REQUEST_HEADERS: usize = 90;
+
 /// Largest engine.io handshake answer read to learn its sid (the open packet is ~120 bytes).
 const HANDSHAKE_MAX_BYTES: u64 = 16 * 1024;
 /// The API document both calls-api and notifier serve (the gateway merges them).
@@ -58,7 +64,9 @@ pub(crate) struct Gateway {
     pub(crate) user_limit: Option<RateLimiter<String>>,
     pub(crate) ip_limit: Option<RateLimiter<IpAddr>>,
     pub(crate) initiate_limit: Option<RateLimiter<String>>,
-    ops: axum::Router,
+    /// `/healthz`, `/readyz`, `/metrics`: the admin listener serves all three, the public one
+    /// the first two.
+    pub(crate) ops: axum::Router,
     pub(crate) websockets: WebSockets,
     max_body_bytes: usize,
     max_header_bytes: usize,
@@ -260,12 +268,24 @@ impl Gateway {
         body: &mut Option<Incoming>,
     ) -> Result<Response<Body>, ApiError> {
         if headers::head_size(&parts) > self.max_header_bytes {
-            let mut err = ApiError::from_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-            err.message = "Request headers are too large".to_owned();
-            return Err(err);
+            return Err(ApiError::new(
+                ErrorCode::HeaderTooLarge,
+                format!(
+                    "Request headers are larger than {} bytes",
+                    self.max_header_bytes
+                ),
+            ));
+        }
+        if parts.headers.len() > MAX_REQUEST_HEADERS {
+            return Err(ApiError::new(
+                ErrorCode::HeaderTooLarge,
+                format!("Requests may carry at most {MAX_REQUEST_HEADERS} headers"),
+            ));
         }
         match exchange.route {
-            Route::Healthz | Route::Readyz | Route::Metrics => {
+            // The metrics name every upstream instance: admin listener only.
+            Route::Metrics => Err(ApiError::not_found()),
+            Route::Healthz | Route::Readyz => {
                 let request = Request::from_parts(parts, Body::empty());
                 Ok(self
                     .ops
@@ -291,7 +311,11 @@ impl Gateway {
                     .headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                let user = self.verifier.user(authorization).map_err(ApiError::from)?;
+                let user = self
+                    .verifier
+                    .user(authorization)
+                    .await
+                    .map_err(ApiError::from)?;
                 tracing::Span::current().record("user_id", &*user);
                 limit(self.user_limit.as_ref(), &*user, "user")?;
                 let Some(notifier) = self.notifier.clone() else {
@@ -308,7 +332,11 @@ impl Gateway {
                     .headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                let user = self.verifier.user(authorization).map_err(ApiError::from)?;
+                let user = self
+                    .verifier
+                    .user(authorization)
+                    .await
+                    .map_err(ApiError::from)?;
                 tracing::Span::current().record("user_id", &*user);
                 limit(self.user_limit.as_ref(), &*user, "user")?;
                 if exchange.route == Route::ApiInitiate {

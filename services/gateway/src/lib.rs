@@ -5,13 +5,15 @@
 //! replicas and survives one dying, checks access tokens before forwarding, and keeps abusive or
 //! slow clients from hurting everyone else: rate limits per IP, per user and on call initiation,
 //! body and header caps, timeouts. `/internal/*` is never reachable through it. It serves its own
-//! `/healthz`, `/readyz` and `/metrics`.
+//! `/healthz` and `/readyz`; `/metrics`, which names internal instances, only on the admin
+//! listener (`GATEWAY_ADMIN_LISTEN`).
 //!
 //! Modules:
 //!
 //! - [`config`]: typed configuration from the environment (`GATEWAY_*`, `*_UPSTREAMS`, `JWT_*`,
 //!   `RATE_LIMIT_*`, `CORS_ALLOWED_ORIGINS`).
-//! - [`server`]: [`run`], the accept loop, connection limits and graceful shutdown.
+//! - [`server`]: [`run`] / [`run_with_admin`], the accept loop, connection limits, the admin
+//!   listener and graceful shutdown.
 //! - `gateway`: one request from start to end: request id, route, protections, upstream.
 //! - [`route`]: which route a method and path take; refuses `/internal` and dot segments.
 //! - [`proxy`]: forwarding to a pool: bodies, retries, failures as 502/503/504 envelopes.
@@ -44,7 +46,7 @@ pub mod sticky;
 pub mod websocket;
 
 pub use config::Config;
-pub use server::run;
+pub use server::{run, run_with_admin};
 
 /// Why the gateway could not start or keep serving.
 #[derive(Debug, thiserror::Error)]
@@ -55,4 +57,12 @@ pub enum RunError {
     /// The listener failed.
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    /// The admin listener could not be bound.
+    #[error("cannot listen on {addr} (GATEWAY_ADMIN_LISTEN): {source}")]
+    AdminListen {
+        /// The configured address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }

@@ -7,12 +7,20 @@
 //! and per-connection graceful shutdown. HTTP/2 from clients is left to the TLS-terminating load
 //! balancer in front.
 //!
+//! Oversized heads: the gateway answers 431 `HEADER_TOO_LARGE` in the envelope for heads over
+//! `GATEWAY_MAX_HEADER_BYTES` or with more than [`crate::gateway::MAX_REQUEST_HEADERS`] lines.
+//! hyper keeps two backstops of its own, at four times the byte limit and at 100 header lines:
+//! past those it refuses the head while parsing, with a bare 431 and no body, and closes the
+//! connection. No envelope is possible there: hyper never hands the service a request it could
+//! not parse, and buffering ever larger heads to answer politely is what the limit prevents.
+//! Only a client sending tens of KiB of headers (never an app) meets them.
+//!
 //! Shutdown: stop accepting; close proxied WebSockets; ask every connection to finish the request
 //! it is serving and close (idle keep-alive connections close at once); after
 //! `GATEWAY_SHUTDOWN_GRACE_MS`, close whatever is left.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -20,6 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
+use http::HeaderName;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
@@ -42,13 +51,32 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// How long proxied WebSockets may take to close on shutdown.
 const WEBSOCKET_CLOSE_DEADLINE: Duration = Duration::from_secs(2);
 
-/// Runs the gateway on `listener` until `shutdown` completes, then drains (see the module docs).
+/// Runs the gateway on `listener`, with its admin listener bound to `GATEWAY_ADMIN_LISTEN`,
+/// until `shutdown` completes, then drains (see the module docs).
 ///
 /// The upstream URLs come from `config`, so tests and the all-in-one binary can point it at
 /// services on any address.
 pub async fn run(
     config: Config,
     listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|source| RunError::AdminListen {
+            addr: config.admin_listen,
+            source,
+        })?;
+    run_with_admin(config, listener, admin, shutdown).await
+}
+
+/// [`run`] with the admin listener (`/metrics`, `/healthz`, `/readyz`) given, for tests and
+/// embedders that pick their own port. It serves until the public listener has drained, so the
+/// last metrics of a shutdown can still be scraped.
+pub async fn run_with_admin(
+    config: Config,
+    listener: TcpListener,
+    admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let gateway = Arc::new(Gateway::new(&config)?);
@@ -67,6 +95,13 @@ pub async fn run(
         );
     }
     spawn_sweeper(gateway.clone(), background.child_token());
+    let admin_addr = admin.local_addr()?;
+    let admin_stop = background.child_token();
+    let admin_server = tokio::spawn(
+        axum::serve(admin, gateway.ops.clone())
+            .with_graceful_shutdown(async move { admin_stop.cancelled().await })
+            .into_future(),
+    );
 
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -82,6 +117,7 @@ pub async fn run(
     let hard_stop = CancellationToken::new();
     tracing::info!(
         addr = %listener.local_addr()?,
+        admin = %admin_addr,
         calls_api = %join(&config.calls_api_upstreams),
         signaling = %join(&config.signaling_upstreams),
         notifier = %join(&config.notifier_upstreams),
@@ -146,6 +182,12 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(1), connections.wait()).await;
     }
     background.cancel();
+    match tokio::time::timeout(Duration::from_secs(2), admin_server).await {
+        Ok(Ok(Err(err))) => tracing::warn!(error = %err, "admin listener failed"),
+        Ok(Err(err)) => tracing::warn!(error = %err, "admin listener task failed"),
+        Err(_) => tracing::warn!("admin listener did not stop in time"),
+        Ok(Ok(Ok(()))) => {}
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }
@@ -236,6 +278,11 @@ fn cors_layer(origins: Option<CorsOrigins>) -> Option<CorsLayer> {
                 CONTENT_TYPE,
                 IDEMPOTENCY_KEY.clone(),
                 X_REQUEST_ID.clone(),
+                // A web app's own trace, joined by the gateway (W3C trace context).
+                HeaderName::from_static("traceparent"),
+                HeaderName::from_static("tracestate"),
+                // The device answering or declining (CONTRACT section 8).
+                HeaderName::from_static("x-device-id"),
             ])
             .expose_headers([X_REQUEST_ID.clone(), RETRY_AFTER])
             .max_age(Duration::from_secs(600)),

@@ -54,7 +54,6 @@ impl ClientEvent {
 
 const MEDIA_FIELDS: [&str; 3] = ["isMicMuted", "isCameraOff", "isSharingScreen"];
 const STATUSES: [&str; 6] = ["invited", "ringing", "joined", "left", "declined", "missed"];
-const MAX_REASON_CHARS: usize = 200;
 
 /// An error answer.
 pub fn failure(code: ErrorCode, message: impl Into<String>) -> ErrorBody {
@@ -125,10 +124,9 @@ fn validate_status(fields: &Map<String, Value>) -> Result<(), ErrorBody> {
     }
     match fields.get("reason") {
         None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s.chars().count() <= MAX_REASON_CHARS => Ok(()),
-        Some(Value::String(_)) => Err(invalid(format!(
-            "reason must be at most {MAX_REASON_CHARS} characters"
-        ))),
+        Some(Value::String(s)) => {
+            calls_bus::wire::check_reason(s).map_err(|message| invalid(format!("reason {message}")))
+        }
         Some(_) => Err(invalid("reason must be a string")),
     }
 }

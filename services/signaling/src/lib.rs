@@ -15,11 +15,14 @@
 //! - [`commands`]: client payload validation and the calls-api commands they become.
 //! - [`relay`]: bus subscriptions per call and per user, ordered delivery to sockets.
 //! - [`presence`]: connected / disconnected / heartbeat / node_down reports.
+//! - [`control`]: instructions from calls-api to every node (end a user's subscription to a
+//!   call).
 //! - [`state`]: node-wide and per-socket state.
 //! - [`metrics`]: metric names.
 
 pub mod commands;
 pub mod config;
+pub mod control;
 pub mod metrics;
 pub mod namespace;
 pub mod presence;

@@ -12,6 +12,8 @@
 //! - `signaling_errors_total{code}`: errors answered to clients
 //! - `signaling_subscriptions` (gauge): bus subscriptions held for calls and users
 //! - `signaling_presence_failures_total{type}`: presence reports given up after retries
+//! - `signaling_subscriptions_ended_total`: sockets calls-api told to stop following a call
+//!   (removed from the call's room or from the call)
 
 use std::time::Duration;
 
@@ -30,6 +32,10 @@ pub fn event_label(event: &str) -> &'static str {
         .find(|e| **e == event)
         .copied()
         .unwrap_or("other")
+}
+
+pub(crate) fn subscription_ended() {
+    metrics::counter!("signaling_subscriptions_ended_total").increment(1);
 }
 
 pub(crate) fn event_in(event: &str) {

@@ -11,7 +11,9 @@
 //!   ([`SocketCtx::next_in_line`]); the handler task waits for its turn.
 //! - *No handler skipped silently*: there is one handler, the fallback, for every event name,
 //!   and its only extractor is infallible; payloads are decoded inside it and any failure is
-//!   answered (ack or `error` event). The disconnect handler uses `MaybeExtension`.
+//!   answered (ack or `error` event). The disconnect handler uses `MaybeExtension`. Names that
+//!   need JSON escapes (or are not strings) reach it too, thanks to the patched parser in
+//!   `vendor/socketioxide-parser-common` (socketioxide 0.18.9 closed the connection on them).
 //! - *Cleanup before shutdown*: see [`crate::server`].
 //!
 //! Limits (payload size, events per second) are checked in the extractor and answered at once,
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use tracing::Instrument;
 
 use calls_bus::{Ack, ErrorBody};
-use common::auth::bearer_token;
+use common::auth::{AuthError, bearer_token};
 use common::error::ErrorCode;
 use serde::Serialize;
 use serde_json::Value;
@@ -46,7 +48,8 @@ pub enum Refusal {
     /// Missing, malformed, expired or wrongly signed token.
     #[error("unauthorized")]
     Unauthorized,
-    /// The node cannot subscribe to the user's events (the bus is down).
+    /// The node cannot subscribe to the user's events (the bus is down), or cannot check tokens
+    /// (the identity provider's keys have been unreachable since start-up).
     #[error("unavailable")]
     Unavailable,
 }
@@ -80,8 +83,13 @@ pub async fn authenticate(
         metrics::error(ErrorCode::Unauthorized.as_str());
         return Err(Refusal::Unauthorized);
     };
-    let claims = state.verifier.verify(&token).map_err(|err| {
+    let claims = state.verifier.verify(&token).await.map_err(|err| {
         tracing::debug!(error = %err, "handshake refused");
+        if err == AuthError::KeysUnavailable {
+            // The identity provider has been unreachable since start-up: not the client's fault.
+            metrics::error(ErrorCode::DependencyUnavailable.as_str());
+            return Refusal::Unavailable;
+        }
         metrics::error(ErrorCode::Unauthorized.as_str());
         Refusal::Unauthorized
     })?;
@@ -231,7 +239,7 @@ impl FromMessageParts<LocalAdapter> for Inbound {
         ack_id: &Option<i64>,
     ) -> Result<Self, Infallible> {
         let event = Event::from_message_parts(s, v, ack_id)
-            .map(|e| e.0)
+            .map(|e| unescape_event_name(e.0))
             .unwrap_or_default();
         metrics::event_in(&event);
         let ack = ack_id
@@ -430,6 +438,17 @@ impl Job {
             }
         }
     }
+}
+
+/// The name a client sent. The patched parser (vendor/socketioxide-parser-common) hands over a
+/// name that needed JSON escapes as its raw JSON text (`join\"call`); read as the contents of a
+/// JSON string it is the name itself again, which is what the answer should quote. A name
+/// without escapes is returned as it is.
+fn unescape_event_name(raw: String) -> String {
+    if !raw.contains('\\') {
+        return raw;
+    }
+    serde_json::from_str::<String>(&format!("\"{raw}\"")).unwrap_or(raw)
 }
 
 fn truncate(s: &str) -> String {

@@ -131,6 +131,7 @@ pub async fn run_with_bus(
         .layer(layer);
     let _ = common::metrics::prometheus();
 
+    let control = crate::control::listen(&shared).await?;
     let heartbeat = tokio::spawn(heartbeat_loop(
         shared.clone(),
         Duration::from_secs(config.heartbeat_seconds),
@@ -158,6 +159,7 @@ pub async fn run_with_bus(
     };
     if let Some(result) = early_exit {
         heartbeat.abort();
+        control.abort();
         return match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(err)) => Err(ServeError::Io(err)),
@@ -168,6 +170,7 @@ pub async fn run_with_bus(
     tracing::info!(sockets = shared.sockets.len(), "signaling draining");
     shared.draining.store(true, Ordering::SeqCst);
     heartbeat.abort();
+    control.abort();
     let _ = stop.send(());
     for (socket, ctx) in shared.sockets.snapshot() {
         shared.cleanup(&socket, &ctx);

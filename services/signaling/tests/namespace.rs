@@ -199,6 +199,48 @@ async fn every_kind_of_bad_payload_is_answered_and_the_socket_stays_connected() 
 }
 
 #[tokio::test]
+async fn event_names_that_need_json_escapes_or_are_not_strings_are_answered_and_keep_the_socket() {
+    // socketioxide's parser used to close the connection on these (see
+    // vendor/socketioxide-parser-common): no ack, no error event, the socket gone.
+    let (_, fake, node) = setup(&[]).await;
+    let call = fake.create_call(&["alice"]);
+    let mut alice = Client::connect_as(&node.base, "alice").await;
+    for name in [
+        "join\"call",
+        "back\\slash",
+        "tab\tand\nnewline",
+        "nul\u{0}",
+        "\u{1f}",
+    ] {
+        let ack = alice.emit_ack(name, json!({"callId": call})).await;
+        assert_eq!(ack["ok"], false, "{name:?}: {ack}");
+        assert_eq!(code(&ack), "VALIDATION_FAILED", "{name:?}: {ack}");
+    }
+    // A name that is not a string at all (`socket.emit(42)` in socket.io-client).
+    let id = alice.take_ack_id();
+    alice.post(format!("42/calls,{id}[42,{{}}]")).await;
+    assert_eq!(code(&alice.ack(id).await), "VALIDATION_FAILED");
+    // Without an ack the answer is an `error` event naming the event as the client spelt it.
+    alice.emit("quote\"d", json!({})).await;
+    let error = alice.event("error").await;
+    assert_eq!(error["code"], "VALIDATION_FAILED", "{error}");
+    assert_eq!(error["event"], "quote\"d", "{error}");
+    // An escape that spells an ordinary name is that event.
+    let id = alice.take_ack_id();
+    alice
+        .post(format!(
+            "42/calls,{id}[\"join\\u005fcall\",{{\"callId\":\"{call}\"}}]"
+        ))
+        .await;
+    let ack = alice.ack(id).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    // The socket is still connected and served.
+    let ack = alice.emit_ack("join_call", json!({"callId": call})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
+    node.stop().await;
+}
+
+#[tokio::test]
 async fn events_over_the_rate_limit_are_answered_with_rate_limited() {
     let (_, fake, node) = setup(&[("events-per-second", "1"), ("events-burst", "3")]).await;
     let call = fake.create_call(&["alice"]);
@@ -300,6 +342,86 @@ async fn a_command_calls_api_cannot_answer_gets_dependency_unavailable() {
     fake.stop();
     let ack = alice.emit_ack("join_call", json!({"callId": call})).await;
     assert_eq!(code(&ack), "DEPENDENCY_UNAVAILABLE", "no responders: {ack}");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn an_end_subscription_instruction_stops_every_socket_of_that_user_following_the_call() {
+    let (_, fake, node) = setup(&[]).await;
+    let call = fake.create_call(&["alice", "carol"]);
+    let mut alice = Client::connect_as(&node.base, "alice").await;
+    let mut phone = Client::connect_as(&node.base, "carol").await;
+    let mut tablet = Client::connect_as(&node.base, "carol").await;
+    for client in [&mut alice, &mut phone, &mut tablet] {
+        let ack = client.emit_ack("join_call", json!({"callId": call})).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+
+    // calls-api: carol was removed from the call's room.
+    let instruction = calls_bus::ControlMessage::EndSubscription {
+        call_id: call.clone(),
+        user_id: "carol".into(),
+    };
+    fake.bus
+        .publish(
+            &fake.subjects.signaling_control(),
+            calls_bus::Headers::new(),
+            serde_json::to_vec(&instruction).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let metrics_url = format!("{}/metrics", node.base);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("signaling_subscriptions_ended_total 2") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never applied the instruction"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    fake.publish_call_event(
+        &call,
+        "participant_media_changed",
+        json!({"userId": "alice", "isMicMuted": true}),
+        None,
+    )
+    .await;
+    assert_eq!(
+        alice.event("participant_media_changed").await["isMicMuted"],
+        true
+    );
+    for device in [&mut phone, &mut tablet] {
+        device.drain_for(Duration::from_millis(200)).await;
+        assert!(
+            !device
+                .events
+                .iter()
+                .any(|(name, _)| name == "participant_media_changed"),
+            "a removed user's device still follows the call: {:?}",
+            device.events
+        );
+    }
+    // Instructions this node does not understand are ignored.
+    fake.bus
+        .publish(
+            &fake.subjects.signaling_control(),
+            calls_bus::Headers::new(),
+            br#"{"type":"from_the_future"}"#.to_vec().into(),
+        )
+        .await
+        .unwrap();
+    let ack = alice.emit_ack("join_call", json!({"callId": call})).await;
+    assert_eq!(ack["ok"], true, "{ack}");
     node.stop().await;
 }
 
@@ -407,8 +529,9 @@ async fn events_older_than_the_snapshot_are_not_relayed_to_the_joiner() {
 #[tokio::test]
 async fn leaving_ending_and_disconnecting_release_every_subscription() {
     let (local, fake, node) = setup(&[]).await;
-    // The fake's two subscriptions; presence requests use short-lived inboxes.
-    let baseline = 2;
+    // The fake's two subscriptions and the node's control subscription; presence requests use
+    // short-lived inboxes.
+    let baseline = 3;
     let settled = |expected: usize| {
         let local = local.clone();
         move || local.subscription_count() == expected
@@ -579,11 +702,11 @@ async fn heartbeats_stop_when_the_node_is_gone() {
 #[tokio::test]
 async fn a_shared_user_feed_delivers_user_events_without_a_subscription_per_user() {
     let (local, fake, node) = setup(&[("user-subscriptions", "shared")]).await;
-    // The fake's two subscriptions and the node's one wildcard.
-    assert_eq!(local.subscription_count(), 3);
+    // The fake's two subscriptions, the node's one wildcard and its control subscription.
+    assert_eq!(local.subscription_count(), 4);
     let mut rita = Client::connect_as(&node.base, "rita").await;
     let mut sam = Client::connect_as(&node.base, "sam").await;
-    assert_eq!(local.subscription_count(), 3);
+    assert_eq!(local.subscription_count(), 4);
     fake.publish(
         &fake.subjects.user_events("rita"),
         "incoming_call",

@@ -44,6 +44,8 @@ pub struct Running {
     pub apns_enabled: bool,
     /// Whether an FCM service account is set (Android phones ring while the app sleeps).
     pub fcm_enabled: bool,
+    /// The gateway's admin listener (`GATEWAY_ADMIN_LISTEN`): `/metrics` of the whole process.
+    pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
     tasks: ServiceTasks,
 }
@@ -261,6 +263,28 @@ pub async fn start(
         ],
     )?;
 
+    // The admin listener is bound here, like the public one, so a busy port is reported
+    // before anything starts and the banner can say where the metrics are.
+    let admin_addr: SocketAddr = match std::env::var("GATEWAY_ADMIN_LISTEN")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        None => SocketAddr::from(([127, 0, 0, 1], 9090)),
+        Some(addr) => addr.parse().map_err(|_| {
+            StartError::Config(format!("GATEWAY_ADMIN_LISTEN is not an address: {addr}"))
+        })?,
+    };
+    let admin = TcpListener::bind(admin_addr)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: admin_addr,
+            source,
+        })?;
+    let admin_addr = admin.local_addr().map_err(|source| StartError::Listen {
+        addr: admin_addr,
+        source,
+    })?;
+
     let gateway_config: gateway::Config = parse(
         "gateway",
         vec![
@@ -311,7 +335,7 @@ pub async fn start(
     tasks.spawn(async move {
         (
             "gateway",
-            gateway::run(gateway_config, gateway, stop)
+            gateway::run_with_admin(gateway_config, gateway, admin, stop)
                 .await
                 .map_err(|e| e.to_string()),
         )
@@ -324,6 +348,7 @@ pub async fn start(
         internal_api,
         apns_enabled,
         fcm_enabled,
+        admin_addr,
         shutdown,
         tasks,
     })

@@ -62,6 +62,7 @@ fn start_with(agora: bool, extra_env: &[(&str, &str)]) -> Backend {
     cmd.arg("serve")
         .current_dir(&data.0)
         .env("GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("GATEWAY_ADMIN_LISTEN", "127.0.0.1:0")
         .env("JWT_SECRET", SECRET)
         .env("RUST_LOG", "warn")
         .env_remove("DATABASE_URL")

@@ -588,6 +588,36 @@ export function defineScenarios(ctx) {
     assert.ok([401, 404].includes(noInternal.status), 'the internal API is reachable through the gateway');
   });
 
+  scenario('a member removed from the room stops receiving the events of its group call on every device, and cannot follow it again', async (client, { room, internal }) => {
+    const [alice, bob, carol] = [unique('alice'), unique('bob'), unique('carol')];
+    const roomId = await room([alice, bob, carol]);
+    const call = await client.initiate(alice, [bob], { room: roomId, group: true });
+    // carol follows the group call as a room member, on two devices (so, in the scaled
+    // topology, likely through both signaling nodes); bob is in it.
+    const carolPhones = [await client.connect(carol), await client.connect(carol)];
+    const bobPhone = await client.connect(bob);
+    for (const phone of [...carolPhones, bobPhone]) await client.follow(phone, call.id);
+    await client.api(alice, 'PATCH', `/calls/${call.id}/media`, { isMicMuted: true });
+    for (const phone of [...carolPhones, bobPhone]) {
+      await waitFor(phone, 'participant_media_changed', (e) => e.callId === call.id && e.isMicMuted, `${phone.user} missed the mute before the removal`);
+    }
+
+    const removed = await internal('DELETE', `/internal/v1/rooms/${roomId}/members/${carol}`);
+    assert.equal(removed.status, 200, `the chat backend could not remove carol: ${removed.status} ${removed.text}`);
+    // The removal reaches the nodes through the outbox; give it the time an event takes.
+    await quietPeriod(500);
+    await client.api(alice, 'PATCH', `/calls/${call.id}/media`, { isMicMuted: false });
+    await waitFor(bobPhone, 'participant_media_changed', (e) => e.callId === call.id && e.isMicMuted === false, 'bob, still in the room and the call, missed the unmute');
+    await quietPeriod(300);
+    for (const phone of carolPhones) {
+      const leaked = eventsOf(phone, call.id, 'participant_media_changed').filter((e) => e.isMicMuted === false);
+      assert.deepEqual(leaked, [], 'a member removed from the room still receives the call\'s events');
+      assert.ok(phone.connected, 'the removal disconnected the socket instead of ending its subscription');
+    }
+    const again = await client.emit(carolPhones[0], 'join_call', { callId: call.id });
+    assert.equal(again.error?.code, 'CALL_NOT_FOUND', `a removed member followed the call again: ${JSON.stringify(again)}`);
+  });
+
   scenario('the room\'s active call and the call history are there for an app that restarts', async (client, { room }) => {
     const [alice, bob] = [unique('alice'), unique('bob')];
     const roomId = await room([alice, bob]);
@@ -730,6 +760,9 @@ export function defineScenarios(ctx) {
       ['call_status_changed', { callId: call.id, status: 'declined', reason: 'r'.repeat(500) }, 'VALIDATION_FAILED'],
       ['call_status_changed', { callId: call.id, status: 'ringing' }, 'INVALID_TRANSITION'],
       ['make_coffee', { callId: call.id }, 'VALIDATION_FAILED'],
+      // Event names JSON must escape once closed the connection unanswered (socketioxide's parser).
+      ['join"call', { callId: call.id }, 'VALIDATION_FAILED'],
+      ['back\\slash\n\u0001', { callId: call.id }, 'VALIDATION_FAILED'],
       ['join_call', { callId: call.id, pad: 'x'.repeat(20 * 1024) }, 'PAYLOAD_TOO_LARGE'],
     ];
     for (const [event, payload, code] of cases) {
@@ -749,6 +782,29 @@ export function defineScenarios(ctx) {
     assert.ok(flood.some((a) => a.error?.code === 'RATE_LIMITED'), 'a flood of events was never rate limited');
     assert.ok(phone.connected, 'the socket was dropped for flooding instead of being rate limited');
     await eventually(async () => (await client.emit(phone, 'join_call', { callId: call.id })).ok, 'the socket never became usable again after the flood', STEP_MS);
+  });
+
+  scenario('a decline reason has one limit on REST and on the socket: 200 characters pass, 201 are refused', async (client, { room }) => {
+    const [alice, bob, carol, dave] = [unique('alice'), unique('bob'), unique('carol'), unique('dave')];
+    const roomId = await room([alice, bob, carol, dave]);
+    const call = await client.initiate(alice, [bob, carol, dave], { room: roomId, group: true });
+    const [ok, tooLong] = ['r'.repeat(200), 'r'.repeat(201)];
+    assertError(await client.api(bob, 'PATCH', `/calls/${call.id}/status`, { status: 'declined', declineReason: tooLong }),
+      400, 'VALIDATION_FAILED', 'a 201-character declineReason on REST');
+    assertError(await client.api(dave, 'PATCH', `/calls/${call.id}/status`, { status: 'declined', reason: tooLong }),
+      400, 'VALIDATION_FAILED', 'a 201-character reason on REST');
+    const carolPhone = await client.connect(carol);
+    const refused = await client.emit(carolPhone, 'call_status_changed', { callId: call.id, status: 'declined', reason: tooLong });
+    assert.equal(refused.error?.code, 'VALIDATION_FAILED', `a 201-character reason on the socket: ${JSON.stringify(refused)}`);
+
+    const declined = await client.api(bob, 'PATCH', `/calls/${call.id}/status`, { status: 'declined', declineReason: ok });
+    assert.equal(declined.status, 200, `a 200-character declineReason on REST was refused: ${declined.text}`);
+    const accepted = await client.emit(carolPhone, 'call_status_changed', { callId: call.id, status: 'declined', reason: ok });
+    assert.equal(accepted.ok, true, `a 200-character reason on the socket was refused: ${JSON.stringify(accepted)}`);
+    const seen = await client.getCall(alice, call.id);
+    for (const user of [bob, carol]) {
+      assert.equal(seen.participants.find((p) => p.userId === user).declineReason, ok, `${user}'s reason was not kept whole`);
+    }
   });
 
   scenario('an app on HTTP long-polling rings, answers and follows the call like one on WebSocket', async (client, { room }) => {

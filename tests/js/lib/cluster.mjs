@@ -64,10 +64,12 @@ function stopChild(child) {
 /** `make run`: one process, SQLite in a temp directory. */
 export async function startStandalone(extraEnv = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'calls-standalone-'));
-  const port = await freePort();
+  const [port, adminPort] = [await freePort(), await freePort()];
   const child = spawn(STANDALONE_BIN, ['serve'], {
     cwd: dir,
-    env: { ...process.env, GATEWAY_LISTEN: `127.0.0.1:${port}`, JWT_SECRET: SECRET, RUST_LOG: 'warn', DATABASE_URL: '', ...extraEnv },
+    env: {
+      ...process.env, GATEWAY_LISTEN: `127.0.0.1:${port}`, GATEWAY_ADMIN_LISTEN: `127.0.0.1:${adminPort}`, JWT_SECRET: SECRET, RUST_LOG: 'warn', DATABASE_URL: '', ...extraEnv,
+    },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
@@ -76,6 +78,8 @@ export async function startStandalone(extraEnv = {}) {
   await waitHealthy(base, child);
   return {
     base, dir, log: () => log,
+    /** The gateway's admin listener (`/metrics` of the whole process). */
+    adminUrl: `http://127.0.0.1:${adminPort}`,
     async stop() {
       const code = await stopChild(child);
       rmSync(dir, { recursive: true, force: true });
@@ -95,13 +99,13 @@ export async function startStandalone(extraEnv = {}) {
 export async function startCluster(extraEnv = {}, { postgresAdminUrl = PG_ADMIN, natsUrl = extraEnv.NATS_URL ?? process.env.NATS_URL } = {}) {
   const db = `calls_js_${process.pid}_${Date.now()}`;
   const prefix = `t${process.pid}x${Date.now()}`;
-  const port = await freePort();
+  const [port, adminPort] = [await freePort(), await freePort()];
   const logs = mkdtempSync(path.join(os.tmpdir(), 'calls-cluster-test-'));
   // Keeps the query (`target_session_attrs=read-write` on a replicated Postgres).
   const dbUrl = postgresAdminUrl.replace(/\/[^/?]*(\?[^/]*)?$/, `/${db}$1`);
   const child = spawn('bash', [path.join(ROOT, 'scripts', 'cluster.sh')], {
     env: {
-      ...process.env, BIN_DIR, DATABASE_URL: dbUrl, NATS_SUBJECT_PREFIX: prefix, GATEWAY_LISTEN: `127.0.0.1:${port}`,
+      ...process.env, BIN_DIR, DATABASE_URL: dbUrl, NATS_SUBJECT_PREFIX: prefix, GATEWAY_LISTEN: `127.0.0.1:${port}`, GATEWAY_ADMIN_LISTEN: `127.0.0.1:${adminPort}`,
       JWT_SECRET: SECRET, RUST_LOG: 'warn', CLUSTER_LOG_DIR: logs, ...(natsUrl ? { NATS_URL: natsUrl } : {}), ...extraEnv,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
@@ -138,6 +142,8 @@ export async function startCluster(extraEnv = {}, { postgresAdminUrl = PG_ADMIN,
   };
   return {
     base, logs, db, prefix, log: () => log,
+    /** The gateway's admin listener (its `/metrics`). */
+    adminUrl: `http://127.0.0.1:${adminPort}`,
     /** Process ids by service name (`calls-api-1`, `signaling-2`, ...). */
     pids() {
       return Object.fromEntries(readFileSync(path.join(logs, 'pids'), 'utf8').trim().split('\n')

@@ -49,9 +49,11 @@ pub struct StatusBody {
     /// `ringing`, `joined`, `left`, `declined` or `missed` (`invited` is never a valid target).
     #[schema(example = "declined")]
     pub status: ParticipantStatus,
-    /// Why, for `declined` (for example `busy`); at most 200 characters.
+    /// Why, for `declined` (for example `busy`); at most 200 characters, as on the socket.
+    #[schema(max_length = 200)]
     pub decline_reason: Option<String>,
     /// Same as `declineReason` (the socket event's spelling).
+    #[schema(max_length = 200)]
     pub reason: Option<String>,
 }
 

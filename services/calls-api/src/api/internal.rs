@@ -1,6 +1,8 @@
 //! `/internal/v1/rooms/:chatRoomId/members…`: the chat backend tells calls-api who is in each
 //! room (used when `MEMBERSHIP_MODE=table`). Authenticated with `INTERNAL_API_TOKEN`; answers
-//! 404 when that is unset, and the gateway never routes `/internal`.
+//! 404 when that is unset, and the gateway never routes `/internal`. A member removed (by
+//! `DELETE` or by a `PUT` without them) stops receiving the events of the room's live call on
+//! every signaling node, unless they are one of its participants.
 
 use axum::extract::State;
 use axum::response::Response;
@@ -67,10 +69,8 @@ pub async fn replace_members(
         .collect();
     state
         .calls
-        .store()
-        .replace_room_members(room.as_str(), &ids, OffsetDateTime::now_utc())
-        .await
-        .map_err(store_error)?;
+        .replace_room_members(room.as_str(), &ids)
+        .await?;
     Ok(ok(StatusCode::OK, "Room members replaced", body))
 }
 
@@ -115,10 +115,8 @@ pub async fn remove_member(
     authorize(&state, &headers)?;
     state
         .calls
-        .store()
         .remove_room_member(room.as_str(), user.as_str())
-        .await
-        .map_err(store_error)?;
+        .await?;
     Ok(ok(
         StatusCode::OK,
         "Room member removed",

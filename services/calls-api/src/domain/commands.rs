@@ -34,8 +34,8 @@ use super::model::{
 };
 use super::timefmt::truncate_millis;
 
-/// The longest decline/status reason kept, in characters.
-pub const MAX_REASON_LEN: usize = 256;
+/// The longest decline/status reason kept, in characters: the one limit signaling checks too.
+pub const MAX_REASON_LEN: usize = calls_bus::wire::MAX_REASON_CHARS;
 
 /// The reason put on `participant_status_changed` when the server marks someone missed.
 pub const RING_TIMEOUT_REASON: &str = "ring_timeout";
@@ -511,11 +511,8 @@ impl Step<'_> {
         self.ensure_visible(actor)?;
         self.ensure_live()?;
         let reason = reason.filter(|r| !r.is_empty());
-        if reason.is_some_and(|r| r.chars().count() > MAX_REASON_LEN) {
-            return Err(DomainError::validation(
-                "reason",
-                format!("must be at most {MAX_REASON_LEN} characters"),
-            ));
+        if let Some(Err(message)) = reason.map(calls_bus::wire::check_reason) {
+            return Err(DomainError::validation("reason", message));
         }
         let Some(i) = self.index_of(&actor.user_id) else {
             // A room member who is not in the call has no status to change.

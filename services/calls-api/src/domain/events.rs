@@ -30,6 +30,11 @@ pub enum Audience {
     Call(CallId),
     /// Every device of one user (`calls.v1.evt.user.<userKey>`).
     User(UserId),
+    /// Every signaling node (`calls.v1.ctl.signaling`): not an event for clients but an
+    /// instruction about sockets (`calls_bus::ControlMessage`). The state machine never
+    /// addresses this audience; the store writes such rows with the changes that call for them
+    /// (a participant removed, a room member removed).
+    SignalingNodes,
 }
 
 /// An event, as produced by the state machine.

@@ -1,12 +1,15 @@
 //! Chat-room membership (`MEMBERSHIP_MODE=table`), written by the chat backend through the
 //! internal API, and the housekeeping of idempotency keys.
 
-use sqlx::Row;
+use std::collections::HashSet;
+
+use sqlx::{AnyConnection, Row};
 use time::OffsetDateTime;
 
 use crate::domain::UserId;
 use crate::domain::timefmt::to_millis;
 
+use super::rows::{insert_end_subscription, parse_call_id};
 use super::{Store, StoreError};
 
 impl Store {
@@ -39,14 +42,30 @@ impl Store {
     }
 
     /// Makes `users` the exact member set of `room`, atomically (duplicates are ignored).
+    ///
+    /// With `end_subscriptions` (`MEMBERSHIP_MODE=table`), every member removed by the change
+    /// stops following the room's live call if they may no longer see it (see
+    /// [`Store::remove_room_member`]). Returns how many such instructions were written.
     #[tracing::instrument(name = "db.replace_room_members", skip_all, fields(otel.kind = "client", db.operation.name = "replace_room_members"))]
     pub async fn replace_room_members(
         &self,
         room: &str,
         users: &[UserId],
         now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+        end_subscriptions: bool,
+    ) -> Result<usize, StoreError> {
         let mut tx = self.begin_write().await?;
+        let before: Vec<String> = if end_subscriptions {
+            sqlx::query("SELECT user_id FROM room_members WHERE chat_room_id = $1")
+                .bind(room.to_owned())
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("user_id"))
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         sqlx::query("DELETE FROM room_members WHERE chat_room_id = $1")
             .bind(room.to_owned())
             .execute(&mut *tx)
@@ -62,8 +81,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let kept: HashSet<&str> = users.iter().map(String::as_str).collect();
+        let removed: Vec<&str> = before
+            .iter()
+            .map(String::as_str)
+            .filter(|u| !kept.contains(u))
+            .collect();
+        let ended = end_unseen_subscriptions(&mut tx, room, &removed, now).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(ended)
     }
 
     /// Adds `user` to `room` (idempotent).
@@ -86,15 +112,34 @@ impl Store {
         Ok(())
     }
 
-    /// Removes `user` from `room` (idempotent). Calls in progress are not touched.
+    /// Removes `user` from `room` (idempotent). Calls in progress keep their participants.
+    ///
+    /// With `end_subscriptions` (`MEMBERSHIP_MODE=table`), the user's sockets stop following the
+    /// room's live call if the user may no longer see it, that is unless they are one of its
+    /// participants (whom the host removes through the call itself): an instruction to every
+    /// signaling node is written to the outbox in the same transaction. Returns how many were
+    /// written.
     #[tracing::instrument(name = "db.remove_room_member", skip_all, fields(otel.kind = "client", db.operation.name = "remove_room_member"))]
-    pub async fn remove_room_member(&self, room: &str, user: &str) -> Result<(), StoreError> {
+    pub async fn remove_room_member(
+        &self,
+        room: &str,
+        user: &str,
+        now: OffsetDateTime,
+        end_subscriptions: bool,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin_write().await?;
         sqlx::query("DELETE FROM room_members WHERE chat_room_id = $1 AND user_id = $2")
             .bind(room.to_owned())
             .bind(user.to_owned())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        let ended = if end_subscriptions {
+            end_unseen_subscriptions(&mut tx, room, &[user], now).await?
+        } else {
+            0
+        };
+        tx.commit().await?;
+        Ok(ended)
     }
 
     /// Forgets idempotency keys created before `before` (retries come within minutes; a day
@@ -106,4 +151,44 @@ impl Store {
             .await?;
         Ok(done.rows_affected())
     }
+}
+
+/// For each of `users` just removed from `room`: the room's live calls in which they have no
+/// participant record (so no longer visible to them) get an end-of-subscription instruction.
+/// A room has at most one live call, so this is one query plus one per removed user.
+async fn end_unseen_subscriptions(
+    conn: &mut AnyConnection,
+    room: &str,
+    users: &[&str],
+    now: OffsetDateTime,
+) -> Result<usize, StoreError> {
+    if users.is_empty() {
+        return Ok(0);
+    }
+    let live: Vec<String> = sqlx::query(
+        "SELECT id FROM calls WHERE chat_room_id = $1 AND status IN ('ringing', 'active')",
+    )
+    .bind(room.to_owned())
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get::<String, _>("id"))
+    .collect::<Result<_, _>>()?;
+    let mut written = 0;
+    for call in live {
+        let participants: HashSet<String> =
+            sqlx::query("SELECT user_id FROM call_participants WHERE call_id = $1")
+                .bind(call.clone())
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("user_id"))
+                .collect::<Result<_, _>>()?;
+        let call_id = parse_call_id(&call)?;
+        for user in users.iter().filter(|u| !participants.contains(**u)) {
+            insert_end_subscription(conn, call_id, user, now, None).await?;
+            written += 1;
+        }
+    }
+    Ok(written)
 }

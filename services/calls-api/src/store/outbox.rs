@@ -67,6 +67,7 @@ fn outbox_row(row: &sqlx::any::AnyRow) -> Result<OutboxEvent, StoreError> {
     let audience = match audience_kind.as_str() {
         "call" => Audience::Call(parse_call_id(&target)?),
         "user" => Audience::User(target),
+        "nodes" => Audience::SignalingNodes,
         other => {
             return Err(StoreError::corrupt(format!("unknown audience {other:?}")));
         }

@@ -12,8 +12,8 @@ use time::OffsetDateTime;
 
 use crate::domain::timefmt::{from_millis, to_millis};
 use crate::domain::{
-    Audience, Call, CallId, CallStatus, CallType, DomainEvent, EndReason, Outcome, Participant,
-    ParticipantStatus, Role, TimerChange, TimerKind,
+    Audience, Call, CallId, CallStatus, CallType, DomainEvent, EndReason, EventKind, LeftReason,
+    Outcome, Participant, ParticipantStatus, Role, TimerChange, TimerKind,
 };
 
 use super::StoreError;
@@ -388,6 +388,10 @@ async fn update_participant(
 
 /// One outbox row per event and audience, in event order (the row id then follows `seq`
 /// within a call, because all of a call's events are written under its row lock).
+///
+/// A participant who leaves because they were removed may no longer follow the call: right
+/// after their `participant_left` (which they still receive) comes the instruction that makes
+/// every signaling node drop their sockets' subscriptions to it.
 async fn insert_events(
     conn: &mut AnyConnection,
     events: &[DomainEvent],
@@ -399,6 +403,7 @@ async fn insert_events(
             let (kind, target) = match audience {
                 Audience::Call(id) => ("call", id.to_string()),
                 Audience::User(user) => ("user", user.clone()),
+                Audience::SignalingNodes => ("nodes", String::new()),
             };
             sqlx::query(
                 "INSERT INTO call_events (call_id, seq, audience, audience_id, event, payload, \
@@ -418,7 +423,44 @@ async fn insert_events(
             .execute(&mut *conn)
             .await?;
         }
+        if let EventKind::ParticipantLeft {
+            user_id,
+            reason: LeftReason::Removed,
+        } = &e.kind
+        {
+            insert_end_subscription(conn, e.call_id, user_id, e.at, meta.trace_context).await?;
+        }
     }
+    Ok(())
+}
+
+/// Writes the outbox row that tells every signaling node to stop relaying `call_id` to the
+/// sockets of `user_id` (`calls_bus::ControlMessage::EndSubscription`), published in commit
+/// order with the call's events.
+pub(super) async fn insert_end_subscription(
+    conn: &mut AnyConnection,
+    call_id: CallId,
+    user_id: &str,
+    at: OffsetDateTime,
+    trace_context: Option<&str>,
+) -> Result<(), StoreError> {
+    let message = calls_bus::ControlMessage::EndSubscription {
+        call_id: call_id.to_string(),
+        user_id: user_id.to_owned(),
+    };
+    let payload =
+        serde_json::to_string(&message).map_err(|e| StoreError::corrupt(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO call_events (call_id, seq, audience, audience_id, event, payload, \
+         trace_context, created_at) VALUES ($1, NULL, 'nodes', $2, 'end_subscription', $3, $4, $5)",
+    )
+    .bind(call_id.to_string())
+    .bind(user_id.to_owned())
+    .bind(payload)
+    .bind(trace_context.map(str::to_owned))
+    .bind(to_millis(at))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -267,9 +267,9 @@ pub fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &st
         nats_stream_replicas: 1,
         jwt: JwtConfig {
             jwt_secret: Some(Secret::new(JWT_SECRET)),
-            jwt_public_key_file: None,
             jwt_issuer: options.jwt_issuer.clone(),
             jwt_audience: options.jwt_audience.clone(),
+            ..JwtConfig::default()
         },
         membership_mode: options.membership,
         internal_api_token: (options.internal_token || options.membership == MembershipMode::Table)

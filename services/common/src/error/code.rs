@@ -30,6 +30,8 @@ pub enum ErrorCode {
     NotJoined,
     /// 413: body over the limit.
     PayloadTooLarge,
+    /// 431: request headers over the gateway's limit (size or count).
+    HeaderTooLarge,
     /// 429: too many requests; comes with `Retry-After`.
     RateLimited,
     /// 503: Agora app id / certificate not set.
@@ -67,6 +69,7 @@ impl ErrorCode {
             | Self::CallAlreadyActive
             | Self::NotJoined => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::MediaProviderNotConfigured | Self::DependencyUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -92,6 +95,7 @@ impl ErrorCode {
             Self::CallAlreadyActive => "CALL_ALREADY_ACTIVE",
             Self::NotJoined => "NOT_JOINED",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::HeaderTooLarge => "HEADER_TOO_LARGE",
             Self::RateLimited => "RATE_LIMITED",
             Self::MediaProviderNotConfigured => "MEDIA_PROVIDER_NOT_CONFIGURED",
             Self::DependencyUnavailable => "DEPENDENCY_UNAVAILABLE",
@@ -118,6 +122,7 @@ impl ErrorCode {
             Self::CallAlreadyActive => "A call is already active in this room",
             Self::NotJoined => "You have not joined this call",
             Self::PayloadTooLarge => "Request body is too large",
+            Self::HeaderTooLarge => "Request headers are too large",
             Self::RateLimited => "Too many requests",
             Self::MediaProviderNotConfigured => "Media provider is not configured",
             Self::DependencyUnavailable => "A dependency is unavailable; retry later",
@@ -145,6 +150,7 @@ impl ErrorCode {
             StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
             StatusCode::REQUEST_TIMEOUT => Self::RequestTimeout,
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => Self::HeaderTooLarge,
             StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
             StatusCode::BAD_GATEWAY => Self::BadGateway,
             StatusCode::SERVICE_UNAVAILABLE => Self::DependencyUnavailable,

@@ -243,9 +243,20 @@ async fn oversized_headers_get_a_431_envelope() {
         .send()
         .await
         .unwrap();
-    let body = assert_envelope(response, 431, "BAD_REQUEST").await;
+    let body = assert_envelope(response, 431, "HEADER_TOO_LARGE").await;
     assert_eq!(body["error"], "Request Header Fields Too Large");
-    assert_eq!(body["message"], "Request headers are too large");
+    assert_eq!(
+        body["message"],
+        "Request headers are larger than 4096 bytes"
+    );
+
+    // Many small headers: the envelope too, not an upstream's bare 431.
+    let mut many = client().get(gw.url("/api/docs"));
+    for i in 0..95 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let body = assert_envelope(many.send().await.unwrap(), 431, "HEADER_TOO_LARGE").await;
+    assert_eq!(body["message"], "Requests may carry at most 90 headers");
 
     // Far beyond the cap the HTTP parser refuses the head before the gateway sees it.
     let huge = format!(

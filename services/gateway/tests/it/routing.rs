@@ -194,6 +194,15 @@ async fn health_readiness_and_metrics_are_served_by_the_gateway_itself() {
 
     let healthz = client().get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(healthz.status(), 200);
+    for path in ["/healthz", "/readyz"] {
+        let admin = client().get(gw.admin_url(path)).send().await.unwrap();
+        assert_eq!(admin.status(), 200, "{path} on the admin listener");
+    }
+    // The metrics name internal instances: never on the public port.
+    let public = client().get(gw.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+    let body: serde_json::Value = public.json().await.unwrap();
+    assert_eq!(body["code"], "NOT_FOUND");
     client().get(gw.url("/api/docs")).send().await.unwrap();
     let metrics = gw.metrics().await;
     assert!(metrics.contains("gateway_requests_total{"), "{metrics}");

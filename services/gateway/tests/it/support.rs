@@ -322,6 +322,8 @@ async fn echo_websocket(mut socket: WebSocket, name: String) {
 pub struct Gateway {
     /// Its address.
     pub addr: SocketAddr,
+    /// Its admin listener's address.
+    pub admin_addr: SocketAddr,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<Result<(), gateway::RunError>>>,
 }
@@ -364,14 +366,18 @@ impl Gateway {
             .await
             .expect("bind gateway");
         let addr = listener.local_addr().expect("gateway addr");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let admin_addr = admin.local_addr().expect("admin addr");
         let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(gateway::run(
+        let handle = tokio::spawn(gateway::run_with_admin(
             config,
             listener,
+            admin,
             shutdown.clone().cancelled_owned(),
         ));
         Self {
             addr,
+            admin_addr,
             shutdown,
             handle: Some(handle),
         }
@@ -407,10 +413,15 @@ impl Gateway {
         .await;
     }
 
-    /// The text of `/metrics`.
+    /// `http://admin_addr` + `path`: the admin listener (`GATEWAY_ADMIN_LISTEN`).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// The text of `/metrics`, from the admin listener.
     pub async fn metrics(&self) -> String {
         client()
-            .get(self.url("/metrics"))
+            .get(self.admin_url("/metrics"))
             .send()
             .await
             .expect("metrics")
