@@ -102,7 +102,7 @@ FILTER ?=
 NEXTEST_PROFILE ?= default
 
 .PHONY: test
-test: services js-deps build client-check test-deploy test-rust test-config-docs test-js ## run every test: Rust (unit, integration, store) and the JS client suites
+test: services js-deps build client-check test-deploy test-rust test-config-docs test-js test-ha ## run every test: Rust (unit, integration, store) and the JS client suites
 
 .PHONY: test-rust
 test-rust: services ## the Rust tests (unit, property, integration, doc); FILTER=<text> runs the ones whose names contain it
@@ -121,7 +121,6 @@ test-config-docs: build ## docs/configuration.md matches the binaries' --help
 test-js: services js-deps build ## the official-client JS suites against real processes; FILTER=<text> runs the tests whose names contain it
 	BIN_DIR=$(abspath $(BIN_DIR)) MEDIA_TOKEN_BIN=$(abspath $(BIN_DIR)/media-token) \
 		SIGNALING_BIN=$(abspath $(BIN_DIR)/signaling) FILTER='$(FILTER)' scripts/test-js.sh
-	$(MAKE) --no-print-directory test-ha
 
 .PHONY: test-ha
 test-ha: js-deps build ## HA drills: a 3-node NATS cluster and a Postgres failover (pg_auto_failover), installed if missing

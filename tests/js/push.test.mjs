@@ -12,29 +12,15 @@ import { after, before, describe, test } from 'node:test';
 import { Client, eventsOf, eventually, quietPeriod, unique, waitFor } from './acceptance/harness.mjs';
 import { mint, startCluster, startStandalone } from './lib/cluster.mjs';
 import { APNS_FAULTS, FCM_FAULTS, startPushDoubles } from './lib/push-doubles.mjs';
+import { RING_SECONDS, pushEnv } from './lib/push.mjs';
 
 const BUNDLE = 'com.example.calls';
-// Long enough for a retried push to land before the deadline on a loaded machine.
-const RING_SECONDS = 8;
 // The ringing push leaves within 100 ms of the commit (p99, `make bench-push`); a test on a busy
 // CI machine only checks it is not held back behind anything.
 const RING_LATENCY_BUDGET_MS = 2_000;
 
 const hex = () => randomBytes(32).toString('hex');
 const fcmToken = () => `${randomBytes(8).toString('hex')}:APA91b${randomBytes(30).toString('base64url')}`;
-
-/** The environment of a deployment whose notifier talks to the doubles. */
-export function pushEnv(doubles, extra = {}) {
-  return {
-    ...doubles.env,
-    CALL_RING_TIMEOUT_SECONDS: String(RING_SECONDS),
-    // The suite sends everything from 127.0.0.1.
-    RATE_LIMIT_PER_IP_PER_MINUTE: '0',
-    // A push that hangs is retried quickly, and a dead replica's lease runs out quickly.
-    PUSH_TIMEOUT_MS: '2000',
-    ...extra,
-  };
-}
 
 /** Registers an iPhone (with a PushKit token) and an Android phone for `user`. */
 async function phones(client, user) {

@@ -19,12 +19,14 @@ import type {
   CallSnapshot,
   CallType,
   Caller,
+  Device,
   IncomingCallEvent,
   InitiateCallBody,
   JoinCallBody,
   MediaSession,
   MediaStateBody,
   Participant,
+  RegisterDeviceBody,
   RingStopReason,
   ServerErrorEvent,
   UpdateStatusBody,
@@ -53,6 +55,12 @@ export interface CallsClientOptions {
   userId?: string;
   /** The claim that holds the user id, as the server's `JWT_USER_CLAIM` (default `sub`). */
   userIdClaim?: string;
+  /**
+   * This install's id, as registered with {@link CallsClient.registerDevice}: sent in the socket
+   * handshake and as `X-Device-Id` when answering or declining, so this phone is not told the
+   * call was answered "elsewhere" and gets no push to stop ringing.
+   */
+  deviceId?: string;
   /** Extra socket.io-client options (e.g. `reconnectionDelayMax`). `auth` and `forceNew` are the client's. */
   socketOptions?: Partial<ManagerOptions & SocketOptions>;
 }
@@ -147,7 +155,7 @@ export class CallsClient extends Emitter<CallsClientEvents> {
     this.tokens = new TokenSource(options.getToken);
     const fetchImpl = options.fetch ?? (globalThis.fetch?.bind(globalThis) as FetchLike | undefined);
     if (!fetchImpl) throw new TypeError('no global fetch: pass `fetch` in the options');
-    this.rest = new RestClient({ baseUrl: this.base, tokens: this.tokens, fetch: fetchImpl, timeoutMs: this.opts.requestTimeoutMs });
+    this.rest = new RestClient({ baseUrl: this.base, tokens: this.tokens, fetch: fetchImpl, timeoutMs: this.opts.requestTimeoutMs, deviceId: options.deviceId });
     this.link = {
       rest: this.rest,
       joinCall: (callId) => this.socketJoin(callId),
@@ -205,6 +213,21 @@ export class CallsClient extends Emitter<CallsClientEvents> {
   }
 
   /** `GET /calls`: your history, newest first; pass `nextCursor` as `before` for the next page. */
+  /** Registers this phone for pushes (see {@link RestClient.registerDevice}). */
+  registerDevice(deviceId: string, body: RegisterDeviceBody, options?: RequestOptions): Promise<Device> {
+    return this.rest.registerDevice(deviceId, body, options);
+  }
+
+  /** Your registered phones. */
+  listDevices(options?: RequestOptions): Promise<Device[]> {
+    return this.rest.listDevices(options);
+  }
+
+  /** Forgets a phone (at sign-out). */
+  removeDevice(deviceId: string, options?: RequestOptions): Promise<void> {
+    return this.rest.removeDevice(deviceId, options);
+  }
+
   listCalls(query?: { limit?: number; before?: string }, options?: RequestOptions): Promise<CallHistoryPage> {
     return this.rest.listCalls(query, options);
   }
@@ -409,7 +432,7 @@ export class CallsClient extends Emitter<CallsClientEvents> {
         this.tokens.get(force).then(
           (token) => {
             this.tokenOf.set(socket, token);
-            cb({ token });
+            cb(this.opts.deviceId ? { token, deviceId: this.opts.deviceId } : { token });
           },
           (err: unknown) => {
             this.emit('error', new CallsApiError({ status: 0, code: 'UNAUTHORIZED', message: `getToken failed: ${toError(err).message}`, cause: err }));

@@ -7,6 +7,8 @@ import type { TokenSource } from './tokens.js';
 import type {
   Call,
   CallHistoryPage,
+  Device,
+  RegisterDeviceBody,
   InitiateCallBody,
   JoinCallBody,
   MediaSession,
@@ -31,6 +33,8 @@ export interface RestOptions {
   tokens: TokenSource;
   fetch: FetchLike;
   timeoutMs: number;
+  /** This install's device id (as registered in `/devices`): sent as `X-Device-Id` on answers and declines. */
+  deviceId?: string;
 }
 
 export interface RequestOptions {
@@ -66,7 +70,7 @@ export class RestClient {
 
   /** `POST /calls/:id/join`: answer (or join a group call) with an initial media state. */
   async joinCall(callId: string, body: JoinCallBody = {}, options: RequestOptions = {}): Promise<Call> {
-    return (await this.request<Call>('POST', `/calls/${enc(callId)}/join`, body, options)).data;
+    return (await this.request<Call>('POST', `/calls/${enc(callId)}/join`, body, this.fromDevice(options))).data;
   }
 
   /** `POST /calls/:id/media/session`: Agora credentials; calling again renews the token. */
@@ -76,7 +80,7 @@ export class RestClient {
 
   /** `PATCH /calls/:id/status`: your own status (`ringing`, `joined`, `left`, `declined`, `missed`). */
   async updateStatus(callId: string, body: UpdateStatusBody, options: RequestOptions = {}): Promise<Call> {
-    return (await this.request<Call>('PATCH', `/calls/${enc(callId)}/status`, body, options)).data;
+    return (await this.request<Call>('PATCH', `/calls/${enc(callId)}/status`, body, this.fromDevice(options))).data;
   }
 
   /** `PATCH /calls/:id/media`: your mic, camera and screen-share flags. */
@@ -86,7 +90,7 @@ export class RestClient {
 
   /** `POST /calls/:id/end`: the host, or either side of a 1:1, ends the call. */
   async endCall(callId: string, options: RequestOptions = {}): Promise<Call> {
-    return (await this.request<Call>('POST', `/calls/${enc(callId)}/end`, undefined, options)).data;
+    return (await this.request<Call>('POST', `/calls/${enc(callId)}/end`, undefined, this.fromDevice(options))).data;
   }
 
   /** `GET /calls/:id`. */
@@ -107,6 +111,29 @@ export class RestClient {
     const path = params.length ? `/calls?${params.join('&')}` : '/calls';
     const page = (await this.request<CallHistoryPage>('GET', path, undefined, options)).data;
     return { items: page.items, nextCursor: page.nextCursor ?? null };
+  }
+
+  /**
+   * `PUT /devices/:deviceId`: register this phone for pushes (again whenever a token changes);
+   * a token another user registered moves to you.
+   */
+  async registerDevice(deviceId: string, body: RegisterDeviceBody, options: RequestOptions = {}): Promise<Device> {
+    return (await this.request<Device>('PUT', `/devices/${enc(deviceId)}`, body, options)).data;
+  }
+
+  /** `GET /devices`: your registered phones, most recently updated first. */
+  async listDevices(options: RequestOptions = {}): Promise<Device[]> {
+    return (await this.request<{ items: Device[] }>('GET', '/devices', undefined, options)).data.items;
+  }
+
+  /** `DELETE /devices/:deviceId` (at sign-out): its pushes stop. */
+  async removeDevice(deviceId: string, options: RequestOptions = {}): Promise<void> {
+    await this.request<null>('DELETE', `/devices/${enc(deviceId)}`, undefined, options);
+  }
+
+  /** Names this install's device on an answer or decline, so it is not told "answered elsewhere". */
+  private fromDevice(options: RequestOptions): RequestOptions & { headers?: Record<string, string> } {
+    return this.options.deviceId ? { ...options, headers: { 'x-device-id': this.options.deviceId } } : options;
   }
 
   /**

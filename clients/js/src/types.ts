@@ -43,6 +43,10 @@ export type JoinCallBody = Schemas['JoinBody'];
 export type UpdateStatusBody = Schemas['StatusBody'];
 /** `PATCH /calls/:id/media` body: at least one flag. */
 export type MediaStateBody = Schemas['MediaBody'];
+/** A phone registered for pushes (`/devices`). */
+export type Device = Present<Schemas['Device']>;
+/** `PUT /devices/:deviceId` body. */
+export type RegisterDeviceBody = Schemas['RegisterDevice'];
 
 /** What `join_call` answers and `call_participants` carries. */
 export interface CallSnapshot {

@@ -534,7 +534,7 @@ export interface components {
         };
         /** @description `PATCH /calls/:id/status` body. */
         StatusBody: {
-            /** @description Why, for `declined` (for example `busy`); at most 200 characters. */
+            /** @description Why, for `declined` (for example `busy`); at most 200 characters, as on the socket. */
             declineReason?: string | null;
             /** @description Same as `declineReason` (the socket event's spelling). */
             reason?: string | null;
