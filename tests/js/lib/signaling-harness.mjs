@@ -159,7 +159,10 @@ export function connectClient(baseUrl, { token, userId, transports = ['websocket
   return socket;
 }
 
-export function onceConnected(socket, timeoutMs = 5000) {
+/** How long one step may take before a test fails: generous, for CI machines loaded by builds. */
+const STEP_MS = 10_000;
+
+export function onceConnected(socket, timeoutMs = STEP_MS) {
   return new Promise((resolve, reject) => {
     if (socket.connected) return resolve(socket);
     const timer = setTimeout(() => reject(new Error('connect timeout')), timeoutMs);
@@ -169,10 +172,10 @@ export function onceConnected(socket, timeoutMs = 5000) {
 }
 
 export function emitAck(socket, event, ...args) {
-  return socket.timeout(5000).emitWithAck(event, ...args);
+  return socket.timeout(STEP_MS).emitWithAck(event, ...args);
 }
 
-export function nextEvent(socket, event, { timeoutMs = 5000, where = () => true } = {}) {
+export function nextEvent(socket, event, { timeoutMs = STEP_MS, where = () => true } = {}) {
   const seen = socket.received.find((r) => r.event === event && where(r.data));
   if (seen) return Promise.resolve(seen.data);
   return new Promise((resolve, reject) => {
