@@ -8,7 +8,7 @@
 //! balancer in front.
 //!
 //! Oversized heads: the gateway answers 431 `HEADER_TOO_LARGE` in the envelope for heads over
-//! `GATEWAY_MAX_HEADER_BYTES` or with more than [`crate::gateway::MAX_REQUEST_HEADERS`] lines.
+//! `GATEWAY_MAX_HEADER_BYTES` or with more than `MAX_REQUEST_HEADERS` (90) lines.
 //! hyper keeps two backstops of its own, at four times the byte limit and at 100 header lines:
 //! past those it refuses the head while parsing, with a bare 431 and no body, and closes the
 //! connection. No envelope is possible there: hyper never hands the service a request it could

@@ -1,7 +1,7 @@
 //! Verification keys from an identity provider's JSON Web Key Set (`JWT_JWKS_URL`).
 //!
 //! Firebase, Auth0, Cognito, Supabase, Keycloak and Clerk sign access tokens with keys they
-//! rotate and publish as a JWKS. [`Jwks`] keeps the last good set and finds a token's key by its
+//! rotate and publish as a JWKS. `Jwks` keeps the last good set and finds a token's key by its
 //! `kid`:
 //!
 //! - **Algorithms come from the key, never from the token.** RSA keys verify RS256, EC P-256 keys
