@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# `make test-deploy`: render every Kubernetes overlay (alone and with each optional component in
-# deploy/k8s/components/) with kustomize, validate the result and the
-# examples against the Kubernetes API schemas offline (strict: unknown fields are errors; custom
-# resources against tests/deploy/crd-schemas), check
-# the compose file with Docker Compose's own loader, and run the policy test
+# `make test-deploy`: render every Kubernetes overlay (alone, with each optional component in
+# deploy/k8s/components/, and with the components that combine all at once) with kustomize,
+# validate the result and the examples against the Kubernetes API schemas offline (strict:
+# unknown fields are errors; custom resources against tests/deploy/crd-schemas), check the
+# compose file with Docker Compose's own loader, and run the policy test
 # (tests/deploy/test_policy.py) on all of it.
 #
 # Lints deploy/Dockerfile with hadolint. Installs what it needs on first use into
@@ -98,6 +98,22 @@ for component in deploy/k8s/components/*/; do
     printf '  %-24s %3d objects -> %s\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")" "$OUT/$name.yaml"
     rendered+=("$OUT/$name.yaml")
   done
+done
+# The components that can go together, on each overlay: they patch the same workloads, so one
+# must not undo another (the jwt-* components are alternatives; nats-cluster goes last because
+# its merge reorders the variables the others replace by position).
+COMBINED=(jwt-public-key push-credentials postgres-ha nats-cluster)
+for overlay in deploy/k8s/overlays/*/; do
+  name="$(basename "$overlay")+all"
+  dir="$OUT/kustomize/$name"
+  mkdir -p "$dir"
+  {
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../../../%s\ncomponents:\n' "${overlay%/}"
+    for cname in "${COMBINED[@]}"; do printf '  - ../../../../deploy/k8s/components/%s\n' "$cname"; done
+  } >"$dir/kustomization.yaml"
+  "$KUBECTL" kustomize "$dir" >"$OUT/$name.yaml"
+  printf '  %-24s %3d objects -> %s\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")" "$OUT/$name.yaml"
+  rendered+=("$OUT/$name.yaml")
 done
 
 # --- schema ------------------------------------------------------------------------------------
