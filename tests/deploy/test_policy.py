@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Policy test of the rendered Kubernetes manifests and the compose file.
 
-    python3 tests/deploy/test_policy.py RENDERED.yaml... [--compose COMPOSE] [--dockerfile DOCKERFILE]
+    python3 tests/deploy/test_policy.py RENDERED.yaml... [--compose COMPOSE]... [--dockerfile DOCKERFILE] [--list-mutations]
 
 Each RENDERED.yaml is one overlay as `kubectl kustomize` prints it. The rules:
 
@@ -15,25 +15,38 @@ Each RENDERED.yaml is one overlay as `kubectl kustomize` prints it. The rules:
   one) has a PodDisruptionBudget selecting its pods, and its replicas are spread over nodes
   (pod anti-affinity or a topology spread constraint); an autoscaled one sets no replicas;
 - autoscalers and Services point at workloads that exist;
+- every service (gateway, calls-api, signaling, media-token, notifier) runs, has a
+  PodDisruptionBudget, and has a HorizontalPodAutoscaler wherever the overlay autoscales;
 - a default-deny NetworkPolicy exists (ingress and egress), and every pod is selected by a
   policy that allows it something;
+- the flows the design needs get through the NetworkPolicies, evaluated as Kubernetes does
+  (egress of the source and ingress of the destination): the gateway reaches every pod of its
+  upstream lists on their port, Prometheus (a namespace labelled calls-backend/monitoring)
+  reaches every scraped port; notifier admits only those two, reaches any address on TCP 443
+  (APNs, FCM, webhooks) and nothing else outside but its datastores, which are every Postgres
+  and NATS calls-api reaches;
 - the gateway's upstream lists name every pod a StatefulSet can have (up to its autoscaler's
   maxReplicas) through its headless Service, which publishes not-ready addresses;
 - terminationGracePeriodSeconds outlasts each container's preStop sleep;
 - each service gets the variables it cannot start without, and exactly one JWT key source;
+  notifier's push key files (APNS_KEY_FILE, FCM_SERVICE_ACCOUNT_FILE) are files of mounted
+  Secrets its user can read and others cannot, and APNs' key file, key id and team id come
+  together (notifier refuses one without the others);
 - the compose file: the services run read-only, as non-root, without capabilities; only the
-  gateway publishes a port; images are pinned;
+  gateway publishes a port; images are pinned; two replicas of each scaled service, all named
+  in the gateway's upstream lists; push key files are mounted secrets;
 - the Dockerfile: multi-stage with a cached dependency step, pinned base images, a non-root
-  final stage.
+  final stage holding every binary the manifests run.
 
 Before the real manifests, the checker is run on deliberately broken copies to show that it
-rejects them. Prints one line per failure naming the object and the rule, then
+rejects them (`--list-mutations` prints them). Prints one line per failure naming the object and the rule, then
 `N passed, M failed`; exits 1 if anything failed. Needs PyYAML.
 """
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 import sys
 from pathlib import Path
@@ -43,7 +56,16 @@ import yaml
 POD_WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
 LONG_RUNNING = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}
 SCALABLE = {"Deployment", "StatefulSet"}
-UPSTREAM_VARS = ("CALLS_API_UPSTREAMS", "SIGNALING_UPSTREAMS")
+UPSTREAM_VARS = ("CALLS_API_UPSTREAMS", "SIGNALING_UPSTREAMS", "NOTIFIER_UPSTREAMS")
+# The services of the base and their kinds; every binary the image must hold.
+SERVICES = {
+    "gateway": "Deployment",
+    "calls-api": "StatefulSet",
+    "signaling": "StatefulSet",
+    "media-token": "Deployment",
+    "notifier": "StatefulSet",
+}
+BINARIES = ("gateway", "calls-api", "signaling", "media-token", "notifier", "calls-backend")
 
 
 class Checks:
@@ -246,6 +268,230 @@ def check_network(docs: list[dict], checks: Checks) -> None:
         checks.expect(bool(allowing), name_of(doc), "is selected by a NetworkPolicy that allows its own flows")
 
 
+def check_services_present(docs: list[dict], checks: Checks) -> None:
+    """Every service runs, with a disruption budget and, where the overlay autoscales, an autoscaler."""
+    hpas = [d for d in docs if d.get("kind") == "HorizontalPodAutoscaler"]
+    pdbs = [d for d in docs if d.get("kind") == "PodDisruptionBudget"]
+    for name, kind in SERVICES.items():
+        doc = next((d for d in docs if d.get("kind") == kind and d["metadata"]["name"] == name), None)
+        if not checks.expect(doc is not None, "overlay", f"runs {name} ({kind})"):
+            continue
+        labels = pod_labels(doc)
+        checks.expect(any(selects((p.get("spec") or {}).get("selector"), labels) for p in pdbs),
+                      name_of(doc), "has a PodDisruptionBudget")
+        if hpas:
+            checks.expect(replicas_and_hpa(doc, hpas)[1] is not None, name_of(doc),
+                          "has a HorizontalPodAutoscaler (the overlay autoscales its services)")
+
+
+# --- NetworkPolicy evaluation -----------------------------------------------------------------
+#
+# An endpoint is a pod (its namespace's labels, its own labels, whether it is in the namespace
+# the manifests deploy to) or an address outside the cluster. The rules are Kubernetes': a pod
+# selected by no policy of a direction is open in that direction; once selected, a connection
+# needs a rule of one of those policies that admits the peer and the port; a connection needs
+# the source's egress and the destination's ingress. Only sources and destinations in the
+# deployed namespace have policies here (Prometheus' namespace is someone else's).
+
+MONITORING_NS = {"kubernetes.io/metadata.name": "monitoring", "calls-backend/monitoring": "true"}
+OTHER_NS = {"kubernetes.io/metadata.name": "elsewhere"}
+# Outside addresses standing for the push services and a webhook endpoint (Apple's 17.0.0.0/8,
+# a Google front end, a documentation address), and anything else.
+OUTSIDE = {
+    "APNs (api.push.apple.com)": "17.188.143.34",
+    "FCM (fcm.googleapis.com)": "142.250.74.42",
+    "a webhook endpoint": "203.0.113.7",
+}
+
+
+def pod(labels: dict, ns_labels: dict, inside: bool = True) -> dict:
+    return {"pod": True, "labels": labels, "ns": ns_labels, "inside": inside}
+
+
+def address(ip: str) -> dict:
+    return {"pod": False, "ip": ip, "inside": False}
+
+
+def describe(endpoint: dict) -> str:
+    if not endpoint["pod"]:
+        return endpoint["ip"]
+    labels = endpoint["labels"]
+    return labels.get("app.kubernetes.io/name") or ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def namespace_labels(docs: list[dict]) -> dict:
+    for d in docs:
+        if d.get("kind") == "Namespace":
+            return {"kubernetes.io/metadata.name": d["metadata"]["name"], **(d["metadata"].get("labels") or {})}
+    return {"kubernetes.io/metadata.name": "default"}
+
+
+def peer_admits(peer: dict, endpoint: dict) -> bool:
+    if "ipBlock" in peer:
+        if endpoint["pod"]:
+            return False  # pod addresses in ipBlocks are implementation-defined; the manifests never rely on them
+        block = peer["ipBlock"]
+        ip = ipaddress.ip_address(endpoint["ip"])
+        if ip not in ipaddress.ip_network(block["cidr"]):
+            return False
+        return not any(ip in ipaddress.ip_network(e) for e in block.get("except") or [])
+    if not endpoint["pod"]:
+        return False
+    ns_sel, pod_sel = peer.get("namespaceSelector"), peer.get("podSelector")
+    if ns_sel is None and not endpoint["inside"]:
+        return False
+    if ns_sel is not None and not selects(ns_sel, endpoint["ns"]):
+        return False
+    return pod_sel is None or selects(pod_sel, endpoint["labels"])
+
+
+def ports_admit(ports: list | None, port: int) -> bool:
+    if not ports:
+        return True
+    for p in ports:
+        if p.get("protocol", "TCP") != "TCP":
+            continue
+        first, last = p.get("port"), p.get("endPort")
+        if first is None or first == port or (last is not None and isinstance(first, int) and first <= port <= last):
+            return True
+    return False
+
+
+def policy_allows(docs: list[dict], subject: dict, direction: str, peer: dict, port: int) -> bool:
+    """Whether the policies selecting `subject` (a pod inside) let it talk to `peer` on `port`."""
+    key, peers_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+    selecting = []
+    for p in docs:
+        if p.get("kind") != "NetworkPolicy":
+            continue
+        spec = p.get("spec") or {}
+        types = spec.get("policyTypes") or (["Ingress"] + (["Egress"] if spec.get("egress") else []))
+        if direction in types and selects(spec.get("podSelector") or {}, subject["labels"]):
+            selecting.append(spec)
+    if not selecting:
+        return True
+    for spec in selecting:
+        for rule in spec.get(key) or []:
+            peers = rule.get(peers_key)
+            if (not peers or any(peer_admits(x, peer) for x in peers)) and ports_admit(rule.get("ports"), port):
+                return True
+    return False
+
+
+def reachable(docs: list[dict], source: dict, dest: dict, port: int) -> bool:
+    if source["inside"] and not policy_allows(docs, source, "Egress", dest, port):
+        return False
+    return not dest["inside"] or policy_allows(docs, dest, "Ingress", source, port)
+
+
+def check_flows(docs: list[dict], checks: Checks) -> None:
+    """The connections the design needs are allowed, and notifier's stay as narrow as they can."""
+    ns = namespace_labels(docs)
+    workloads = {d["metadata"]["name"]: d for d in docs if d.get("kind") in SCALABLE}
+    config = config_values(docs)
+    gateway = workloads.get("gateway")
+    prometheus = pod({"app.kubernetes.io/name": "prometheus"}, MONITORING_NS, inside=False)
+
+    # The gateway reaches every pod it is told about, on the port of its URL.
+    for var in UPSTREAM_VARS:
+        for url in (config.get(var) or "").split(","):
+            m = re.fullmatch(r"https?://([^/:.]+)-\d+\.[^/:]+:(\d+)/?", url.strip())
+            if not m or gateway is None or m.group(1) not in workloads:
+                continue
+            target = workloads[m.group(1)]
+            ok = reachable(docs, pod(pod_labels(gateway), ns), pod(pod_labels(target), ns), int(m.group(2)))
+            checks.expect(ok, name_of(target), f"gateway reaches {m.group(1)} on {m.group(2)} ({var})")
+            break
+
+    # Prometheus reaches every port it is told to scrape.
+    for doc in docs:
+        annotations = ((doc.get("spec") or {}).get("template", {}).get("metadata") or {}).get("annotations") or {}
+        port = annotations.get("prometheus.io/port")
+        if pod_spec(doc) is None or port is None:
+            continue
+        checks.expect(reachable(docs, prometheus, pod(pod_labels(doc), ns), int(port)), name_of(doc),
+                      f"Prometheus reaches its metrics port {port} (a namespace labelled calls-backend/monitoring)")
+
+    notifier, calls_api = workloads.get("notifier"), workloads.get("calls-api")
+    if notifier is None:
+        return
+    me = pod(pod_labels(notifier), ns)
+    obj = name_of(notifier)
+    port = int(str(config.get("NOTIFIER_LISTEN", ":8083")).rsplit(":", 1)[1])
+    for intruder in (pod({"app.kubernetes.io/name": "debug-shell"}, ns),
+                     pod({"app.kubernetes.io/name": "debug-shell"}, OTHER_NS, inside=False)):
+        where = "its namespace" if intruder["inside"] else "another namespace"
+        checks.expect(not reachable(docs, intruder, me, port), obj,
+                      f"admits no other pod than the gateway and Prometheus on {port}", f"a pod of {where} got in")
+    for what, ip in OUTSIDE.items():
+        checks.expect(reachable(docs, me, address(ip), 443), obj, f"reaches {what} on TCP 443")
+    # Outside, nothing but HTTPS and the datastores' ports.
+    for other in (22, 25, 80, 8080):
+        checks.expect(not reachable(docs, me, address(OUTSIDE["a webhook endpoint"]), other), obj,
+                      f"reaches nothing outside on port {other} (only 443 and its datastores)")
+    if calls_api is None:
+        return
+    # Its datastores are calls-api's: every Postgres and NATS calls-api may reach (pods of the
+    # manifests, pods that policies name such as CloudNativePG's, or outside addresses).
+    candidates = [pod(pod_labels(d), ns) for d in docs if pod_spec(d) is not None]
+    candidates += [pod(dict(((p.get("spec") or {}).get("podSelector") or {}).get("matchLabels") or {}), ns)
+                   for p in docs if p.get("kind") == "NetworkPolicy"
+                   and ((p.get("spec") or {}).get("podSelector") or {}).get("matchLabels")]
+    candidates += [address(OUTSIDE["a webhook endpoint"]), address("10.20.30.40")]
+    api = pod(pod_labels(calls_api), ns)
+    for store_port, store in ((5432, "Postgres"), (4222, "NATS")):
+        stores = [c for c in candidates if reachable(docs, api, c, store_port)]
+        checks.expect(bool(stores), name_of(calls_api), f"reaches a {store} on {store_port}")
+        for dest in stores:
+            checks.expect(reachable(docs, me, dest, store_port), obj,
+                          f"reaches {store} at {describe(dest)} on {store_port}, as calls-api does")
+
+
+def check_push_credentials(docs: list[dict], checks: Checks) -> None:
+    """notifier's key files are Secret files only its user reads; APNs' settings come together."""
+    maps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"}
+    for doc in docs:
+        spec = pod_spec(doc)
+        if spec is None:
+            continue
+        for c in spec.get("containers") or []:
+            if str((c.get("command") or [""])[0]).rsplit("/", 1)[-1] != "notifier":
+                continue
+            where = f"{name_of(doc)} container {c.get('name')}"
+            values = {}
+            for source in c.get("envFrom") or []:
+                values.update(maps.get((source.get("configMapRef") or {}).get("name"), {}))
+            values.update({e.get("name"): e.get("value") for e in c.get("env") or []})
+            apns = ("APNS_KEY_FILE", "APNS_KEY_ID", "APNS_TEAM_ID")
+            present = [v for v in apns if v in values]
+            checks.expect(len(present) in (0, len(apns)), where,
+                          "gets APNS_KEY_FILE, APNS_KEY_ID and APNS_TEAM_ID together (notifier refuses one without the others)",
+                          ", ".join(present))
+            if "APNS_ENVIRONMENT" in values:
+                checks.expect(values["APNS_ENVIRONMENT"] in ("production", "sandbox"), where,
+                              "APNS_ENVIRONMENT is production or sandbox", str(values["APNS_ENVIRONMENT"]))
+            volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+            pod_sc = spec.get("securityContext") or {}
+            for var in ("APNS_KEY_FILE", "FCM_SERVICE_ACCOUNT_FILE"):
+                path = values.get(var)
+                if path is None:
+                    continue
+                mount = next((m for m in c.get("volumeMounts") or []
+                              if str(path).startswith(m.get("mountPath", "").rstrip("/") + "/")), None)
+                secret = (volumes.get(mount.get("name")) or {}).get("secret") if mount else None
+                items = (secret or {}).get("items")
+                inside = str(path)[len(mount["mountPath"].rstrip("/")) + 1:] if mount else ""
+                ok = bool(secret) and mount.get("readOnly") is True and (not items or any(i.get("path") == inside for i in items))
+                checks.expect(ok, where, f"{var} is a file of a Secret mounted read-only", str(path))
+                if secret:
+                    mode = next((i.get("mode") for i in items or [] if i.get("path") == inside), None)
+                    mode = mode if mode is not None else secret.get("defaultMode", 0o644)
+                    user_reads = pod_sc.get("fsGroup") is not None and mode & 0o040
+                    checks.expect(bool(user_reads) and not mode & 0o007, where,
+                                  f"{var} is readable by the service (group fsGroup) and by no one else",
+                                  f"mode {mode:o}, fsGroup {pod_sc.get('fsGroup')}")
+
+
 def config_values(docs: list[dict]) -> dict:
     values: dict = {}
     for doc in docs:
@@ -294,13 +540,15 @@ def check_upstreams(docs: list[dict], checks: Checks) -> None:
 # What each binary cannot start without (docs/configuration.md): variables that must reach the
 # container from `env` or from a ConfigMap it loads with `envFrom`.
 REQUIRED_ENV = {
-    "gateway": ["CALLS_API_UPSTREAMS", "SIGNALING_UPSTREAMS"],
+    # NOTIFIER_UPSTREAMS is optional to the binary (devices answer 503 without it), not here.
+    "gateway": ["CALLS_API_UPSTREAMS", "SIGNALING_UPSTREAMS", "NOTIFIER_UPSTREAMS"],
     "calls-api": ["DATABASE_URL", "NATS_URL", "MEDIA_TOKEN_URL", "MEDIA_TOKEN_SERVICE_TOKEN"],
     "calls-api migrate": ["DATABASE_URL"],
     "signaling": ["NATS_URL"],
     "media-token serve": ["MEDIA_TOKEN_SERVICE_TOKENS"],
+    "notifier": ["DATABASE_URL", "NATS_URL"],
 }
-NEEDS_JWT = {"gateway", "calls-api", "signaling"}
+NEEDS_JWT = {"gateway", "calls-api", "signaling", "notifier"}
 
 
 def check_env(docs: list[dict], checks: Checks) -> None:
@@ -369,6 +617,9 @@ def check_documents(docs: list[dict]) -> Checks:
     check_metrics_ports(docs, checks)
     check_upstreams(docs, checks)
     check_env(docs, checks)
+    check_services_present(docs, checks)
+    check_flows(docs, checks)
+    check_push_credentials(docs, checks)
     return checks
 
 
@@ -391,14 +642,38 @@ def check_compose(compose: dict) -> Checks:
     checks.expect(bool((services.get("gateway") or {}).get("ports")), "compose service gateway", "publishes its port")
     for need in ("postgres", "nats", "migrate", "media-token", "gateway"):
         checks.expect(need in services, "compose", f"has the {need} service")
-    for prefix in ("calls-api", "signaling"):
+    for prefix in ("calls-api", "signaling", "notifier"):
         count = sum(1 for n in services if n.startswith(prefix + "-"))
         checks.expect(count >= 2, "compose", f"runs at least two {prefix} replicas", str(count))
+    # The gateway is told about every replica, and only about services that exist.
+    gateway_env = (services.get("gateway") or {}).get("environment") or {}
+    for var, prefix in zip(UPSTREAM_VARS, ("calls-api", "signaling", "notifier")):
+        hosts = [re.sub(r"^https?://|[:/].*$", "", u.strip()) for u in str(gateway_env.get(var) or "").split(",") if u.strip()]
+        replicas = sorted(n for n in services if n.startswith(prefix + "-"))
+        checks.expect(sorted(hosts) == replicas, "compose service gateway", f"{var} names every {prefix} service",
+                      f"{', '.join(hosts) or 'unset'} for {', '.join(replicas)}")
+    for name, svc in services.items():
+        command = " ".join(str(c).rsplit("/", 1)[-1] for c in (svc.get("command") or [])[:1])
+        if command != "notifier":
+            continue
+        obj = f"compose service {name}"
+        env = svc.get("environment") or {}
+        for var in ("DATABASE_URL", "NATS_URL"):
+            checks.expect(bool(env.get(var)), obj, f"gets {var} (notifier needs it)")
+        keys = set(env) & {"JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "JWT_JWKS_URL"}
+        checks.expect(len(keys) == 1, obj, "gets exactly one of JWT_SECRET, JWT_PUBLIC_KEY_FILE and JWT_JWKS_URL")
+        apns = [v for v in ("APNS_KEY_FILE", "APNS_KEY_ID", "APNS_TEAM_ID") if env.get(v)]
+        checks.expect(len(apns) in (0, 3), obj, "gets APNS_KEY_FILE, APNS_KEY_ID and APNS_TEAM_ID together", ", ".join(apns))
+        targets = {s.get("target") or f"/run/secrets/{s.get('source')}" for s in svc.get("secrets") or []}
+        for var in ("APNS_KEY_FILE", "FCM_SERVICE_ACCOUNT_FILE"):
+            if env.get(var):
+                checks.expect(env[var] in targets, obj, f"{var} is a secret mounted in the service", env[var])
     return checks
 
 
-def check_dockerfile(text: str) -> Checks:
-    """Multi-stage, pinned base images, a non-root final stage."""
+def check_dockerfile(text: str, binaries: set[str] | frozenset[str] = frozenset()) -> Checks:
+    """Multi-stage, pinned base images, a non-root final stage, every binary `binaries` names
+    (the services', and those the manifests run) built into it."""
     checks = Checks()
     lines = [l.strip() for l in text.splitlines() if l.strip() and not l.strip().startswith("#")]
     args = {}
@@ -421,6 +696,9 @@ def check_dockerfile(text: str) -> Checks:
                   "final stage runs as a non-root USER", users[-1] if users else "no USER")
     checks.expect(any("cargo chef cook" in l for l in lines), "Dockerfile",
                   "builds the dependencies in their own cached step (cargo chef cook)")
+    copied = set(re.findall(r"target/release/([A-Za-z0-9_-]+)", text))
+    for binary in sorted(set(BINARIES) | set(binaries)):
+        checks.expect(binary in copied, "Dockerfile", f"the image holds the {binary} binary (target/release/{binary})")
     return checks
 
 
@@ -441,7 +719,8 @@ def first_workload(docs: list[dict], kind: str) -> dict:
 
 
 def mutations(docs: list[dict]):
-    """(description, expected failure substring, broken copy of docs)."""
+    """(description, expected failure: a substring, or a tuple of substrings all in one failure
+    line, broken copy of docs)."""
 
     def broken(fn):
         copied = copy.deepcopy(docs)
@@ -526,23 +805,217 @@ def mutations(docs: list[dict]):
 
     yield ("signaling without NATS_URL", "gets NATS_URL", broken(no_nats))
 
+    # --- notifier: the same rules as the other services, shown to bite on it -----------------
+    if not any(d.get("kind") == "StatefulSet" and d["metadata"]["name"] == "notifier" for d in docs):
+        return
+    notifier = "StatefulSet/", "/notifier"
+
+    def n_container(d):
+        return container(d, "StatefulSet", "notifier")
+
+    def n_pod(d):
+        return find(d, "StatefulSet", "notifier")["spec"]["template"]["spec"]
+
+    yield ("notifier without a readiness probe", (*notifier, "has a readinessProbe"),
+           broken(lambda d: n_container(d).pop("readinessProbe")))
+    yield ("notifier without a liveness probe", (*notifier, "has a livenessProbe"),
+           broken(lambda d: n_container(d).pop("livenessProbe")))
+    yield ("notifier's readiness probe on an undeclared port", (*notifier, "readinessProbe targets a declared"),
+           broken(lambda d: n_container(d)["readinessProbe"]["httpGet"].__setitem__("port", 9999)))
+    yield ("notifier without a memory limit", (*notifier, "resources.limits.memory set"),
+           broken(lambda d: n_container(d)["resources"]["limits"].pop("memory")))
+    yield ("notifier without a CPU request", (*notifier, "resources.requests.cpu set"),
+           broken(lambda d: n_container(d)["resources"]["requests"].pop("cpu")))
+
+    def n_root(d):
+        n_container(d)["securityContext"]["runAsUser"] = 0
+
+    yield ("notifier running as uid 0", (*notifier, "runs as non-root"), broken(n_root))
+    yield ("notifier with a writable root filesystem", (*notifier, "readOnlyRootFilesystem true"),
+           broken(lambda d: n_container(d)["securityContext"].__setitem__("readOnlyRootFilesystem", False)))
+    yield ("notifier keeping its capabilities", (*notifier, "drops ALL capabilities"),
+           broken(lambda d: n_container(d)["securityContext"].pop("capabilities")))
+    yield ("notifier on :latest", (*notifier, "image pinned"),
+           broken(lambda d: n_container(d).__setitem__("image", "calls-backend:latest")))
+
+    def n_no_pdb(d):
+        labels = pod_labels(find(d, "StatefulSet", "notifier"))
+        d[:] = [x for x in d if not (x.get("kind") == "PodDisruptionBudget" and selects(x["spec"].get("selector"), labels))]
+
+    yield ("notifier without a PodDisruptionBudget", (*notifier, "has a PodDisruptionBudget"), broken(n_no_pdb))
+    yield ("no notifier at all", "runs notifier",
+           broken(lambda d: d.__setitem__(slice(None), [x for x in d if not (x.get("kind") == "StatefulSet" and x["metadata"]["name"] == "notifier")])))
+    if any(h.get("kind") == "HorizontalPodAutoscaler" for h in docs):
+        yield ("notifier without its HorizontalPodAutoscaler", (*notifier, "has a HorizontalPodAutoscaler"),
+               broken(lambda d: d.__setitem__(slice(None), [x for x in d if not (x.get("kind") == "HorizontalPodAutoscaler" and x["metadata"]["name"] == "notifier")])))
+        yield ("replicas on the autoscaled notifier", (*notifier, "sets no replicas of its own"),
+               broken(lambda d: find(d, "StatefulSet", "notifier")["spec"].__setitem__("replicas", 3)))
+
+        def n_no_spread(d):
+            spec = n_pod(d)
+            spec.pop("affinity", None)
+            spec.pop("topologySpreadConstraints", None)
+
+        if n_pod(docs).get("affinity") or n_pod(docs).get("topologySpreadConstraints"):
+            yield ("notifier's replicas not spread", (*notifier, "spreads its"), broken(n_no_spread))
+
+    def short_notifier(d):
+        for x in d:
+            if x.get("kind") == "ConfigMap" and "NOTIFIER_UPSTREAMS" in (x.get("data") or {}):
+                x["data"]["NOTIFIER_UPSTREAMS"] = x["data"]["NOTIFIER_UPSTREAMS"].split(",")[0]
+        find(d, "StatefulSet", "notifier")["spec"]["replicas"] = 2
+
+    yield ("gateway upstreams missing notifier pods", "NOTIFIER_UPSTREAMS lists every pod", broken(short_notifier))
+
+    def no_notifier_upstreams(d):
+        for x in d:
+            if x.get("kind") == "ConfigMap":
+                (x.get("data") or {}).pop("NOTIFIER_UPSTREAMS", None)
+
+    yield ("a gateway without NOTIFIER_UPSTREAMS", ("gateway", "gets NOTIFIER_UPSTREAMS"), broken(no_notifier_upstreams))
+
+    def n_no_database(d):
+        c = n_container(d)
+        c["env"] = [e for e in c.get("env") or [] if e.get("name") != "DATABASE_URL"]
+
+    yield ("notifier without DATABASE_URL", (*notifier, "gets DATABASE_URL"), broken(n_no_database))
+
+    def n_two_jwt(d):
+        n_container(d)["env"] += [{"name": "JWT_JWKS_URL", "value": "https://example.com/jwks.json"},
+                                  {"name": "JWT_SECRET", "value": "x" * 32}]
+
+    yield ("notifier given two JWT key sources", (*notifier, "exactly one of JWT_SECRET"), broken(n_two_jwt))
+
+    # Its NetworkPolicies.
+    def policies_of(d, name):
+        labels = pod_labels(find(d, *(("Deployment", name) if name == "gateway" else ("StatefulSet", name))))
+        return [x for x in d if x.get("kind") == "NetworkPolicy"
+                and (x["spec"].get("podSelector") or {}) != {} and selects(x["spec"]["podSelector"], labels)]
+
+    def cut_egress(d, name, port):
+        """`name` loses every egress rule for `port` (and its place in shared policies)."""
+        for x in policies_of(d, name):
+            sel = x["spec"]["podSelector"]
+            for expr in sel.get("matchExpressions") or []:
+                if expr.get("operator") == "In" and name in (expr.get("values") or []):
+                    expr["values"] = [v for v in expr["values"] if v != name]
+            if (sel.get("matchLabels") or {}).get("app.kubernetes.io/name") == name:
+                x["spec"]["egress"] = [r for r in x["spec"].get("egress") or []
+                                       if not any(p.get("port") == port for p in r.get("ports") or [])]
+
+    yield ("a gateway that may not connect to notifier", (*notifier, "gateway reaches notifier"),
+           broken(lambda d: cut_egress(d, "gateway", 8083)))
+
+    def n_ingress(d, rules):
+        for x in policies_of(d, "notifier"):
+            if x["spec"].get("ingress"):
+                x["spec"]["ingress"] = rules(x["spec"]["ingress"])
+
+    def only_monitoring(rules):
+        for r in rules:
+            r["from"] = [p for p in r.get("from") or [] if "namespaceSelector" in p]
+        return rules
+
+    yield ("notifier closed to the gateway", (*notifier, "gateway reaches notifier"),
+           broken(lambda d: n_ingress(d, only_monitoring)))
+
+    def only_gateway(rules):
+        for r in rules:
+            r["from"] = [p for p in r.get("from") or [] if "namespaceSelector" not in p]
+        return rules
+
+    yield ("notifier closed to Prometheus", (*notifier, "Prometheus reaches its metrics port"),
+           broken(lambda d: n_ingress(d, only_gateway)))
+    yield ("notifier open to every pod", (*notifier, "admits no other pod"),
+           broken(lambda d: n_ingress(d, lambda rules: [{"ports": [{"protocol": "TCP", "port": 8083}]}])))
+    yield ("notifier without egress on 443", (*notifier, "reaches APNs"), broken(lambda d: cut_egress(d, "notifier", 443)))
+    yield ("notifier allowed out on every port", (*notifier, "reaches nothing outside on port 80"),
+           broken(lambda d: policies_of(d, "notifier")[0]["spec"].setdefault("egress", []).append({})))
+    yield ("notifier cut off from Postgres", (*notifier, "on 5432, as calls-api does"),
+           broken(lambda d: cut_egress(d, "notifier", 5432)))
+    yield ("notifier cut off from NATS", (*notifier, "on 4222, as calls-api does"),
+           broken(lambda d: cut_egress(d, "notifier", 4222)))
+
+    # Push credentials.
+    def apns_ids_without_key(d):
+        c = n_container(d)
+        c["env"] = [e for e in c.get("env") or [] if e.get("name") != "APNS_KEY_FILE"]
+        for x in d:
+            if x.get("kind") == "ConfigMap":
+                x.setdefault("data", {}).update({"APNS_KEY_ID": "ABC123DEFG", "APNS_TEAM_ID": "DEF123GHIJ"})
+
+    yield ("APNs ids without the key file", (*notifier, "APNS_TEAM_ID together"), broken(apns_ids_without_key))
+    yield ("an APNS_ENVIRONMENT notifier refuses", (*notifier, "APNS_ENVIRONMENT is production or sandbox"),
+           broken(lambda d: n_container(d)["env"].append({"name": "APNS_ENVIRONMENT", "value": "development"})))
+    values = {e.get("name") for e in n_container(docs).get("env") or []}
+    for var in ("APNS_KEY_FILE", "FCM_SERVICE_ACCOUNT_FILE"):
+        if var not in values:
+            continue
+
+        def unmounted(d, var=var):
+            path = next(e["value"] for e in n_container(d)["env"] if e.get("name") == var)
+            c = n_container(d)
+            c["volumeMounts"] = [m for m in c["volumeMounts"] if not path.startswith(m["mountPath"].rstrip("/") + "/")]
+
+        def world_readable(d, var=var):
+            path = next(e["value"] for e in n_container(d)["env"] if e.get("name") == var)
+            mount = next(m for m in n_container(d)["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/"))
+            volume = next(v for v in n_pod(d)["volumes"] if v["name"] == mount["name"])
+            volume["secret"]["defaultMode"] = 0o644
+
+        yield (f"{var} not mounted", (*notifier, f"{var} is a file of a Secret mounted read-only"), broken(unmounted))
+        yield (f"{var} readable by everyone", (*notifier, f"{var} is readable by the service"), broken(world_readable))
+        yield (f"{var} unreadable without fsGroup", (*notifier, f"{var} is readable by the service"),
+               broken(lambda d: n_pod(d)["securityContext"].pop("fsGroup")))
+
+
+def reports(failures: list[str], expected: str | tuple[str, ...]) -> bool:
+    wanted = (expected,) if isinstance(expected, str) else expected
+    return any(all(w in f for w in wanted) for f in failures)
+
 
 def self_test(docs: list[dict], label: str, report: Checks) -> None:
     for description, expected, broken in mutations(docs):
-        found = [f for f in check_documents(broken).failures if expected in f]
+        found = reports(check_documents(broken).failures, expected)
         report.expect(bool(found), f"self-test on {label}", f"rejects {description}",
                       "the checker did not report it")
 
 
-def compose_self_test(compose: dict, report: Checks) -> None:
-    broken = copy.deepcopy(compose)
-    broken["services"]["signaling-1"]["ports"] = ["8082:8082"]
-    found = [f for f in check_compose(broken).failures if "publishes no port" in f]
-    report.expect(bool(found), "self-test on compose", "rejects a published signaling port")
-    broken = copy.deepcopy(compose)
-    broken["services"]["gateway"]["read_only"] = False
-    found = [f for f in check_compose(broken).failures if "read_only" in f]
-    report.expect(bool(found), "self-test on compose", "rejects a writable gateway")
+def compose_mutations(compose: dict):
+    """(description, expected failure, broken copy of the compose file), as for the manifests."""
+
+    def broken(fn):
+        copied = copy.deepcopy(compose)
+        fn(copied["services"])
+        return copied
+
+    yield ("a published signaling port", "publishes no port",
+           broken(lambda s: s["signaling-1"].__setitem__("ports", ["8082:8082"])))
+    yield ("a writable gateway", "read_only", broken(lambda s: s["gateway"].__setitem__("read_only", False)))
+    yield ("a notifier running as root", ("notifier-1", "runs as non-root"),
+           broken(lambda s: s["notifier-1"].__setitem__("user", "0:0")))
+    yield ("a published notifier port", ("notifier-2", "publishes no port"),
+           broken(lambda s: s["notifier-2"].__setitem__("ports", ["8083:8083"])))
+    yield ("one notifier", "runs at least two notifier replicas", broken(lambda s: s.pop("notifier-2")))
+
+    def forgotten(s):
+        env = s["gateway"]["environment"]
+        env["NOTIFIER_UPSTREAMS"] = env["NOTIFIER_UPSTREAMS"].split(",")[0]
+
+    yield ("a notifier the gateway does not know", "NOTIFIER_UPSTREAMS names every notifier service", broken(forgotten))
+    yield ("a notifier without NATS_URL", ("notifier-1", "gets NATS_URL"),
+           broken(lambda s: s["notifier-1"]["environment"].pop("NATS_URL")))
+    if (compose["services"]["notifier-1"].get("environment") or {}).get("APNS_KEY_FILE"):
+        yield ("an APNs key that is not a mounted secret", ("notifier-1", "APNS_KEY_FILE is a secret"),
+               broken(lambda s: s["notifier-1"].__setitem__("secrets", [])))
+        yield ("APNs without its team id", ("notifier-2", "together"),
+               broken(lambda s: s["notifier-2"]["environment"].pop("APNS_TEAM_ID")))
+
+
+def compose_self_test(compose: dict, label: str, report: Checks) -> None:
+    for description, expected, broken in compose_mutations(compose):
+        report.expect(reports(check_compose(broken).failures, expected), f"self-test on {label}",
+                      f"rejects {description}", "the checker did not report it")
 
 
 def dockerfile_self_test(text: str, report: Checks) -> None:
@@ -552,24 +1025,31 @@ def dockerfile_self_test(text: str, report: Checks) -> None:
     latest = re.sub(r"(?m)^ARG RUNTIME_IMAGE=.*$", "ARG RUNTIME_IMAGE=debian:latest", text)
     report.expect(any("pinned" in f for f in check_dockerfile(latest).failures),
                   "self-test on Dockerfile", "rejects a base image on :latest")
+    without = text.replace("target/release/notifier", "")
+    report.expect(any("notifier binary" in f for f in check_dockerfile(without).failures),
+                  "self-test on Dockerfile", "rejects an image without the notifier binary")
 
 
 def main(argv: list[str]) -> int:
     dockerfile_path = None
-    compose_path = None
+    compose_paths = []
     files = []
+    list_only = False
     args = iter(argv)
     for arg in args:
         if arg == "--compose":
-            compose_path = next(args, None)
+            compose_paths.append(next(args, None))
         elif arg == "--dockerfile":
             dockerfile_path = next(args, None)
+        elif arg == "--list-mutations":
+            list_only = True
         else:
             files.append(arg)
     if not files:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     total = Checks()
+    binaries: set[str] = set()
 
     def merge(result: Checks, label: str) -> None:
         total.passed += result.passed
@@ -579,22 +1059,38 @@ def main(argv: list[str]) -> int:
     for path in files:
         label = Path(path).stem
         docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+        if list_only:
+            for description, expected, _ in mutations(docs):
+                print(f"{label}: rejects {description} -> {expected}")
+            continue
+        for doc in docs:
+            for c in (pod_spec(doc) or {}).get("containers") or []:
+                command = str((c.get("command") or [""])[0])
+                if command.startswith("/usr/local/bin/"):
+                    binaries.add(command.rsplit("/", 1)[1])
         selftest = Checks()
         self_test(docs, label, selftest)
         merge(selftest, f"{label} (self-test)")
         merge(check_documents(docs), label)
-    if compose_path:
-        compose = yaml.safe_load(Path(compose_path).read_text())
+    for path in compose_paths:
+        label = Path(path).stem
+        compose = yaml.safe_load(Path(path).read_text())
+        if list_only:
+            for description, expected, _ in compose_mutations(compose):
+                print(f"{label}: rejects {description} -> {expected}")
+            continue
         selftest = Checks()
-        compose_self_test(compose, selftest)
-        merge(selftest, "compose (self-test)")
-        merge(check_compose(compose), "compose")
+        compose_self_test(compose, label, selftest)
+        merge(selftest, f"{label} (self-test)")
+        merge(check_compose(compose), label)
+    if list_only:
+        return 0
     if dockerfile_path:
         text = Path(dockerfile_path).read_text()
         selftest = Checks()
         dockerfile_self_test(text, selftest)
         merge(selftest, "Dockerfile (self-test)")
-        merge(check_dockerfile(text), "Dockerfile")
+        merge(check_dockerfile(text, binaries), "Dockerfile")
     for failure in total.failures:
         print(f"FAIL {failure}")
     print(f"{total.passed} passed, {len(total.failures)} failed")
