@@ -116,6 +116,37 @@ async fn an_acknowledged_event_is_not_delivered_again_after_a_restart_but_an_una
 }
 
 #[tokio::test]
+async fn a_widened_filter_applies_to_the_existing_consumer_which_keeps_its_position() {
+    let n = Nats::start().await;
+    let mut narrow = n.options(WAIT);
+    narrow.filter_subjects = vec![format!("{}.evt.user.>", n.s.prefix())];
+    n.publish(&n.s.call_events("c1"), "c0").await;
+    n.publish(&n.s.user_events("bob"), "u1").await;
+    {
+        let mut consumer = n.bus.durable_consumer(&narrow).await.unwrap();
+        let m = next(&mut consumer).await;
+        assert_eq!(
+            m.message.payload, "u1",
+            "the narrow filter skips the call event"
+        );
+        m.ack().await.unwrap();
+    }
+    // The upgrade: the same durable now wants call events too.
+    n.publish(&n.s.call_events("c1"), "c2").await;
+    n.publish(&n.s.user_events("bob"), "u3").await;
+    let mut wide = n.bus.durable_consumer(&n.options(WAIT)).await.unwrap();
+    let (a, b) = (next(&mut wide).await, next(&mut wide).await);
+    assert_eq!(
+        (a.message.payload.clone(), b.message.payload.clone()),
+        (Bytes::from("c2"), Bytes::from("u3")),
+        "call events are delivered under the new filter, and nothing before is sent again"
+    );
+    a.ack().await.unwrap();
+    b.ack().await.unwrap();
+    n.stop().await;
+}
+
+#[tokio::test]
 async fn replicas_sharing_a_durable_name_each_get_every_event_once_between_them() {
     let n = Nats::start().await;
     let options = n.options(WAIT);

@@ -202,8 +202,9 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
-/// The complete router; `ready` is the readiness check behind `/readyz`.
-pub fn router<F, Fut>(state: AppState, max_body_bytes: usize, ready: F) -> Router
+/// The complete router: the device API, `internal` (the internal API, kept out of the API
+/// document), docs and health; `ready` is the readiness check behind `/readyz`.
+pub fn router<F, Fut>(state: AppState, internal: Router, max_body_bytes: usize, ready: F) -> Router
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
@@ -215,6 +216,7 @@ where
             axum::routing::put(register).delete(remove),
         )
         .with_state(state)
+        .merge(internal)
         .layer(axum::middleware::from_fn_with_state(
             "notifier",
             common::telemetry::observe_http,
