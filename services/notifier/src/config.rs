@@ -64,7 +64,7 @@ pub struct Config {
 pub struct WebhookConfig {
     /// An endpoint that receives every call event (the one-line setup; more endpoints through
     /// the internal API). Kept as the endpoint with id `env`.
-    #[arg(long = "webhook-url", env = "WEBHOOK_URL")]
+    #[arg(id = "webhook-url", long = "webhook-url", env = "WEBHOOK_URL")]
     pub url: Option<String>,
     /// The signing secret of `WEBHOOK_URL`: `whsec_<base64 of 24 to 64 random bytes>`; several,
     /// separated by spaces, while rotating (every delivery is signed with each).
@@ -76,26 +76,26 @@ pub struct WebhookConfig {
     pub secret: Option<Secret>,
     /// How long a delivery the endpoint does not accept is retried before it is dead-lettered,
     /// in hours (fractions allowed: 0.01 is 36 seconds).
-    #[arg(long = "webhook-retry-hours", env = "WEBHOOK_RETRY_HOURS", default_value_t = 24.0, value_parser = parse_hours)]
+    #[arg(id = "webhook-retry-hours", long = "webhook-retry-hours", env = "WEBHOOK_RETRY_HOURS", default_value_t = 24.0, value_parser = parse_hours)]
     pub retry_hours: f64,
     /// The first retry's delay bound, milliseconds; it doubles per attempt up to an hour, and
     /// each wait is drawn at random below it (full jitter).
-    #[arg(long = "webhook-retry-base-ms", env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    #[arg(id = "webhook-retry-base-ms", long = "webhook-retry-base-ms", env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub retry_base_ms: u64,
     /// How long one delivery may take (connect, send, answer) before it counts as failed.
-    #[arg(long = "webhook-timeout-ms", env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    #[arg(id = "webhook-timeout-ms", long = "webhook-timeout-ms", env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
     pub timeout_ms: u64,
     /// Allow endpoints on loopback, private and link-local addresses (development: `make run`
     /// sets it). Otherwise such URLs are refused, and so is a name that resolves to one at
     /// connection time.
-    #[arg(long = "webhook-allow-private", env = "WEBHOOK_ALLOW_PRIVATE", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    #[arg(id = "webhook-allow-private", long = "webhook-allow-private", env = "WEBHOOK_ALLOW_PRIVATE", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub allow_private: bool,
     /// Deliveries this replica sends at once, over every endpoint.
-    #[arg(long = "webhook-concurrency", env = "WEBHOOK_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    #[arg(id = "webhook-concurrency", long = "webhook-concurrency", env = "WEBHOOK_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
     /// Deliveries in flight to one endpoint at once, so one slow endpoint cannot take every
     /// slot.
-    #[arg(long = "webhook-endpoint-concurrency", env = "WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    #[arg(id = "webhook-endpoint-concurrency", long = "webhook-endpoint-concurrency", env = "WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     pub endpoint_concurrency: u32,
 }
 
@@ -229,4 +229,84 @@ fn parse_environment(value: &str) -> Result<ApnsEnvironment, String> {
     value
         .parse()
         .map_err(|_| format!("`{value}`: expected production or sandbox"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["notifier", "--database-url", "sqlite://x.db"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn webhook_settings_default_to_a_day_of_retries_and_no_private_addresses() {
+        let c = parse(&[]);
+        assert_eq!(c.webhooks.retry_window(), Duration::from_secs(24 * 3600));
+        assert_eq!(c.webhooks.timeout(), Duration::from_secs(10));
+        assert!(!c.webhooks.allow_private);
+        let short = parse(&[
+            "--webhook-retry-hours",
+            "0.01",
+            "--webhook-allow-private",
+            "true",
+        ]);
+        assert_eq!(short.webhooks.retry_window(), Duration::from_secs(36));
+        assert!(short.webhooks.allow_private);
+        assert!(Config::try_parse_from(["notifier", "--webhook-retry-hours", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_webhook_url_needs_a_valid_secret_and_an_allowed_address() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        assert!(
+            parse(&["--webhook-url", "https://chat.example.com/hooks"])
+                .validate()
+                .is_err()
+        );
+        let ok = parse(&[
+            "--webhook-url",
+            "https://chat.example.com/hooks",
+            "--webhook-secret",
+            secret,
+        ]);
+        assert!(ok.validate().is_ok());
+        let private = parse(&[
+            "--webhook-url",
+            "http://127.0.0.1:9/hooks",
+            "--webhook-secret",
+            secret,
+        ]);
+        let why = private.validate().unwrap_err();
+        assert!(
+            why.contains("WEBHOOK_URL") && why.contains("WEBHOOK_ALLOW_PRIVATE"),
+            "{why}"
+        );
+        let bad = parse(&[
+            "--webhook-url",
+            "https://chat.example.com/",
+            "--webhook-secret",
+            "hunter2",
+        ]);
+        let why = bad.validate().unwrap_err();
+        assert!(
+            why.starts_with("WEBHOOK_SECRET") && !why.contains("hunter2"),
+            "{why}"
+        );
+        assert_eq!(
+            env_secrets(&Secret::new(format!("{secret} , whsec_x"))).collect::<Vec<_>>(),
+            vec![secret, "whsec_x"]
+        );
+    }
 }
