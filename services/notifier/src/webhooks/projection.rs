@@ -15,7 +15,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
 
 use super::model::EventType;
 use super::stream::{CallEvent, SeqEvent, millis};
@@ -54,6 +53,9 @@ pub struct ParticipantView {
     /// Whether one of their sockets is connected.
     #[serde(default = "yes")]
     pub is_connected: bool,
+    /// Seconds in the call over every stay (`call.ended` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_seconds: Option<i64>,
 }
 
 fn yes() -> bool {
@@ -97,6 +99,9 @@ pub struct CallView {
     pub seq: u64,
     /// Everyone invited or joined.
     pub participants: Vec<ParticipantView>,
+    /// From `startedAt` to `endedAt`, whole seconds (`call.ended` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
 }
 
 /// Time in the call of one participant.
@@ -130,16 +135,59 @@ pub struct WebhookEvent {
     pub at: String,
     /// The same, unix milliseconds.
     pub at_ms: i64,
-    /// The envelope's `data`.
-    pub data: Value,
+    /// The envelope's `data`, as JSON text (fields in the order the docs show them).
+    pub data: String,
 }
 
 impl WebhookEvent {
     /// The request body: `{"type", "timestamp", "data"}`.
     pub fn body(&self) -> String {
-        json!({"type": self.event_type.as_str(), "timestamp": self.at, "data": self.data})
-            .to_string()
+        format!(
+            r#"{{"type":"{}","timestamp":{},"data":{}}}"#,
+            self.event_type.as_str(),
+            serde_json::to_string(&self.at).unwrap_or_else(|_| "null".into()),
+            self.data
+        )
     }
+}
+
+/// `participant.joined`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinedData<'a> {
+    call_id: &'a str,
+    chat_room_id: &'a str,
+    seq: u64,
+    participant: &'a ParticipantView,
+}
+
+/// `participant.left`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LeftData<'a> {
+    call_id: &'a str,
+    chat_room_id: &'a str,
+    seq: u64,
+    user_id: &'a str,
+    reason: &'a str,
+}
+
+/// `call.missed` / `call.declined`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InviteeData<'a> {
+    call_id: &'a str,
+    chat_room_id: &'a str,
+    user_id: &'a str,
+    from: &'a Caller,
+    call_type: &'a str,
+    is_group_call: bool,
+    reason: Option<&'a str>,
+}
+
+fn to_json<T: Serialize>(value: &T) -> String {
+    // Plain structs of strings, numbers and options: serializing cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
 /// The position of the `n`-th webhook event caused by the bus event `seq`.
@@ -163,7 +211,7 @@ struct Out<'a> {
 }
 
 impl Out<'_> {
-    fn push(&mut self, event_type: EventType, data: Value) {
+    fn push(&mut self, event_type: EventType, data: String) {
         let n = self.events.len();
         self.events.push(WebhookEvent {
             event_type,
@@ -242,8 +290,12 @@ impl CallState {
                 }
                 out.push(
                     EventType::ParticipantJoined,
-                    json!({"callId": self.call.id, "chatRoomId": self.call.chat_room_id,
-                        "seq": e.seq, "participant": participant}),
+                    to_json(&JoinedData {
+                        call_id: &self.call.id,
+                        chat_room_id: &self.call.chat_room_id,
+                        seq: e.seq,
+                        participant,
+                    }),
                 );
                 if self.call.status == "ringing" && user != self.call.initiator_id {
                     self.call.status = "active".into();
@@ -255,8 +307,13 @@ impl CallState {
                 self.leave(user_id, &e.at, e.at_ms);
                 out.push(
                     EventType::ParticipantLeft,
-                    json!({"callId": self.call.id, "chatRoomId": self.call.chat_room_id,
-                        "seq": e.seq, "userId": user_id, "reason": reason}),
+                    to_json(&LeftData {
+                        call_id: &self.call.id,
+                        chat_room_id: &self.call.chat_room_id,
+                        seq: e.seq,
+                        user_id,
+                        reason,
+                    }),
                 );
             }
             CallEvent::StatusChanged {
@@ -357,43 +414,40 @@ impl CallState {
         }
     }
 
-    fn call_data(&self) -> Value {
-        serde_json::to_value(&self.call).unwrap_or(Value::Null)
+    fn call_data(&self) -> String {
+        to_json(&self.call)
     }
 
     /// `call.missed` / `call.declined`: one invitee.
-    fn invitee_data(&self, user_id: &str, reason: Option<&str>) -> Value {
-        json!({
-            "callId": self.call.id,
-            "chatRoomId": self.call.chat_room_id,
-            "userId": user_id,
-            "from": self.from,
-            "callType": self.call.call_type,
-            "isGroupCall": self.call.is_group_call,
-            "reason": reason,
+    fn invitee_data(&self, user_id: &str, reason: Option<&str>) -> String {
+        to_json(&InviteeData {
+            call_id: &self.call.id,
+            chat_room_id: &self.call.chat_room_id,
+            user_id,
+            from: &self.from,
+            call_type: &self.call.call_type,
+            is_group_call: self.call.is_group_call,
+            reason,
         })
     }
 
     /// `call.ended`: the call, `durationSeconds` from `startedAt` (0 when nobody answered) and
     /// each participant's `joinedSeconds`, summed over every stay.
-    fn ended_data(&self) -> Value {
-        let mut data = self.call_data();
+    fn ended_data(&self) -> String {
+        let mut call = self.call.clone();
         let duration_ms = match (
-            self.call.started_at.as_deref().and_then(millis),
-            self.call.ended_at.as_deref().and_then(millis),
+            call.started_at.as_deref().and_then(millis),
+            call.ended_at.as_deref().and_then(millis),
         ) {
             (Some(start), Some(end)) => (end - start).max(0),
             _ => 0,
         };
-        data["durationSeconds"] = json!(duration_ms / 1000);
-        if let Some(list) = data["participants"].as_array_mut() {
-            for p in list {
-                let user = p["userId"].as_str().unwrap_or_default();
-                let ms = self.time.get(user).map_or(0, |t| t.total_ms);
-                p["joinedSeconds"] = json!(ms / 1000);
-            }
+        call.duration_seconds = Some(duration_ms / 1000);
+        for p in &mut call.participants {
+            let ms = self.time.get(&p.user_id).map_or(0, |t| t.total_ms);
+            p.joined_seconds = Some(ms / 1000);
         }
-        data
+        to_json(&call)
     }
 }
 
@@ -401,7 +455,13 @@ impl CallState {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use serde_json::{Value, json};
+
     use super::*;
+
+    fn data(e: &WebhookEvent) -> Value {
+        serde_json::from_str(&e.data).unwrap()
+    }
 
     const T0: &str = "2026-01-01T00:00:00.000Z";
 
@@ -423,6 +483,7 @@ mod tests {
             left_at: None,
             decline_reason: (status == "declined").then(|| "busy".to_owned()),
             is_connected: true,
+            joined_seconds: None,
         }
     }
 
@@ -448,6 +509,7 @@ mod tests {
             ended_by: None,
             seq: 0,
             participants,
+            duration_seconds: None,
         }
     }
 
@@ -519,10 +581,10 @@ mod tests {
         );
         let positions: Vec<i64> = all.iter().map(|e| e.position).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
-        let started = &all[2].data;
+        let started = data(&all[2]);
         assert_eq!(started["status"], "active");
         assert_eq!(started["startedAt"], at(5).0);
-        let end = &all[4].data;
+        let end = data(&all[4]);
         assert_eq!(end["status"], "ended");
         assert_eq!(end["endReason"], "completed");
         assert_eq!(end["endedBy"], "bob");
@@ -553,7 +615,7 @@ mod tests {
         s.apply(&joined(3, 100, "bob"));
         s.apply(&joined(4, 100, "carol"));
         let out = s.apply(&ended(5, 160, "completed", Some("alice")));
-        let end = &out.last().unwrap().data;
+        let end = data(out.last().unwrap());
         let by_user = |u: &str| {
             end["participants"]
                 .as_array()
@@ -591,15 +653,15 @@ mod tests {
         ));
         assert_eq!(types(&missed), vec!["call.missed"]);
         assert_eq!(
-            missed[0].data,
+            data(&missed[0]),
             json!({"callId": "c1", "chatRoomId": "room", "userId": "bob",
                 "from": {"userId": "alice", "displayName": "Alice"}, "callType": "video",
                 "isGroupCall": false, "reason": "ring_timeout"})
         );
         let end = s.apply(&ended(2, 45, "missed", None));
         assert_eq!(types(&end), vec!["call.ended"]);
-        assert_eq!(end[0].data["durationSeconds"], 0);
-        assert_eq!(end[0].data["startedAt"], Value::Null);
+        assert_eq!(data(&end[0])["durationSeconds"], 0);
+        assert_eq!(data(&end[0])["startedAt"], Value::Null);
     }
 
     #[test]
@@ -613,11 +675,11 @@ mod tests {
             types(&out),
             vec!["call.missed", "call.missed", "call.ended"]
         );
-        assert_eq!(out[0].data["userId"], "bob");
-        assert_eq!(out[1].data["userId"], "carol");
-        assert_eq!(out[0].data["reason"], "call_ended");
+        assert_eq!(data(&out[0])["userId"], "bob");
+        assert_eq!(data(&out[1])["userId"], "carol");
+        assert_eq!(data(&out[0])["reason"], "call_ended");
         assert!(
-            out[2].data["participants"]
+            data(&out[2])["participants"]
                 .as_array()
                 .unwrap()
                 .iter()
@@ -633,8 +695,8 @@ mod tests {
             alice(),
         );
         assert_eq!(types(&first), vec!["call.initiated", "call.declined"]);
-        assert_eq!(first[1].data["userId"], "dave");
-        assert_eq!(first[1].data["reason"], "busy");
+        assert_eq!(data(&first[1])["userId"], "dave");
+        assert_eq!(data(&first[1])["reason"], "busy");
         let out = s.apply(&ev(
             1,
             2,
@@ -645,7 +707,7 @@ mod tests {
             },
         ));
         assert_eq!(types(&out), vec!["call.declined"]);
-        assert_eq!(out[0].data["reason"], "in a meeting");
+        assert_eq!(data(&out[0])["reason"], "in a meeting");
     }
 
     #[test]
@@ -675,12 +737,12 @@ mod tests {
         ];
         assert!(quiet.iter().all(Vec::is_empty));
         let end = s.apply(&ended(5, 9, "completed", None));
-        let bob = &end[0].data["participants"][1];
+        let bob = &data(&end[0])["participants"][1].clone();
         assert_eq!(
             (bob["isMicMuted"].clone(), bob["isCameraOff"].clone()),
             (json!(true), json!(true))
         );
-        assert_eq!(end[0].data["seq"], 5);
+        assert_eq!(data(&end[0])["seq"], 5);
     }
 
     #[test]
