@@ -18,6 +18,9 @@ export JWT_SECRET
 USER_ID ?= $(USER)
 
 .PHONY: run
+# Webhooks may go to a receiver on this machine (WEBHOOK_URL=http://localhost:4000/...); deployments
+# refuse loopback and private addresses unless told otherwise.
+run: export WEBHOOK_ALLOW_PRIVATE ?= true
 run: ## start the whole backend in one process on :8080 (SQLite in ./data, no NATS/Postgres needed)
 	$(CARGO) run --quiet -p standalone --bin calls-backend -- serve
 

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OPS = ROOT / "docs" / "operations.md"
 ALERTS = ROOT / "deploy" / "observability" / "alerts.yaml"
 DASHBOARD = ROOT / "deploy" / "observability" / "grafana-dashboard.json"
-PREFIXES = ("http_", "calls_", "gateway_", "signaling_", "media_token_", "grpc_")
+PREFIXES = ("http_", "calls_", "gateway_", "signaling_", "media_token_", "grpc_", "notifier_webhook_")
 SUFFIXES = ("_bucket", "_sum", "_count")
 
 

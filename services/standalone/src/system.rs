@@ -42,6 +42,8 @@ pub struct Running {
     pub internal_api: Option<String>,
     /// Where webhook endpoints are managed (`INTERNAL_API_TOKEN` set), if anywhere.
     pub webhooks_api: Option<String>,
+    /// `WEBHOOK_URL`, when set.
+    pub webhook_url: Option<String>,
     /// Whether APNs credentials are set (iPhones ring while the app sleeps).
     pub apns_enabled: bool,
     /// Whether an FCM service account is set (Android phones ring while the app sleeps).
@@ -249,6 +251,7 @@ pub async fn start(
         ]);
     }
     let notifier_config: notifier::Config = parse("notifier", notifier_flags)?;
+    let webhook_url = notifier_config.webhooks.url.clone();
     let apns_enabled = notifier_config.push.apns_key_file.is_some();
     let fcm_enabled = notifier_config.push.fcm_service_account_file.is_some();
     let notifier_events = notifier::open_consumers(&bus, &notifier_config.subjects)
@@ -326,6 +329,7 @@ pub async fn start(
         media_enabled,
         internal_api,
         webhooks_api,
+        webhook_url,
         apns_enabled,
         fcm_enabled,
         shutdown,
