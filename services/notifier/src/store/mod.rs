@@ -1,13 +1,13 @@
 //! Persistence on PostgreSQL or SQLite (sqlx `Any`, through `calls-db`): the device registry,
 //! what notifier knows of each ring, and the delivery queue.
 //!
-//! - [`devices`]: register (moving a token from whoever had it), list, delete, remove a
+//! - `devices`: register (moving a token from whoever had it), list, delete, remove a
 //!   device whose token the provider refused.
-//! - [`rings`]: consuming a ring event: its deliveries are written in one transaction, and the
+//! - `rings`: consuming a ring event: its deliveries are written in one transaction, and the
 //!   newest event of each (call, user) wins whatever the order of consumption.
-//! - [`deliveries`]: workers claim due rows with `FOR UPDATE SKIP LOCKED` under a lease, and
+//! - `deliveries`: workers claim due rows with `FOR UPDATE SKIP LOCKED` under a lease, and
 //!   record what the provider answered.
-//! - [`webhooks`]: webhook endpoints, each call's projection (applied in `seq` order), and the
+//! - `webhooks`: webhook endpoints, each call's projection (applied in `seq` order), and the
 //!   webhook delivery queue (claimed in each call's order).
 //!
 //! The migration history is kept in `_notifier_migrations`, so notifier can share calls-api's
