@@ -267,6 +267,9 @@ function defineWebhookSuite(title, start) {
       assert.equal((await api.call('GET', `/${created.id}`)).status, 404);
       const viaGateway = await fetch(`${deployment.base}/internal/v1/webhooks`, { headers: { authorization: `Bearer ${TOKEN}` } });
       assert.equal(viaGateway.status, 404, 'the gateway never routes /internal');
+      const doc = await fetch(`${deployment.base}/api/docs/openapi.json`).then((r) => r.json());
+      assert.ok(doc.paths['/internal/v1/webhooks/{id}/replay']?.post, 'the internal API is documented');
+      assert.ok(doc.paths['/api/v1/devices'], 'beside the device API');
     });
   });
 }

@@ -223,7 +223,11 @@ where
         ));
     let docs = Router::new().route(
         "/api/docs/openapi.json",
-        get(|| async { axum::Json(ApiDoc::openapi()) }),
+        get(|| async {
+            let mut doc = ApiDoc::openapi();
+            doc.merge(crate::webhooks::api::WebhooksDoc::openapi());
+            axum::Json(doc)
+        }),
     );
     common::stack::finish(
         api.merge(docs).merge(common::health::router(ready)),

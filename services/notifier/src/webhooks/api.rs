@@ -18,6 +18,8 @@ use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::Notify;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::client::check_host;
 use super::model::{EndpointId, EventType, WebhookSecret, parse_secrets, validate_url};
@@ -66,16 +68,25 @@ fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "Webhook endpoint not found")
 }
 
-/// An endpoint as the API shows it.
-#[derive(Debug, Serialize)]
+/// A webhook endpoint.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct EndpointView {
+pub struct EndpointView {
+    /// A UUID, or `env` for `WEBHOOK_URL`.
     id: String,
+    /// Where deliveries go.
+    #[schema(example = "https://chat.example.com/hooks/calls")]
     url: String,
+    /// The signing secrets: whole in the answer that creates the endpoint, afterwards a hint
+    /// (`whsec_MfKQ…`).
     secrets: Vec<String>,
+    /// The types it receives; `null` for every type.
     event_types: Option<Vec<EventType>>,
+    /// Whether deliveries are sent.
     enabled: bool,
+    /// Why it was disabled (410, failing for a whole retry window, the API).
     disabled_reason: Option<String>,
+    /// When it last accepted a delivery.
     last_success_at: Option<String>,
     created_at: String,
     updated_at: String,
@@ -107,28 +118,40 @@ impl EndpointView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new endpoint.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateBody {
+pub struct CreateBody {
+    /// `https://…` (or `http://…`); no user name or password.
+    #[schema(example = "https://chat.example.com/hooks/calls")]
     url: String,
+    /// `whsec_<base64 of 24 to 64 bytes>`, up to five; one is generated when omitted.
     #[serde(default)]
     secrets: Option<Vec<String>>,
+    /// Event types to receive; omitted or `null` for every type.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<EventType>>)]
     event_types: Option<Vec<String>>,
+    /// Default `true`.
     #[serde(default)]
     enabled: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Changes to an endpoint; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PatchBody {
+pub struct PatchBody {
     #[serde(default)]
     url: Option<String>,
+    /// The new set of secrets (two while rotating).
     #[serde(default)]
     secrets: Option<Vec<String>>,
     /// `null` for every type, a list for some: kept as JSON to tell `null` from absent.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<EventType>>)]
     event_types: Option<Value>,
+    /// `true` enables it again (after a 410 or a dead letter: then replay); `false` fails what
+    /// is pending.
     #[serde(default)]
     enabled: Option<bool>,
 }
@@ -175,6 +198,16 @@ fn checked_secrets(secrets: &[String]) -> Result<Vec<WebhookSecret>, FieldError>
     parse_secrets(secrets.iter().map(String::as_str)).map_err(|e| FieldError::new("secrets", e))
 }
 
+#[utoipa::path(
+    post, path = "/internal/v1/webhooks", tag = "webhooks",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "Created; the only answer that shows the whole secrets", body = EndpointView),
+        (status = 400, description = "VALIDATION_FAILED (url, secrets, eventTypes)"),
+        (status = 401, description = "UNAUTHORIZED"),
+    ),
+    security(("internal" = []))
+)]
 async fn create(
     State(state): State<InternalState>,
     headers: HeaderMap,
@@ -225,6 +258,11 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/internal/v1/webhooks", tag = "webhooks",
+    responses((status = 200, description = "`{items: [endpoint]}`", body = Vec<EndpointView>), (status = 401, description = "UNAUTHORIZED")),
+    security(("internal" = []))
+)]
 async fn list(
     State(state): State<InternalState>,
     headers: HeaderMap,
@@ -245,6 +283,12 @@ async fn list(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/internal/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The endpoint", body = EndpointView), (status = 404, description = "NOT_FOUND")),
+    security(("internal" = []))
+)]
 async fn read(
     State(state): State<InternalState>,
     headers: HeaderMap,
@@ -264,6 +308,13 @@ async fn read(
     ))
 }
 
+#[utoipa::path(
+    patch, path = "/internal/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path)),
+    request_body = PatchBody,
+    responses((status = 200, description = "Updated", body = EndpointView), (status = 400, description = "VALIDATION_FAILED"), (status = 404, description = "NOT_FOUND")),
+    security(("internal" = []))
+)]
 async fn update(
     State(state): State<InternalState>,
     headers: HeaderMap,
@@ -321,6 +372,12 @@ async fn update(
     ))
 }
 
+#[utoipa::path(
+    delete, path = "/internal/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "Deleted with its deliveries"), (status = 400, description = "`env` (WEBHOOK_URL) cannot be deleted"), (status = 404, description = "NOT_FOUND")),
+    security(("internal" = []))
+)]
 async fn remove(
     State(state): State<InternalState>,
     headers: HeaderMap,
@@ -345,20 +402,25 @@ async fn remove(
     Ok(ok(StatusCode::OK, "Webhook endpoint deleted", Value::Null))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct DeliveriesQuery {
+    /// `pending`, `delivered` or `failed` (dead letters).
     #[serde(default)]
     status: Option<String>,
     #[serde(default)]
+    /// 1 to 200, default 50.
     limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
     #[serde(default)]
     before: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+/// One event for one endpoint.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct DeliveryView {
+pub struct DeliveryView {
     id: i64,
     webhook_id: String,
     event_type: String,
@@ -370,6 +432,8 @@ struct DeliveryView {
     created_at: String,
     last_attempt_at: Option<String>,
     finished_at: Option<String>,
+    /// The body: `{type, timestamp, data}`.
+    #[schema(value_type = Object)]
     payload: Value,
 }
 
@@ -392,6 +456,12 @@ impl From<DeliveryRecord> for DeliveryView {
     }
 }
 
+#[utoipa::path(
+    get, path = "/internal/v1/webhooks/{id}/deliveries", tag = "webhooks",
+    params(("id" = String, Path), DeliveriesQuery),
+    responses((status = 200, description = "`{items: [delivery], nextCursor}`, newest first", body = Vec<DeliveryView>), (status = 404, description = "NOT_FOUND")),
+    security(("internal" = []))
+)]
 async fn deliveries(
     State(state): State<InternalState>,
     headers: HeaderMap,
@@ -441,12 +511,22 @@ async fn deliveries(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// Which dead letters to send again.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReplayBody {
+pub struct ReplayBody {
+    /// RFC 3339: the failed deliveries queued at or after this.
+    #[schema(example = "2026-01-01T00:00:00Z")]
     since: String,
 }
 
+#[utoipa::path(
+    post, path = "/internal/v1/webhooks/{id}/replay", tag = "webhooks",
+    params(("id" = String, Path)),
+    request_body = ReplayBody,
+    responses((status = 200, description = "`{replayed, enabled}`: dead letters queued again with their webhook-ids"), (status = 404, description = "NOT_FOUND")),
+    security(("internal" = []))
+)]
 async fn replay(
     State(state): State<InternalState>,
     headers: HeaderMap,
@@ -484,6 +564,35 @@ async fn replay(
         serde_json::json!({ "replayed": replayed, "enabled": endpoint.enabled }),
     ))
 }
+
+struct InternalAuth;
+
+impl Modify for InternalAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "internal",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "INTERNAL_API_TOKEN (never routed by the gateway: call the service's own address)",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The internal webhooks API in the API document (served by notifier itself, not the gateway).
+#[derive(OpenApi)]
+#[openapi(
+    paths(create, list, read, update, remove, deliveries, replay),
+    components(schemas(EndpointView, CreateBody, PatchBody, DeliveryView, ReplayBody, EventType)),
+    modifiers(&InternalAuth),
+    tags((name = "webhooks", description = "Webhook endpoints, dead letters and replays, for the host application's back end (notifier's internal API, `INTERNAL_API_TOKEN`; docs/webhooks.md)"))
+)]
+pub struct WebhooksDoc;
 
 /// The routes, with their state.
 pub fn router(state: InternalState) -> Router {

@@ -8,7 +8,19 @@ use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
 
 /// The event types of CONTRACT section 9.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum EventType {
     /// A call was created and its invitees are being rung.
     #[serde(rename = "call.initiated")]
