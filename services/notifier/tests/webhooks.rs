@@ -28,6 +28,7 @@ on_both!(
     a_disabled_endpoint_fails_what_is_pending_and_a_replay_sends_it_again_with_the_same_ids,
     an_endpoint_gets_the_events_after_its_creation_of_the_types_it_asked_for,
     a_worker_whose_lease_ran_out_cannot_overwrite_a_newer_attempt,
+    one_endpoints_backlog_does_not_crowd_out_another_endpoint,
 );
 
 fn at(seconds: i64) -> String {
@@ -548,4 +549,37 @@ async fn a_worker_whose_lease_ran_out_cannot_overwrite_a_newer_attempt(store: &S
         queued(store, "a").await,
         vec![row("c1", "call.initiated", "delivered")]
     );
+}
+
+async fn one_endpoints_backlog_does_not_crowd_out_another_endpoint(store: &Store) {
+    store
+        .create_endpoint(&endpoint("busy", T0 - 1, None))
+        .await
+        .unwrap();
+    for i in 0..30 {
+        store
+            .apply_webhook(&snapshot(&format!("c{i}")), T0)
+            .await
+            .unwrap();
+    }
+    // Another endpoint, whose one event is queued after all of the above.
+    store
+        .create_endpoint(&endpoint("quiet", T0 - 1, None))
+        .await
+        .unwrap();
+    store
+        .apply_webhook(&snapshot("late"), T0 + 1_000)
+        .await
+        .unwrap();
+    let claimed = store.claim_webhooks(T0 + 1_000, LEASE, 4, 2).await.unwrap();
+    let per: Vec<(String, String)> = claimed
+        .iter()
+        .map(|c| (c.endpoint_id.clone(), c.call_id.clone()))
+        .collect();
+    assert_eq!(
+        per.iter().filter(|(e, _)| e == "busy").count(),
+        2,
+        "{per:?}"
+    );
+    assert!(per.contains(&("quiet".into(), "late".into())), "{per:?}");
 }

@@ -629,16 +629,22 @@ impl Store {
         per_endpoint: u32,
     ) -> Result<Vec<ClaimedWebhook>, StoreError> {
         let mut tx = self.begin_write().await?;
+        // The heads (earliest pending event of each call and endpoint) that are due, at most
+        // `per_endpoint` of each endpoint, so a large backlog of one endpoint cannot crowd the
+        // others out of a claim.
         let candidates = sqlx::query(
-            "SELECT d.id, d.endpoint_id FROM webhook_deliveries d \
-             JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-             WHERE d.status = 'pending' AND e.enabled = 1 AND d.due_at <= $1 \
-             AND (d.locked_until IS NULL OR d.locked_until <= $1) \
-             AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p WHERE p.endpoint_id = d.endpoint_id \
-                 AND p.call_id = d.call_id AND p.status = 'pending' AND p.position < d.position) \
-             ORDER BY d.due_at, d.id LIMIT $2",
+            "SELECT id, endpoint_id FROM (SELECT d.id, d.endpoint_id, d.due_at, \
+                 ROW_NUMBER() OVER (PARTITION BY d.endpoint_id ORDER BY d.due_at, d.id) AS place \
+               FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+               WHERE d.status = 'pending' AND e.enabled = 1 AND d.due_at <= $1 \
+               AND (d.locked_until IS NULL OR d.locked_until <= $1) \
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p \
+                   WHERE p.endpoint_id = d.endpoint_id AND p.call_id = d.call_id \
+                   AND p.status = 'pending' AND p.position < d.position)) heads \
+             WHERE place <= $2 ORDER BY due_at, id LIMIT $3",
         )
         .bind(now_ms)
+        .bind(i64::from(per_endpoint.max(1)))
         .bind(i64::from(limit.max(1)) * 4)
         .fetch_all(&mut *tx)
         .await?;
