@@ -26,6 +26,9 @@ USER_ID ?= $(USER)
 DEV_CORS = CORS_ALLOWED_ORIGINS="$${CORS_ALLOWED_ORIGINS-*}"
 
 .PHONY: run
+# Webhooks may go to a receiver on this machine (WEBHOOK_URL=http://localhost:4000/...); deployments
+# refuse loopback and private addresses unless told otherwise.
+run: export WEBHOOK_ALLOW_PRIVATE ?= true
 run: ## start the whole backend in one process on :8080 (SQLite in ./data, no NATS/Postgres needed)
 	$(DEV_CORS) $(CARGO) run --quiet -p standalone --bin calls-backend -- serve
 

@@ -15,7 +15,7 @@ SERVICES = [
     ("signaling", ["signaling"], "Socket.IO `/calls` nodes."),
     ("gateway", ["gateway"], "The public edge."),
     ("media-token", ["media-token", "serve"], "Agora token signing over gRPC."),
-    ("notifier", ["notifier"], "Device registry and pushes (APNs VoIP, FCM) from the call events."),
+    ("notifier", ["notifier"], "Device registry and pushes (APNs VoIP, FCM) from the call events; webhooks to the host application (docs/webhooks.md)."),
 ]
 
 
@@ -59,7 +59,9 @@ def render(bin_dir):
         "",
         "The standalone binary (`make run`) runs all five services in one process and reads the same",
         "variables; it supplies the wiring itself (listen addresses of the internal services, upstream URLs,",
-        "the media-token credential) and defaults `DATABASE_URL` to `sqlite://data/calls.db`.",
+        "the media-token credential) and defaults `DATABASE_URL` to `sqlite://data/calls.db`. The internal",
+        "services listen on loopback ports of its choosing, except that `CALLS_API_LISTEN` and `NOTIFIER_LISTEN`,",
+        "when set, expose calls-api's and notifier's internal APIs (room members, webhook endpoints) there.",
         "",
     ]
     for name, argv, summary in SERVICES:

@@ -144,7 +144,18 @@ impl crate::nats::NatsBus {
             .map_err(|e| js_error(&e))?;
         let config = pull::Config {
             durable_name: Some(options.durable.clone()),
-            filter_subjects: options.filter_subjects.clone(),
+            // One filter goes in `filter_subject`, which every server version honours
+            // (`filter_subjects` needs NATS 2.10; an older server ignores it and would deliver
+            // the whole stream).
+            filter_subject: match options.filter_subjects.as_slice() {
+                [one] => one.clone(),
+                _ => String::new(),
+            },
+            filter_subjects: if options.filter_subjects.len() > 1 {
+                options.filter_subjects.clone()
+            } else {
+                Vec::new()
+            },
             ack_policy: AckPolicy::Explicit,
             ack_wait: options.ack_wait,
             max_ack_pending: options.max_ack_pending,
@@ -154,18 +165,26 @@ impl crate::nats::NatsBus {
             deliver_policy: DeliverPolicy::All,
             ..Default::default()
         };
-        // Creating with the same configuration is idempotent; a changed configuration (new
-        // filter after an upgrade) is applied by updating the existing consumer.
-        let consumer: jetstream::consumer::PullConsumer = match stream
+        // `get_or_create_consumer` hands back an existing consumer as it is, so a changed
+        // configuration (a new filter after an upgrade) is applied by updating it in place: the
+        // consumer keeps its position, and events it already delivered are not sent again.
+        let mut consumer: jetstream::consumer::PullConsumer = stream
             .get_or_create_consumer(&options.durable, config.clone())
             .await
-        {
-            Ok(c) => c,
-            Err(_) => stream
-                .update_consumer(config)
-                .await
-                .map_err(|e| js_error(&e))?,
-        };
+            .map_err(|e| js_error(&e))?;
+        if !same_settings(&consumer.cached_info().config, options) {
+            match stream.update_consumer(config).await {
+                Ok(updated) => consumer = updated,
+                // NATS before 2.10 cannot change a consumer's filter: keep consuming with the
+                // old settings (the consumer skips what it does not handle) and say so, rather
+                // than consuming nothing.
+                Err(e) => tracing::warn!(
+                    durable = %options.durable,
+                    error = %e,
+                    "cannot update the durable consumer's settings; delete it to apply them"
+                ),
+            }
+        }
         let messages = consumer
             .stream()
             .max_messages_per_batch(256)
@@ -176,4 +195,23 @@ impl crate::nats::NatsBus {
             .map_err(|e| js_error(&e))?;
         Ok(DurableConsumer::Nats(Box::new(messages)))
     }
+}
+
+/// Whether an existing consumer already has the settings `options` asks for (the server may
+/// keep a single filter in `filter_subject` rather than `filter_subjects`).
+fn same_settings(current: &jetstream::consumer::Config, options: &DurableOptions) -> bool {
+    let mut have: Vec<&str> = current
+        .filter_subjects
+        .iter()
+        .map(String::as_str)
+        .chain((!current.filter_subject.is_empty()).then_some(current.filter_subject.as_str()))
+        .collect();
+    let mut want: Vec<&str> = options.filter_subjects.iter().map(String::as_str).collect();
+    have.sort_unstable();
+    have.dedup();
+    want.sort_unstable();
+    want.dedup();
+    have == want
+        && current.ack_wait == options.ack_wait
+        && current.max_ack_pending == options.max_ack_pending
 }

@@ -116,6 +116,37 @@ async fn an_acknowledged_event_is_not_delivered_again_after_a_restart_but_an_una
 }
 
 #[tokio::test]
+async fn a_single_filter_is_honoured_and_changed_settings_apply_to_the_existing_consumer() {
+    let n = Nats::start().await;
+    let mut users = n.options(WAIT);
+    users.filter_subjects = vec![format!("{}.evt.user.>", n.s.prefix())];
+    n.publish(&n.s.call_events("c1"), "c0").await;
+    n.publish(&n.s.user_events("bob"), "u1").await;
+    {
+        let mut consumer = n.bus.durable_consumer(&users).await.unwrap();
+        let m = next(&mut consumer).await;
+        assert_eq!(m.message.payload, "u1", "the call event is filtered out");
+        m.ack().await.unwrap();
+    }
+    // The upgrade: the same durable with a shorter ack wait keeps its position and applies it.
+    users.ack_wait = Duration::from_secs(1);
+    n.publish(&n.s.user_events("bob"), "u2").await;
+    let mut consumer = n.bus.durable_consumer(&users).await.unwrap();
+    let m = next(&mut consumer).await;
+    assert_eq!(m.message.payload, "u2", "nothing before is sent again");
+    drop(m);
+    let started = std::time::Instant::now();
+    let again = next(&mut consumer).await;
+    assert_eq!(again.message.payload, "u2");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "redelivered after the new 1 s ack wait, not the old 10 s"
+    );
+    again.ack().await.unwrap();
+    n.stop().await;
+}
+
+#[tokio::test]
 async fn replicas_sharing_a_durable_name_each_get_every_event_once_between_them() {
     let n = Nats::start().await;
     let options = n.options(WAIT);

@@ -202,8 +202,9 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
-/// The complete router; `ready` is the readiness check behind `/readyz`.
-pub fn router<F, Fut>(state: AppState, max_body_bytes: usize, ready: F) -> Router
+/// The complete router: the device API, `internal` (the internal API, kept out of the API
+/// document), docs and health; `ready` is the readiness check behind `/readyz`.
+pub fn router<F, Fut>(state: AppState, internal: Router, max_body_bytes: usize, ready: F) -> Router
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
@@ -215,13 +216,18 @@ where
             axum::routing::put(register).delete(remove),
         )
         .with_state(state)
+        .merge(internal)
         .layer(axum::middleware::from_fn_with_state(
             "notifier",
             common::telemetry::observe_http,
         ));
     let docs = Router::new().route(
         "/api/docs/openapi.json",
-        get(|| async { axum::Json(ApiDoc::openapi()) }),
+        get(|| async {
+            let mut doc = ApiDoc::openapi();
+            doc.merge(crate::webhooks::api::WebhooksDoc::openapi());
+            axum::Json(doc)
+        }),
     );
     common::stack::finish(
         api.merge(docs).merge(common::health::router(ready)),

@@ -8,7 +8,10 @@ use calls_bus::Subjects;
 use calls_bus::subjects::DEFAULT_PREFIX;
 use calls_db::DatabaseConfig;
 use calls_push::apns::ApnsEnvironment;
+use clap::ArgAction;
+use clap::builder::BoolishValueParser;
 use common::auth::JwtConfig;
+use common::config::Secret;
 
 /// Everything notifier reads at start-up.
 #[derive(clap::Parser, Clone, Debug)]
@@ -53,6 +56,73 @@ pub struct Config {
     pub max_body_bytes: usize,
     #[command(flatten)]
     pub workers: WorkerConfig,
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
+    /// Bearer token of the internal API (`/internal/v1/webhooks…`, never routed by the
+    /// gateway); the internal API answers 404 while unset.
+    #[arg(long, env = "INTERNAL_API_TOKEN", hide_env_values = true)]
+    pub internal_api_token: Option<Secret>,
+}
+
+/// Webhooks to the host application (CONTRACT section 9).
+#[derive(clap::Args, Clone, Debug)]
+pub struct WebhookConfig {
+    /// An endpoint that receives every call event (the one-line setup; more endpoints through
+    /// the internal API). Kept as the endpoint with id `env`.
+    #[arg(id = "webhook-url", long = "webhook-url", env = "WEBHOOK_URL")]
+    pub url: Option<String>,
+    /// The signing secret of `WEBHOOK_URL`: `whsec_<base64 of 24 to 64 random bytes>`; several,
+    /// separated by spaces, while rotating (every delivery is signed with each).
+    #[arg(
+        long = "webhook-secret",
+        env = "WEBHOOK_SECRET",
+        hide_env_values = true
+    )]
+    pub secret: Option<Secret>,
+    /// How long a delivery the endpoint does not accept is retried before it is dead-lettered,
+    /// in hours (fractions allowed: 0.01 is 36 seconds).
+    #[arg(id = "webhook-retry-hours", long = "webhook-retry-hours", env = "WEBHOOK_RETRY_HOURS", default_value_t = 24.0, value_parser = parse_hours)]
+    pub retry_hours: f64,
+    /// The first retry's delay bound, milliseconds; it doubles per attempt up to an hour, and
+    /// each wait is drawn at random below it (full jitter).
+    #[arg(id = "webhook-retry-base-ms", long = "webhook-retry-base-ms", env = "WEBHOOK_RETRY_BASE_MS", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub retry_base_ms: u64,
+    /// How long one delivery may take (connect, send, answer) before it counts as failed.
+    #[arg(id = "webhook-timeout-ms", long = "webhook-timeout-ms", env = "WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub timeout_ms: u64,
+    /// Allow endpoints on loopback, private and link-local addresses (development: `make run`
+    /// sets it). Otherwise such URLs are refused, and so is a name that resolves to one at
+    /// connection time.
+    #[arg(id = "webhook-allow-private", long = "webhook-allow-private", env = "WEBHOOK_ALLOW_PRIVATE", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub allow_private: bool,
+    /// Deliveries this replica sends at once, over every endpoint.
+    #[arg(id = "webhook-concurrency", long = "webhook-concurrency", env = "WEBHOOK_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+    /// Deliveries in flight to one endpoint at once, so one slow endpoint cannot take every
+    /// slot.
+    #[arg(id = "webhook-endpoint-concurrency", long = "webhook-endpoint-concurrency", env = "WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub endpoint_concurrency: u32,
+}
+
+impl WebhookConfig {
+    /// The retry window.
+    pub fn retry_window(&self) -> Duration {
+        Duration::from_secs_f64(self.retry_hours * 3600.0)
+    }
+
+    /// The per-delivery timeout.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+fn parse_hours(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(h) if h.is_finite() && h > 0.0 && h <= 24.0 * 30.0 => Ok(h),
+        _ => Err(format!(
+            "`{value}`: expected hours, more than 0 and at most 720"
+        )),
+    }
 }
 
 /// The push providers. A provider whose credentials are unset is off: its pushes are counted
@@ -131,8 +201,29 @@ impl Config {
                 missing.join(", ")
             ));
         }
+        match (&self.webhooks.url, &self.webhooks.secret) {
+            (Some(url), Some(secret)) => {
+                crate::webhooks::model::validate_url(url, self.webhooks.allow_private)
+                    .map_err(|e| format!("WEBHOOK_URL {e}"))?;
+                crate::webhooks::model::parse_secrets(env_secrets(secret))
+                    .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
+            }
+            (Some(_), None) => {
+                return Err("WEBHOOK_URL needs WEBHOOK_SECRET (whsec_ and the base64 of 32 random bytes, e.g. `echo whsec_$(openssl rand -base64 32)`)".into());
+            }
+            (None, Some(_)) => return Err("WEBHOOK_SECRET is set but WEBHOOK_URL is not".into()),
+            (None, None) => {}
+        }
         Ok(())
     }
+}
+
+/// `WEBHOOK_SECRET` split into its secrets (spaces or commas between them).
+pub fn env_secrets(secret: &Secret) -> impl Iterator<Item = &str> {
+    secret
+        .expose()
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
 }
 
 fn parse_prefix(value: &str) -> Result<Subjects, String> {
@@ -143,4 +234,84 @@ fn parse_environment(value: &str) -> Result<ApnsEnvironment, String> {
     value
         .parse()
         .map_err(|_| format!("`{value}`: expected production or sandbox"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Config {
+        let mut all = vec!["notifier", "--database-url", "sqlite://x.db"];
+        all.extend_from_slice(args);
+        Config::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn webhook_settings_default_to_a_day_of_retries_and_no_private_addresses() {
+        let c = parse(&[]);
+        assert_eq!(c.webhooks.retry_window(), Duration::from_secs(24 * 3600));
+        assert_eq!(c.webhooks.timeout(), Duration::from_secs(10));
+        assert!(!c.webhooks.allow_private);
+        let short = parse(&[
+            "--webhook-retry-hours",
+            "0.01",
+            "--webhook-allow-private",
+            "true",
+        ]);
+        assert_eq!(short.webhooks.retry_window(), Duration::from_secs(36));
+        assert!(short.webhooks.allow_private);
+        assert!(Config::try_parse_from(["notifier", "--webhook-retry-hours", "0"]).is_err());
+    }
+
+    #[test]
+    fn a_webhook_url_needs_a_valid_secret_and_an_allowed_address() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        assert!(
+            parse(&["--webhook-url", "https://chat.example.com/hooks"])
+                .validate()
+                .is_err()
+        );
+        let ok = parse(&[
+            "--webhook-url",
+            "https://chat.example.com/hooks",
+            "--webhook-secret",
+            secret,
+        ]);
+        assert!(ok.validate().is_ok());
+        let private = parse(&[
+            "--webhook-url",
+            "http://127.0.0.1:9/hooks",
+            "--webhook-secret",
+            secret,
+        ]);
+        let why = private.validate().unwrap_err();
+        assert!(
+            why.contains("WEBHOOK_URL") && why.contains("WEBHOOK_ALLOW_PRIVATE"),
+            "{why}"
+        );
+        let bad = parse(&[
+            "--webhook-url",
+            "https://chat.example.com/",
+            "--webhook-secret",
+            "hunter2",
+        ]);
+        let why = bad.validate().unwrap_err();
+        assert!(
+            why.starts_with("WEBHOOK_SECRET") && !why.contains("hunter2"),
+            "{why}"
+        );
+        assert_eq!(
+            env_secrets(&Secret::new(format!("{secret} , whsec_x"))).collect::<Vec<_>>(),
+            vec![secret, "whsec_x"]
+        );
+    }
 }

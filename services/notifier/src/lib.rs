@@ -1,6 +1,7 @@
-//! notifier: what leaves the system for the outside world after the fact. Today: pushes that
-//! ring phones whose app is asleep (CONTRACT section 8) — the device registry, APNs VoIP and
-//! alert pushes, FCM messages — from the call event stream.
+//! notifier: what leaves the system for the outside world after the fact: pushes that ring
+//! phones whose app is asleep (CONTRACT section 8) — the device registry, APNs VoIP and alert
+//! pushes, FCM messages — and webhooks that tell the host application about calls (section 9),
+//! both from the call event stream.
 //!
 //! - [`config`]: typed configuration from the environment.
 //! - [`devices`]: the registry's model and its validation (pure).
@@ -13,6 +14,8 @@
 //! - [`sender`]: the configured APNs and FCM clients.
 //! - [`api`]: `/api/v1/devices`, the OpenAPI fragment, health and metrics.
 //! - [`metrics`]: the counters and histograms.
+//! - [`webhooks`]: webhooks: the call projection, signing, the consumer, the delivery lane and
+//!   the internal API `/internal/v1/webhooks…`.
 
 pub mod api;
 pub mod config;
@@ -23,6 +26,7 @@ pub mod metrics;
 pub mod plan;
 pub mod sender;
 pub mod store;
+pub mod webhooks;
 pub mod workers;
 
 use std::future::Future;
@@ -58,6 +62,29 @@ pub enum RunError {
     Io(#[from] std::io::Error),
 }
 
+/// The durable consumers, opened ahead of [`serve`] (see [`open_consumers`]).
+#[derive(Debug)]
+pub struct Consumers {
+    /// Ring events, for pushes.
+    pub rings: calls_bus::DurableConsumer,
+    /// Every event, for webhooks.
+    pub webhooks: calls_bus::DurableConsumer,
+}
+
+/// Opens both durable consumers. On the in-process bus, events published before this returns
+/// are missed: the standalone process opens them before starting calls-api and hands them to
+/// [`serve`].
+pub async fn open_consumers(
+    bus: &Bus,
+    subjects: &calls_bus::Subjects,
+    stream_replicas: usize,
+) -> Result<Consumers, calls_bus::BusError> {
+    Ok(Consumers {
+        rings: consumer::open(bus, subjects, stream_replicas).await?,
+        webhooks: webhooks::consumer::open(bus, subjects, stream_replicas).await?,
+    })
+}
+
 /// Connects to NATS (`NATS_URL`) and serves until `shutdown` completes.
 pub async fn run(
     config: Config,
@@ -78,12 +105,12 @@ pub async fn run_with_bus(
     serve(config, bus, None, listener, shutdown).await
 }
 
-/// [`run_with_bus`] with the event consumer already open ([`consumer::open`]): the standalone
-/// process opens it before calls-api starts, so no event of the in-process bus is missed.
+/// [`run_with_bus`] with the event consumers already open ([`open_consumers`]): the standalone
+/// process opens them before calls-api starts, so no event of the in-process bus is missed.
 pub async fn serve(
     config: Config,
     bus: Bus,
-    events: Option<calls_bus::DurableConsumer>,
+    events: Option<Consumers>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
@@ -98,6 +125,18 @@ pub async fn serve(
     )
     .await?;
     store.migrate().await?;
+    let webhook_client = webhooks::client::WebhookClient::new(
+        config.webhooks.allow_private,
+        config.webhooks.timeout(),
+    )
+    .map_err(RunError::Config)?;
+    if let (Some(url), Some(secret)) = (&config.webhooks.url, &config.webhooks.secret) {
+        let secrets = webhooks::model::parse_secrets(config::env_secrets(secret))
+            .map_err(|e| RunError::Config(format!("WEBHOOK_SECRET: {e}")))?;
+        store
+            .configure_env_endpoint(url, &secrets, store::now_ms())
+            .await?;
+    }
 
     let ring_wake = Arc::new(Notify::new());
     let bulk_wake = Arc::new(Notify::new());
@@ -110,15 +149,16 @@ pub async fn serve(
         bulk_wake: bulk_wake.clone(),
         stream_replicas: usize::from(config.nats_stream_replicas),
     };
-    let first = match events {
-        Some(events) => events,
+    let (first, first_webhooks) = match events {
+        Some(events) => (events.rings, events.webhooks),
         None => {
-            consumer::open(
+            let opened = open_consumers(
                 &bus,
                 &config.subjects,
                 usize::from(config.nats_stream_replicas),
             )
-            .await?
+            .await?;
+            (opened.rings, opened.webhooks)
         }
     };
 
@@ -148,6 +188,39 @@ pub async fn serve(
     };
     tasks.push(consuming);
 
+    // Webhooks: their own consumer, lane and concurrency, apart from the ringing pushes.
+    let webhook_wake = Arc::new(Notify::new());
+    tasks.extend(
+        webhooks::worker::WebhookWorkers {
+            store: store.clone(),
+            client: webhook_client,
+            wake: webhook_wake.clone(),
+            poll: config.workers.poll(),
+            retry_window: config.webhooks.retry_window(),
+            retry_base: Duration::from_millis(config.webhooks.retry_base_ms),
+            timeout: config.webhooks.timeout(),
+            concurrency: config.webhooks.concurrency,
+            endpoint_concurrency: config.webhooks.endpoint_concurrency,
+        }
+        .spawn(&stop),
+    );
+    let webhook_consumer = webhooks::consumer::WebhookConsumer {
+        bus: bus.clone(),
+        subjects: config.subjects.clone(),
+        store: store.clone(),
+        wake: webhook_wake.clone(),
+        stream_replicas: usize::from(config.nats_stream_replicas),
+    };
+    tasks.push({
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = webhook_consumer.run(Some(first_webhooks)) => {}
+                () = stop.cancelled() => {}
+            }
+        })
+    });
+
     let state = api::AppState {
         store: store.clone(),
         jwt: Arc::new(jwt),
@@ -167,7 +240,13 @@ pub async fn serve(
             }
         }
     };
-    let app = api::router(state, config.max_body_bytes, ready);
+    let internal = webhooks::api::router(webhooks::api::InternalState {
+        store: store.clone(),
+        token: config.internal_api_token.clone(),
+        allow_private: config.webhooks.allow_private,
+        wake: webhook_wake,
+    });
+    let app = api::router(state, internal, config.max_body_bytes, ready);
     tracing::info!(
         addr = %listener.local_addr()?,
         backend = ?store.backend(),
@@ -179,6 +258,9 @@ pub async fn serve(
         tracing::info!(
             "APNs is off (set APNS_KEY_FILE, APNS_KEY_ID, APNS_TEAM_ID to ring iPhones)"
         );
+    }
+    if config.webhooks.url.is_some() {
+        tracing::info!("webhooks go to WEBHOOK_URL (endpoint `env`)");
     }
     if !pushers.fcm_enabled() {
         tracing::info!("FCM is off (set FCM_SERVICE_ACCOUNT_FILE to ring Android phones)");

@@ -133,8 +133,22 @@ fn print_banner(running: &crate::Running) {
         .as_ref()
         .map(|url| format!("    Internal API {url}  (room members, Bearer INTERNAL_API_TOKEN; set CALLS_API_LISTEN to expose it)\n"))
         .unwrap_or_default();
+    let mut webhooks = match &running.webhook_url {
+        // Without the query, which may hold a credential of the receiver.
+        Some(url) => format!(
+            "    Webhooks     to {} (signed with WEBHOOK_SECRET)\n",
+            url.split('?').next().unwrap_or_default()
+        ),
+        None => {
+            "    Webhooks     off until WEBHOOK_URL and WEBHOOK_SECRET are set (docs/webhooks.md)\n"
+                .to_owned()
+        }
+    };
+    if let Some(url) = &running.webhooks_api {
+        webhooks.push_str(&format!("    Webhook API  {url}  (endpoints, Bearer INTERNAL_API_TOKEN; set NOTIFIER_LISTEN to expose it)\n"));
+    }
     eprintln!(
-        "\n  calls backend is running\n\n    REST API     {base}/api/v1\n    Socket.IO    io('{base}/calls', {{ auth: {{ token }}, transports: ['websocket'] }})\n    Swagger UI   {base}/api/docs\n    Metrics      http://{}/metrics  (GATEWAY_ADMIN_LISTEN; not on the public port)\n    Data         {}\n    Media        {media}\n    Pushes       {pushes}\n{internal}\n  Mint a development token:  make token USER=alice   (or: calls-backend token alice)\n  Stop with Ctrl-C.\n",
+        "\n  calls backend is running\n\n    REST API     {base}/api/v1\n    Socket.IO    io('{base}/calls', {{ auth: {{ token }}, transports: ['websocket'] }})\n    Swagger UI   {base}/api/docs\n    Metrics      http://{}/metrics  (GATEWAY_ADMIN_LISTEN; not on the public port)\n    Data         {}\n    Media        {media}\n    Pushes       {pushes}\n{webhooks}{internal}\n  Mint a development token:  make token USER=alice   (or: calls-backend token alice)\n  Stop with Ctrl-C.\n",
         running.admin_addr, running.database
     );
 }

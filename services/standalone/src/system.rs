@@ -40,6 +40,10 @@ pub struct Running {
     pub media_enabled: bool,
     /// Where the chat backend writes room members (`INTERNAL_API_TOKEN` set), if anywhere.
     pub internal_api: Option<String>,
+    /// Where webhook endpoints are managed (`INTERNAL_API_TOKEN` set), if anywhere.
+    pub webhooks_api: Option<String>,
+    /// `WEBHOOK_URL`, when set.
+    pub webhook_url: Option<String>,
     /// Whether APNs credentials are set (iPhones ring while the app sleeps).
     pub apns_enabled: bool,
     /// Whether an FCM service account is set (Android phones ring while the app sleeps).
@@ -117,6 +121,30 @@ async fn loopback() -> Result<(TcpListener, String), StartError> {
     Ok((listener, url))
 }
 
+/// The listener of a service whose internal API stays private unless `var` names an address
+/// to expose it on (`CALLS_API_LISTEN`, `NOTIFIER_LISTEN`); a loopback port otherwise.
+async fn listen_or_loopback(var: &str) -> Result<(TcpListener, String), StartError> {
+    let Some(addr) = std::env::var(var).ok().filter(|v| !v.is_empty()) else {
+        return loopback().await;
+    };
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|_| StartError::Config(format!("{var} is not an address: {addr}")))?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?
+        .port();
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    Ok((listener, format!("http://{host}:{port}")))
+}
+
 /// Creates the directory of a relative or absolute SQLite file path, so the first start works.
 fn ensure_sqlite_dir(url: &str) -> Result<(), StartError> {
     let Some(rest) = url
@@ -191,31 +219,13 @@ pub async fn start(
     ensure_sqlite_dir(&database)?;
     // calls-api is private (the gateway never routes /internal), except that a chat backend
     // using MEMBERSHIP_MODE=table must reach its internal API: CALLS_API_LISTEN exposes it.
-    let (api_listener, api_url) = match std::env::var("CALLS_API_LISTEN")
-        .ok()
-        .filter(|v| !v.is_empty())
-    {
-        None => loopback().await?,
-        Some(addr) => {
-            let addr: SocketAddr = addr.parse().map_err(|_| {
-                StartError::Config(format!("CALLS_API_LISTEN is not an address: {addr}"))
-            })?;
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Listen { addr, source })?;
-            let port = listener
-                .local_addr()
-                .map_err(|source| StartError::Listen { addr, source })?
-                .port();
-            let host = if addr.ip().is_unspecified() {
-                "127.0.0.1".to_owned()
-            } else {
-                addr.ip().to_string()
-            };
-            (listener, format!("http://{host}:{port}"))
-        }
-    };
+    let (api_listener, api_url) = listen_or_loopback("CALLS_API_LISTEN").await?;
     let internal_api = env_set("INTERNAL_API_TOKEN").then(|| format!("{api_url}/internal/v1"));
+    // notifier's internal API (webhook endpoints) is private the same way: NOTIFIER_LISTEN
+    // exposes it.
+    let (notifier_listener, notifier_url) = listen_or_loopback("NOTIFIER_LISTEN").await?;
+    let webhooks_api =
+        env_set("INTERNAL_API_TOKEN").then(|| format!("{notifier_url}/internal/v1/webhooks"));
     let mut api_flags = vec![
         "--listen".to_owned(),
         api_url.trim_start_matches("http://").to_owned(),
@@ -231,7 +241,6 @@ pub async fn start(
 
     // notifier consumes the events calls-api publishes: on the in-process bus its consumer must
     // exist before calls-api starts, or the first events would be missed.
-    let (notifier_listener, notifier_url) = loopback().await?;
     let mut notifier_flags = vec![
         "--listen".to_owned(),
         notifier_url.trim_start_matches("http://").to_owned(),
@@ -244,9 +253,10 @@ pub async fn start(
         ]);
     }
     let notifier_config: notifier::Config = parse("notifier", notifier_flags)?;
+    let webhook_url = notifier_config.webhooks.url.clone();
     let apns_enabled = notifier_config.push.apns_key_file.is_some();
     let fcm_enabled = notifier_config.push.fcm_service_account_file.is_some();
-    let notifier_events = notifier::consumer::open(
+    let notifier_events = notifier::open_consumers(
         &bus,
         &notifier_config.subjects,
         usize::from(notifier_config.nats_stream_replicas),
@@ -346,6 +356,8 @@ pub async fn start(
         database: redact_url(&database),
         media_enabled,
         internal_api,
+        webhooks_api,
+        webhook_url,
         apns_enabled,
         fcm_enabled,
         admin_addr,

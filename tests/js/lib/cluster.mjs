@@ -158,6 +158,12 @@ export async function startCluster(extraEnv = {}, { postgresAdminUrl = PG_ADMIN,
     async apiUrls() {
       return bannerUrls('calls-api');
     },
+    /** The notifier replicas' own URLs (for the internal webhooks API), from the banner. */
+    async notifierUrls() {
+      return bannerUrls('notifier');
+    },
+    /** The cluster's database, for a process a test starts beside the cluster's own. */
+    dbUrl,
     kill(name, signal = 'SIGKILL') {
       process.kill(this.pids()[name], signal);
     },

@@ -7,6 +7,8 @@
 //!   newest event of each (call, user) wins whatever the order of consumption.
 //! - `deliveries`: workers claim due rows with `FOR UPDATE SKIP LOCKED` under a lease, and
 //!   record what the provider answered.
+//! - `webhooks`: webhook endpoints, each call's projection (applied in `seq` order), and the
+//!   webhook delivery queue (claimed in each call's order).
 //!
 //! The migration history is kept in `_notifier_migrations`, so notifier can share calls-api's
 //! database (or the standalone process's SQLite file) without the two colliding.
@@ -14,6 +16,7 @@
 mod deliveries;
 mod devices;
 mod rings;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -24,6 +27,10 @@ use sqlx::{Any, AnyPool, Transaction};
 pub use deliveries::{Claimed, Finish};
 pub use devices::Registered;
 pub use rings::Applied;
+pub use webhooks::{
+    ClaimedWebhook, DeliveryRecord, Endpoint, EndpointBacklog, EndpointPatch, GAP_WAIT_MS,
+    WebhookApplied, WebhookFinish, WebhookInput,
+};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -131,11 +138,20 @@ impl Store {
 }
 
 fn migrator(backend: Backend) -> Migrator {
-    let init = match backend {
-        Backend::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
-        Backend::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
+    let (init, webhooks) = match backend {
+        Backend::Postgres => (
+            include_str!("../../migrations/postgres/0001_init.sql"),
+            include_str!("../../migrations/postgres/0002_webhooks.sql"),
+        ),
+        Backend::Sqlite => (
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0002_webhooks.sql"),
+        ),
     };
-    calls_db::migrator("_notifier_migrations", &[(1, "init", init)])
+    calls_db::migrator(
+        "_notifier_migrations",
+        &[(1, "init", init), (2, "webhooks", webhooks)],
+    )
 }
 
 /// Unix milliseconds now.
