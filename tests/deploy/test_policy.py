@@ -22,7 +22,7 @@ Each RENDERED.yaml is one overlay as `kubectl kustomize` prints it. The rules:
 - the flows the design needs get through the NetworkPolicies, evaluated as Kubernetes does
   (egress of the source and ingress of the destination): the gateway reaches every pod of its
   upstream lists on their port, Prometheus (a namespace labelled calls-backend/monitoring)
-  reaches every scraped port; notifier admits only those two, reaches any address on TCP 443
+  reaches every scraped port; notifier admits only those two and labelled internal clients, reaches any address on TCP 443
   (APNs, FCM, webhooks) and nothing else outside but its datastores, which are every Postgres
   and NATS calls-api reaches;
 - the gateway's upstream lists name every pod a StatefulSet can have (up to its autoscaler's
@@ -422,7 +422,7 @@ def check_flows(docs: list[dict], checks: Checks) -> None:
                      pod({"app.kubernetes.io/name": "debug-shell"}, OTHER_NS, inside=False)):
         where = "its namespace" if intruder["inside"] else "another namespace"
         checks.expect(not reachable(docs, intruder, me, port), obj,
-                      f"admits no other pod than the gateway and Prometheus on {port}", f"a pod of {where} got in")
+                      f"admits no other pod than the gateway, Prometheus and labelled internal clients on {port}", f"a pod of {where} got in")
     for what, ip in OUTSIDE.items():
         checks.expect(reachable(docs, me, address(ip), 443), obj, f"reaches {what} on TCP 443")
     # Outside, nothing but HTTPS and the datastores' ports.
