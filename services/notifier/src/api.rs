@@ -202,6 +202,14 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
+/// The document notifier serves at `/api/docs/openapi.json`: the device registry and the
+/// webhook API (internal, like calls-api's membership API, which its document also lists).
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::webhooks::api::WebhooksDoc::openapi());
+    doc
+}
+
 /// The complete router: the device API, `internal` (the internal API, kept out of the API
 /// document), docs and health; `ready` is the readiness check behind `/readyz`.
 pub fn router<F, Fut>(state: AppState, internal: Router, max_body_bytes: usize, ready: F) -> Router
@@ -223,11 +231,7 @@ where
         ));
     let docs = Router::new().route(
         "/api/docs/openapi.json",
-        get(|| async {
-            let mut doc = ApiDoc::openapi();
-            doc.merge(crate::webhooks::api::WebhooksDoc::openapi());
-            axum::Json(doc)
-        }),
+        get(|| async { axum::Json(document()) }),
     );
     common::stack::finish(
         api.merge(docs).merge(common::health::router(ready)),

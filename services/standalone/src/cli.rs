@@ -154,10 +154,9 @@ fn print_banner(running: &crate::Running) {
 }
 
 /// The document the gateway serves at `/api/docs/openapi.json`: calls-api's, with notifier's
-/// device registry merged in the same way.
+/// device registry and webhook API merged in the same way.
 fn openapi_document() -> Result<String, serde_json::Error> {
-    use utoipa::OpenApi as _;
     let calls = serde_json::to_value(calls_api::api::docs::document())?;
-    let devices = serde_json::to_value(notifier::api::ApiDoc::openapi())?;
+    let devices = serde_json::to_value(notifier::api::document())?;
     serde_json::to_string_pretty(&gateway::openapi::merge(calls, devices))
 }

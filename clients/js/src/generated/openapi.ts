@@ -210,6 +210,70 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/internal/v1/webhooks": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["listWebhooks"];
+        put?: never;
+        post: operations["createWebhook"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/internal/v1/webhooks/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["readWebhook"];
+        put?: never;
+        post?: never;
+        delete: operations["removeWebhook"];
+        options?: never;
+        head?: never;
+        patch: operations["updateWebhook"];
+        trace?: never;
+    };
+    "/internal/v1/webhooks/{id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["listWebhookDeliveries"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/internal/v1/webhooks/{id}/replay": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["replayWebhookDeliveries"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -283,6 +347,39 @@ export interface components {
          * @enum {string}
          */
         CallType: "audio" | "video";
+        /** @description A new endpoint. */
+        CreateBody: {
+            /** @description Default `true`. */
+            enabled?: boolean | null;
+            /** @description Event types to receive; omitted or `null` for every type. */
+            eventTypes?: components["schemas"]["EventType"][] | null;
+            /** @description `whsec_<base64 of 24 to 64 bytes>`, up to five; one is generated when omitted. */
+            secrets?: string[] | null;
+            /**
+             * @description `https://…` (or `http://…`); no user name or password.
+             * @example https://chat.example.com/hooks/calls
+             */
+            url: string;
+        };
+        /** @description One event for one endpoint. */
+        DeliveryView: {
+            /** Format: int64 */
+            attempts: number;
+            callId: string;
+            createdAt: string;
+            eventType: string;
+            finishedAt?: string | null;
+            /** Format: int64 */
+            id: number;
+            lastAttemptAt?: string | null;
+            lastError?: string | null;
+            /** Format: int64 */
+            lastStatus?: number | null;
+            /** @description The body: `{type, timestamp, data}`. */
+            payload: Record<string, never>;
+            status: string;
+            webhookId: string;
+        };
         /** @description A registered device, as the API shows it. */
         Device: {
             /** @description The bundle id, when registered with one. */
@@ -332,6 +429,31 @@ export interface components {
              */
             statusCode: number;
         };
+        /** @description A webhook endpoint. */
+        EndpointView: {
+            createdAt: string;
+            /** @description Why it was disabled (410, failing for a whole retry window, the API). */
+            disabledReason?: string | null;
+            /** @description Whether deliveries are sent. */
+            enabled: boolean;
+            /** @description The types it receives; `null` for every type. */
+            eventTypes?: components["schemas"]["EventType"][] | null;
+            /** @description A UUID, or `env` for `WEBHOOK_URL`. */
+            id: string;
+            /** @description When it last accepted a delivery. */
+            lastSuccessAt?: string | null;
+            /**
+             * @description The signing secrets: whole in the answer that creates the endpoint, afterwards a hint
+             *     (`whsec_MfKQ…`).
+             */
+            secrets: string[];
+            updatedAt: string;
+            /**
+             * @description Where deliveries go.
+             * @example https://chat.example.com/hooks/calls
+             */
+            url: string;
+        };
         /**
          * @description Why a call ended (CONTRACT section 3).
          * @enum {string}
@@ -364,6 +486,11 @@ export interface components {
              */
             statusCode: number;
         };
+        /**
+         * @description The event types of CONTRACT section 9.
+         * @enum {string}
+         */
+        EventType: "call.initiated" | "call.started" | "call.ended" | "call.missed" | "call.declined" | "participant.joined" | "participant.left";
         /** @description One invalid field. */
         FieldErrorDoc: {
             /** @example inviteUserIds[1] */
@@ -496,6 +623,19 @@ export interface components {
          * @enum {string}
          */
         ParticipantStatus: "invited" | "ringing" | "joined" | "left" | "declined" | "missed";
+        /** @description Changes to an endpoint; absent fields stay as they are. */
+        PatchBody: {
+            /**
+             * @description `true` enables it again (after a 410 or a dead letter: then replay); `false` fails what
+             *     is pending.
+             */
+            enabled?: boolean | null;
+            /** @description `null` for every type, a list for some: kept as JSON to tell `null` from absent. */
+            eventTypes?: components["schemas"]["EventType"][] | null;
+            /** @description The new set of secrets (two while rotating). */
+            secrets?: string[] | null;
+            url?: string | null;
+        };
         /**
          * @description The phone's operating system.
          * @enum {string}
@@ -518,6 +658,14 @@ export interface components {
             pushToken: string;
             /** @description The PushKit VoIP token (hex), iOS only: incoming calls ring through it. */
             voipToken?: string | null;
+        };
+        /** @description Which dead letters to send again. */
+        ReplayBody: {
+            /**
+             * @description RFC 3339: the failed deliveries queued at or after this.
+             * @example 2026-01-01T00:00:00Z
+             */
+            since: string;
         };
         /**
          * @description The initiator is the host; everyone else is a participant.
@@ -1243,6 +1391,241 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["ErrorEnvelopeDoc"];
                 };
+            };
+        };
+    };
+    listWebhooks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `{items: [endpoint]}` */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EndpointView"][];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    createWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreateBody"];
+            };
+        };
+        responses: {
+            /** @description Created; the only answer that shows the whole secrets */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EndpointView"];
+                };
+            };
+            /** @description VALIDATION_FAILED (url, secrets, eventTypes) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    readWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The endpoint */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EndpointView"];
+                };
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    removeWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted with its deliveries */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description `env` (WEBHOOK_URL) cannot be deleted */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    updateWebhook: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PatchBody"];
+            };
+        };
+        responses: {
+            /** @description Updated */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EndpointView"];
+                };
+            };
+            /** @description VALIDATION_FAILED */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    listWebhookDeliveries: {
+        parameters: {
+            query?: {
+                /** @description The `nextCursor` of the previous page. */
+                before?: number;
+                /** @description 1 to 200, default 50. */
+                limit?: number;
+                /** @description `pending`, `delivered` or `failed` (dead letters). */
+                status?: string;
+            };
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `{items: [delivery], nextCursor}`, newest first */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryView"][];
+                };
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    replayWebhookDeliveries: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReplayBody"];
+            };
+        };
+        responses: {
+            /** @description `{replayed, enabled}`: dead letters queued again with their webhook-ids */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
         };
     };

@@ -199,7 +199,7 @@ fn checked_secrets(secrets: &[String]) -> Result<Vec<WebhookSecret>, FieldError>
 }
 
 #[utoipa::path(
-    post, path = "/internal/v1/webhooks", tag = "webhooks",
+    post, path = "/internal/v1/webhooks", operation_id = "createWebhook", tag = "webhooks",
     request_body = CreateBody,
     responses(
         (status = 201, description = "Created; the only answer that shows the whole secrets", body = EndpointView),
@@ -259,7 +259,7 @@ async fn create(
 }
 
 #[utoipa::path(
-    get, path = "/internal/v1/webhooks", tag = "webhooks",
+    get, path = "/internal/v1/webhooks", operation_id = "listWebhooks", tag = "webhooks",
     responses((status = 200, description = "`{items: [endpoint]}`", body = Vec<EndpointView>), (status = 401, description = "UNAUTHORIZED")),
     security(("internal" = []))
 )]
@@ -284,7 +284,7 @@ async fn list(
 }
 
 #[utoipa::path(
-    get, path = "/internal/v1/webhooks/{id}", tag = "webhooks",
+    get, path = "/internal/v1/webhooks/{id}", operation_id = "readWebhook", tag = "webhooks",
     params(("id" = String, Path)),
     responses((status = 200, description = "The endpoint", body = EndpointView), (status = 404, description = "NOT_FOUND")),
     security(("internal" = []))
@@ -309,7 +309,7 @@ async fn read(
 }
 
 #[utoipa::path(
-    patch, path = "/internal/v1/webhooks/{id}", tag = "webhooks",
+    patch, path = "/internal/v1/webhooks/{id}", operation_id = "updateWebhook", tag = "webhooks",
     params(("id" = String, Path)),
     request_body = PatchBody,
     responses((status = 200, description = "Updated", body = EndpointView), (status = 400, description = "VALIDATION_FAILED"), (status = 404, description = "NOT_FOUND")),
@@ -373,7 +373,7 @@ async fn update(
 }
 
 #[utoipa::path(
-    delete, path = "/internal/v1/webhooks/{id}", tag = "webhooks",
+    delete, path = "/internal/v1/webhooks/{id}", operation_id = "removeWebhook", tag = "webhooks",
     params(("id" = String, Path)),
     responses((status = 200, description = "Deleted with its deliveries"), (status = 400, description = "`env` (WEBHOOK_URL) cannot be deleted"), (status = 404, description = "NOT_FOUND")),
     security(("internal" = []))
@@ -457,7 +457,7 @@ impl From<DeliveryRecord> for DeliveryView {
 }
 
 #[utoipa::path(
-    get, path = "/internal/v1/webhooks/{id}/deliveries", tag = "webhooks",
+    get, path = "/internal/v1/webhooks/{id}/deliveries", operation_id = "listWebhookDeliveries", tag = "webhooks",
     params(("id" = String, Path), DeliveriesQuery),
     responses((status = 200, description = "`{items: [delivery], nextCursor}`, newest first", body = Vec<DeliveryView>), (status = 404, description = "NOT_FOUND")),
     security(("internal" = []))
@@ -521,7 +521,7 @@ pub struct ReplayBody {
 }
 
 #[utoipa::path(
-    post, path = "/internal/v1/webhooks/{id}/replay", tag = "webhooks",
+    post, path = "/internal/v1/webhooks/{id}/replay", operation_id = "replayWebhookDeliveries", tag = "webhooks",
     params(("id" = String, Path)),
     request_body = ReplayBody,
     responses((status = 200, description = "`{replayed, enabled}`: dead letters queued again with their webhook-ids"), (status = 404, description = "NOT_FOUND")),
