@@ -148,8 +148,13 @@ bench-gateway: ## the gateway vs nginx proxying the same upstream (installs ngin
 bench-signaling: js-deps ## Socket.IO fan-out and memory: signaling vs a Node socket.io server
 	bench/signaling/run.sh
 
+.PHONY: bench-push
+bench-push: js-deps ## commit-to-push latency at 50 calls/s, 4 phones per invitee, in the scaled topology (release build)
+	$(CARGO) build --release --bins -p gateway -p calls-api -p signaling -p media-token -p notifier
+	BIN_DIR=$(abspath target/release) node bench/push/bench.mjs
+
 .PHONY: bench
-bench: bench-token bench-signaling bench-gateway ## every benchmark
+bench: bench-token bench-signaling bench-gateway bench-push ## every benchmark
 
 .PHONY: docs
 docs: build ## regenerate docs/configuration.md from the binaries' --help

@@ -21,6 +21,11 @@ pub const DURABLE_NAME: &str = "notifier";
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Events in flight across replicas.
 const MAX_ACK_PENDING: i64 = 1000;
+/// Events one replica applies at once. Each is a short transaction; applying them one after
+/// the other would make a ringing event wait behind every earlier event's round trips to the
+/// database. Order does not need the queue: the store keeps each ring's latest event id and
+/// treats an older one as stale, as it must for redeliveries anyway.
+const IN_FLIGHT: usize = 16;
 
 /// What the consumer needs.
 #[derive(Clone)]
@@ -94,9 +99,19 @@ impl Consumer {
                     }
                 },
             };
+            // Dropped with this task (shutdown): an event whose transaction was cut is not
+            // acknowledged, so it comes again.
+            let mut applying = tokio::task::JoinSet::new();
             while let Some(item) = current.next().await {
+                while applying.try_join_next().is_some() {}
                 match item {
-                    Ok(message) => self.handle(message).await,
+                    Ok(message) => {
+                        if applying.len() >= IN_FLIGHT {
+                            applying.join_next().await;
+                        }
+                        let this = self.clone();
+                        applying.spawn(async move { this.handle(message).await });
+                    }
                     Err(e) => {
                         // Missed heartbeats while NATS is away; the consumer resumes by itself.
                         tracing::debug!(error = %e, "event consumer hiccup");
