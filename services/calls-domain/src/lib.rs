@@ -22,7 +22,9 @@ pub mod events;
 pub mod model;
 pub mod timefmt;
 
-pub use commands::{BUSY_REASON, MAX_REASON_LEN, Outcome, RING_TIMEOUT_REASON, TimerChange};
+pub use commands::{
+    BUSY_REASON, MAX_REASON_LEN, Outcome, RING_TIMEOUT_REASON, TimerChange, check_reason,
+};
 pub use error::{DomainError, ValidationError};
 pub use events::{Audience, DomainEvent, EventKind};
 pub use model::{

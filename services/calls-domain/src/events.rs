@@ -17,11 +17,11 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::model::{
+use crate::model::{
     Call, CallId, Caller, CancelReason, EndReason, LeftReason, Participant, ParticipantStatus,
     UserId,
 };
-use super::timefmt;
+use crate::timefmt;
 
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

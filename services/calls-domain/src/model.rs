@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::timefmt;
+use crate::timefmt;
 
 /// A user of the host application (the JWT `sub`). Kept as a plain string inside the domain;
 /// parsing and validation happen at the edge.

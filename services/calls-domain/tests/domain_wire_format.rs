@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 
-use calls_api::domain::{
+use calls_domain::{
     Actor, Audience, Call, CallStatus, CallType, Caller, CancelReason, DomainError, DomainEvent,
     EndReason, EventKind, LeftReason, MAX_DISPLAY_NAME_CHARS, MediaPatch, NewCall,
     ParticipantStatus, Profile, Role, TimerKind, Timing,
@@ -101,10 +101,7 @@ fn an_ended_call_shows_its_end_fields() {
 #[test]
 fn timestamps_are_written_in_utc_with_milliseconds_whatever_the_offset() {
     let t = datetime!(2026-03-01 14:00:00.25 +02:00);
-    assert_eq!(
-        calls_api::domain::timefmt::format(t),
-        "2026-03-01T12:00:00.250Z"
-    );
+    assert_eq!(calls_domain::timefmt::format(t), "2026-03-01T12:00:00.250Z");
     assert_eq!(
         t.to_offset(UtcOffset::UTC),
         datetime!(2026-03-01 12:00:00.25 UTC)

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use calls_api::domain::{
+use calls_domain::{
     Actor, Call, CallStatus, CallType, DomainError, LeftReason, MediaPatch, NewCall,
     ParticipantStatus as S, Timing,
 };

@@ -1,0 +1,99 @@
+//! The server-side timers: ring timeout, disconnect grace, max duration.
+
+use time::OffsetDateTime;
+
+use super::{Outcome, RING_TIMEOUT_REASON, Step, run};
+use crate::events::EventKind;
+use crate::model::{Call, CancelReason, EndReason, LeftReason, ParticipantStatus, TimerKind};
+
+impl Call {
+    /// The ring timer fired: everyone still `invited`/`ringing` becomes `missed`; if nobody but
+    /// the initiator ever joined, the call ends `missed`. A no-op on an ended call.
+    pub fn ring_timeout(&mut self, now: OffsetDateTime) -> Outcome {
+        run(self, now, false, |s| {
+            s.ring_timeout();
+            Ok(())
+        })
+        .unwrap_or_default()
+    }
+
+    /// The disconnect grace of `user` ran out: if still disconnected they leave with reason
+    /// `connection_lost` (which may end the call).
+    pub fn disconnect_grace_expired(&mut self, user_id: &str, now: OffsetDateTime) -> Outcome {
+        run(self, now, true, |s| {
+            s.disconnect_grace_expired(user_id);
+            Ok(())
+        })
+        .unwrap_or_default()
+    }
+
+    /// The max-duration timer fired: the call ends `timeout`.
+    pub fn max_duration_reached(&mut self, now: OffsetDateTime) -> Outcome {
+        run(self, now, true, |s| {
+            if s.call.is_live() {
+                s.finish(EndReason::Timeout, None);
+            }
+            Ok(())
+        })
+        .unwrap_or_default()
+    }
+
+    /// Runs the command a fired timer stands for.
+    pub fn fire_timer(
+        &mut self,
+        kind: TimerKind,
+        user_id: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Outcome {
+        match (kind, user_id) {
+            (TimerKind::RingTimeout, _) => self.ring_timeout(now),
+            (TimerKind::MaxDuration, _) => self.max_duration_reached(now),
+            (TimerKind::DisconnectGrace, Some(user_id)) => {
+                self.disconnect_grace_expired(user_id, now)
+            }
+            // A grace timer without a user cannot be acted on.
+            (TimerKind::DisconnectGrace, None) => Outcome::default(),
+        }
+    }
+}
+
+impl Step<'_> {
+    pub(super) fn ring_timeout(&mut self) {
+        if !self.call.is_live() {
+            return;
+        }
+        let pending: Vec<usize> = (0..self.call.participants.len())
+            .filter(|&i| self.call.participants[i].status.is_pending())
+            .collect();
+        for i in pending {
+            self.call.participants[i].status = ParticipantStatus::Missed;
+            let user_id = self.call.participants[i].user_id.clone();
+            self.status_changed(
+                &user_id,
+                ParticipantStatus::Missed,
+                Some(RING_TIMEOUT_REASON.to_owned()),
+            );
+            self.user_event(
+                &user_id,
+                EventKind::IncomingCallCancelled {
+                    reason: CancelReason::Missed,
+                },
+            );
+        }
+        if !self.call.was_answered() {
+            self.finish(EndReason::Missed, None);
+        }
+    }
+
+    pub(super) fn disconnect_grace_expired(&mut self, user_id: &str) {
+        if !self.call.is_live() {
+            return;
+        }
+        if let Some(i) = self.index_of(user_id) {
+            let p = &self.call.participants[i];
+            if p.status == ParticipantStatus::Joined && !p.is_connected {
+                self.depart(i, LeftReason::ConnectionLost, None);
+            }
+        }
+    }
+}
