@@ -40,6 +40,7 @@ fn timing() -> Timing {
         ring_timeout: Duration::from_secs(45),
         disconnect_grace: Duration::from_secs(30),
         max_duration: Some(Duration::from_secs(3600)),
+        alone_timeout: Some(Duration::from_secs(120)),
     }
 }
 
@@ -166,6 +167,7 @@ fn new_call(room: &str, group: bool, from: &str, to: &[&str]) -> NewCall {
         initiator_id: from.into(),
         invitee_ids: to.iter().map(|s| s.to_string()).collect(),
         max_participants: 8,
+        ring_timeout: None,
         initiator_profile: Default::default(),
     }
 }

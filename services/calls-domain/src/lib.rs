@@ -23,12 +23,13 @@ pub mod model;
 pub mod timefmt;
 
 pub use commands::{
-    BUSY_REASON, MAX_REASON_LEN, Outcome, RING_TIMEOUT_REASON, TimerChange, check_reason,
+    BUSY_REASON, Invitation, MAX_REASON_LEN, Outcome, RING_TIMEOUT_REASON, TimerChange,
+    check_reason,
 };
 pub use error::{DomainError, ValidationError};
 pub use events::{Audience, DomainEvent, EventKind};
 pub use model::{
     Actor, Call, CallId, CallStatus, CallType, Caller, CancelReason, ChatRoomId, EndReason,
-    LeftReason, MAX_AVATAR_URL_BYTES, MAX_DISPLAY_NAME_CHARS, MediaPatch, NewCall, Participant,
-    ParticipantStatus, Profile, Role, TimerKind, Timing, UserId,
+    LeftReason, MAX_AVATAR_URL_BYTES, MAX_DISPLAY_NAME_CHARS, MIN_RING_TIMEOUT, MediaPatch,
+    NewCall, Participant, ParticipantStatus, Profile, Role, TimerKind, Timing, UserId,
 };

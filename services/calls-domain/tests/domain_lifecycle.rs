@@ -27,6 +27,7 @@ fn timing() -> Timing {
         ring_timeout: Duration::from_secs(45),
         disconnect_grace: Duration::from_secs(30),
         max_duration: Some(Duration::from_secs(3600)),
+        alone_timeout: Some(Duration::from_secs(120)),
     }
 }
 
@@ -42,6 +43,7 @@ fn new_call(group: bool, invitees: &[&str]) -> NewCall {
         initiator_id: "alice".into(),
         invitee_ids: invitees.iter().map(|s| s.to_string()).collect(),
         max_participants: 4,
+        ring_timeout: None,
         initiator_profile: Default::default(),
     }
 }

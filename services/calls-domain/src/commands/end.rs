@@ -65,7 +65,7 @@ impl Step<'_> {
             .call
             .participants
             .iter()
-            .filter(|p| p.is_invitee)
+            .filter(|p| p.is_invitee && !p.is_removed)
             .all(|p| p.status == ParticipantStatus::Declined);
         let reason = if all_declined {
             EndReason::Declined
@@ -119,7 +119,7 @@ impl Step<'_> {
             self.call
                 .participants
                 .iter()
-                .filter(|p| p.is_invitee)
+                .filter(|p| p.is_invitee && !p.is_removed)
                 .map(|p| Audience::User(p.user_id.clone())),
         );
         self.call.seq += 1;

@@ -8,8 +8,8 @@ use super::{BUSY_REASON, Outcome, Step};
 use crate::error::DomainError;
 use crate::events::EventKind;
 use crate::model::{
-    Call, CallId, CallStatus, CallType, Caller, EndReason, NewCall, Participant, ParticipantStatus,
-    Role, TimerKind, Timing, UserId,
+    Call, CallId, CallStatus, CallType, Caller, EndReason, MIN_RING_TIMEOUT, NewCall, Participant,
+    ParticipantStatus, Role, TimerKind, Timing, UserId,
 };
 use crate::timefmt::truncate_millis;
 
@@ -26,7 +26,8 @@ impl Call {
         now: OffsetDateTime,
         timing: &Timing,
     ) -> Result<(Call, Outcome), DomainError> {
-        validate_new_call(&new)?;
+        validate_new_call(&new, timing)?;
+        let ring_timeout = new.ring_timeout.unwrap_or(timing.ring_timeout);
         let now = truncate_millis(now);
         let camera_off = new.call_type == CallType::Audio;
 
@@ -45,6 +46,7 @@ impl Call {
             is_connected: true,
             is_invitee: false,
             has_joined: true,
+            is_removed: false,
         });
         for user_id in &new.invitee_ids {
             let busy = busy_invitees.contains(user_id);
@@ -66,6 +68,7 @@ impl Call {
                 is_connected: true,
                 is_invitee: true,
                 has_joined: false,
+                is_removed: false,
             });
         }
 
@@ -87,6 +90,10 @@ impl Call {
             end_reason: None,
             ended_by: None,
             seq: 0,
+            ring_timeout_seconds: u32::try_from(ring_timeout.as_secs()).unwrap_or(u32::MAX),
+            alone_timeout_seconds: timing
+                .alone_timeout
+                .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
             participants,
         };
 
@@ -104,13 +111,13 @@ impl Call {
             };
             step.finish(reason, None);
         } else {
-            step.schedule(TimerKind::RingTimeout, None, timing.ring_timeout);
+            step.schedule(TimerKind::RingTimeout, None, ring_timeout);
             if let Some(max) = timing.max_duration.filter(|d| !d.is_zero()) {
                 step.schedule(TimerKind::MaxDuration, None, max);
             }
             let snapshot = step.call.clone();
             let from = Caller::new(snapshot.initiator_id.clone(), &new.initiator_profile);
-            let ring_deadline = now + timing.ring_timeout;
+            let ring_deadline = now + ring_timeout;
             for p in snapshot
                 .participants
                 .iter()
@@ -131,7 +138,19 @@ impl Call {
     }
 }
 
-fn validate_new_call(new: &NewCall) -> Result<(), DomainError> {
+fn validate_new_call(new: &NewCall, timing: &Timing) -> Result<(), DomainError> {
+    if let Some(ring) = new.ring_timeout
+        && !(MIN_RING_TIMEOUT..=timing.ring_timeout.max(MIN_RING_TIMEOUT)).contains(&ring)
+    {
+        return Err(DomainError::validation(
+            "ringTimeoutSeconds",
+            format!(
+                "must be between {} and {}",
+                MIN_RING_TIMEOUT.as_secs(),
+                timing.ring_timeout.max(MIN_RING_TIMEOUT).as_secs()
+            ),
+        ));
+    }
     if new.chat_room_id.is_empty() {
         return Err(DomainError::validation("chatRoomId", "must not be empty"));
     }

@@ -3,12 +3,12 @@
 
 use time::OffsetDateTime;
 
-use super::{Outcome, Step, run};
+use super::{Outcome, Step, TimerChange, run};
 use crate::error::DomainError;
 use crate::events::EventKind;
 use crate::model::{
     Actor, Call, CallStatus, CallType, CancelReason, MediaPatch, Participant, ParticipantStatus,
-    Role,
+    Role, TimerKind,
 };
 
 impl Call {
@@ -75,17 +75,31 @@ impl Step<'_> {
                     is_connected: true,
                     is_invitee: false,
                     has_joined: true,
+                    is_removed: false,
                 });
                 (self.call.participants.len() - 1, false)
             }
         };
 
+        // Only an answered call can have an alone timer running (see `depart`).
+        let was_active = self.call.status == CallStatus::Active;
         if self.call.status == CallStatus::Ringing && actor.user_id != self.call.initiator_id {
             self.call.status = CallStatus::Active;
             self.call.started_at = Some(now);
         }
         let participant = self.call.participants[i].clone();
         self.call_event(EventKind::ParticipantJoined { participant });
+        if was_active
+            && self.call.is_group_call
+            && self.call.alone_timeout_seconds > 0
+            && self.call.joined_count() == 2
+        {
+            // Someone came back to the one who was alone: the call goes on.
+            self.out.timers.push(TimerChange::Cancel {
+                kind: TimerKind::AloneTimeout,
+                user_id: None,
+            });
+        }
         if was_pending {
             self.user_event(
                 &actor.user_id,

@@ -1,11 +1,15 @@
 //! Leaving a call, and what a departure does to it.
 
+use std::time::Duration;
+
 use time::OffsetDateTime;
 
 use super::{Outcome, Step, TimerChange, run};
 use crate::error::DomainError;
 use crate::events::EventKind;
-use crate::model::{Actor, Call, EndReason, LeftReason, ParticipantStatus, TimerKind, UserId};
+use crate::model::{
+    Actor, Call, EndReason, LeftReason, ParticipantStatus, Role, TimerKind, UserId,
+};
 
 impl Call {
     /// Leaves the call (`joined → left`).
@@ -61,6 +65,39 @@ impl Step<'_> {
                 EndReason::Cancelled
             };
             self.finish(reason, ended_by);
+            return;
         }
+        if self.call.participants[i].role == Role::Host {
+            self.hand_over_host(i);
+        }
+        // The last other participant left: the one still here gets a while for someone to
+        // (re)join before the call ends on its own.
+        if self.call.joined_count() == 1
+            && self.call.alone_timeout_seconds > 0
+            && self.call.was_answered()
+        {
+            let after = Duration::from_secs(u64::from(self.call.alone_timeout_seconds));
+            self.schedule(TimerKind::AloneTimeout, None, after);
+        }
+    }
+
+    /// The host (participant `from`) left a live group call: the participant joined longest
+    /// (earliest `joinedAt`, then roster order) becomes host.
+    fn hand_over_host(&mut self, from: usize) {
+        let Some(to) = self
+            .call
+            .participants
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.status == ParticipantStatus::Joined)
+            .min_by_key(|(i, p)| (p.joined_at, *i))
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        self.call.participants[from].role = Role::Participant;
+        self.call.participants[to].role = Role::Host;
+        let user_id = self.call.participants[to].user_id.clone();
+        self.call_event(EventKind::HostChanged { user_id });
     }
 }

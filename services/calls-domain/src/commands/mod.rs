@@ -23,10 +23,12 @@
 
 mod end;
 mod initiate;
+mod invite;
 mod join;
 mod leave;
 mod media;
 mod presence;
+mod remove;
 mod status;
 mod timers;
 
@@ -59,6 +61,8 @@ pub const RING_TIMEOUT_REASON: &str = "ring_timeout";
 
 /// The decline reason of an invitee who was in another call.
 pub const BUSY_REASON: &str = "busy";
+
+pub use invite::Invitation;
 
 /// What a command caused, besides the change to the call itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,4 +1,8 @@
-//! The server-side timers: ring timeout, disconnect grace, max duration.
+//! The server-side timers: ring timeout, disconnect grace, max duration, alone timeout.
+//!
+//! A call has one ring timer, due at the earliest ring deadline of those still being rung
+//! (each invitee's `invitedAt` plus the call's ring timeout): people invited into a live call
+//! ring as long as the first ones did, and each firing reschedules it for the next.
 
 use time::OffsetDateTime;
 
@@ -7,8 +11,10 @@ use crate::events::EventKind;
 use crate::model::{Call, CancelReason, EndReason, LeftReason, ParticipantStatus, TimerKind};
 
 impl Call {
-    /// The ring timer fired: everyone still `invited`/`ringing` becomes `missed`; if nobody but
-    /// the initiator ever joined, the call ends `missed`. A no-op on an ended call.
+    /// The ring timer fired: everyone still `invited`/`ringing` whose ring deadline has passed
+    /// becomes `missed`; if then nobody is being rung and nobody but the initiator ever
+    /// joined, the call ends `missed`. The timer moves to the next deadline of those still
+    /// rung. A no-op on an ended call.
     pub fn ring_timeout(&mut self, now: OffsetDateTime) -> Outcome {
         run(self, now, false, |s| {
             s.ring_timeout();
@@ -38,6 +44,23 @@ impl Call {
         .unwrap_or_default()
     }
 
+    /// The alone timer fired: a group call still down to one joined participant (or none)
+    /// ends `completed` (`cancelled` if it was never answered).
+    pub fn alone_timeout(&mut self, now: OffsetDateTime) -> Outcome {
+        run(self, now, true, |s| {
+            if s.call.is_live() && s.call.is_group_call && s.call.joined_count() <= 1 {
+                let reason = if s.call.was_answered() {
+                    EndReason::Completed
+                } else {
+                    EndReason::Cancelled
+                };
+                s.finish(reason, None);
+            }
+            Ok(())
+        })
+        .unwrap_or_default()
+    }
+
     /// Runs the command a fired timer stands for.
     pub fn fire_timer(
         &mut self,
@@ -48,6 +71,7 @@ impl Call {
         match (kind, user_id) {
             (TimerKind::RingTimeout, _) => self.ring_timeout(now),
             (TimerKind::MaxDuration, _) => self.max_duration_reached(now),
+            (TimerKind::AloneTimeout, _) => self.alone_timeout(now),
             (TimerKind::DisconnectGrace, Some(user_id)) => {
                 self.disconnect_grace_expired(user_id, now)
             }
@@ -62,8 +86,12 @@ impl Step<'_> {
         if !self.call.is_live() {
             return;
         }
+        let now = self.now;
         let pending: Vec<usize> = (0..self.call.participants.len())
-            .filter(|&i| self.call.participants[i].status.is_pending())
+            .filter(|&i| {
+                let p = &self.call.participants[i];
+                p.status.is_pending() && self.call.ring_deadline(p) <= now
+            })
             .collect();
         for i in pending {
             self.call.participants[i].status = ParticipantStatus::Missed;
@@ -80,7 +108,9 @@ impl Step<'_> {
                 },
             );
         }
-        if !self.call.was_answered() {
+        if self.call.has_pending_invitees() {
+            self.schedule_ring_timer();
+        } else if !self.call.was_answered() {
             self.finish(EndReason::Missed, None);
         }
     }
