@@ -148,7 +148,9 @@ impl Step<'_> {
             }
         }
         if became_group {
-            let call = Box::new(self.call.clone());
+            // The snapshot is the call as of this event, its own `seq` included.
+            let mut call = Box::new(self.call.clone());
+            call.seq += 1;
             self.call_event(EventKind::CallUpdated { call });
         }
         if !rung.is_empty() {
