@@ -103,6 +103,7 @@ pub async fn run_with_bus(
         config.membership_mode,
         timing,
         config.calls.max_participants,
+        config.calls.max_invitees,
         relay.clone(),
     );
 
