@@ -389,8 +389,8 @@ impl CallState {
             CallEvent::Invited { participant } => {
                 let user = participant.user_id.clone();
                 match self.index(&user) {
-                    Some(i) => self.call.participants[i] = participant.clone(),
-                    None => self.call.participants.push(participant.clone()),
+                    Some(i) => self.call.participants[i] = (**participant).clone(),
+                    None => self.call.participants.push((**participant).clone()),
                 }
                 if participant.status == "declined" {
                     out.push(
@@ -728,7 +728,7 @@ mod tests {
                 2,
                 2,
                 CallEvent::Invited {
-                    participant: participant("carol", "participant", "invited"),
+                    participant: Box::new(participant("carol", "participant", "invited")),
                 },
             )),
             s.apply(&ev(
@@ -745,10 +745,10 @@ mod tests {
             4,
             2,
             CallEvent::Invited {
-                participant: ParticipantView {
+                participant: Box::new(ParticipantView {
                     decline_reason: Some("busy".into()),
                     ..participant("dave", "participant", "declined")
-                },
+                }),
             },
         ));
         assert_eq!(types(&busy), vec!["call.declined"]);

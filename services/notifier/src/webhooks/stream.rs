@@ -62,8 +62,9 @@ pub enum CallEvent {
     },
     /// `participant_invited`: someone rung into the live call (CONTRACT section 10).
     Invited {
-        /// The participant after the invitation.
-        participant: ParticipantView,
+        /// The participant after the invitation (boxed: a second unboxed participant would
+        /// cost every event of the stream a tag word).
+        participant: Box<ParticipantView>,
     },
     /// `call_updated`: the call itself changed (a 1:1 became a group call).
     Updated {
@@ -269,9 +270,11 @@ pub fn decode_call_event(raw: &str) -> Result<SeqEvent, String> {
                 .participant,
         },
         "participant_invited" => CallEvent::Invited {
-            participant: serde_json::from_value::<JoinedData>(data)
-                .map_err(bad)?
-                .participant,
+            participant: Box::new(
+                serde_json::from_value::<JoinedData>(data)
+                    .map_err(bad)?
+                    .participant,
+            ),
         },
         "call_updated" => {
             let d: UpdatedData = serde_json::from_value(data).map_err(bad)?;
