@@ -154,6 +154,11 @@ export function definePushSuite(title, start) {
         return got.length && got;
       }, "carol's Android phone stops ringing");
       assert.deepEqual(cancels[0].message.data, { type: 'incoming_call_cancelled', callId: call.id, reason: 'cancelled' });
+
+      // Invited again, carol's phones ring again: a new ring of the same call is not a duplicate.
+      assert.equal((await client.api(alice, 'POST', `/calls/${call.id}/invite`, { userIds: [carol] })).status, 200);
+      await eventually(() => apnsTo(iphone.voipToken).length === 2, "carol's iPhone is not rung again when she is invited back");
+      await eventually(() => fcmTo(pixel.pushToken).filter((r) => r.message.data.type === 'incoming_call').length === 2, "carol's Android phone is not rung again");
     });
 
     test('a socket that connects while a call rings for its user gets incoming_call', async () => {
