@@ -1,4 +1,7 @@
-//! The commands of the state machine (CONTRACT section 4).
+//! The commands of the state machine (CONTRACT sections 4 and 10), one module per action:
+//! `initiate`, `join`, `status` (`PATCH /status`), `leave` (and what any departure does, the
+//! host hand-over included), `media`, `end` (and the end rules every command shares), `invite`,
+//! `remove`, `presence`, and `timers` (ring, disconnect grace, max duration, alone).
 //!
 //! Each command takes the call as it is, the acting user and the current time (never read
 //! from a clock here, so tests can drive time), mutates the call and returns an [`Outcome`]:
@@ -19,7 +22,7 @@
 //! - When a call ends, participants still `invited`/`ringing` become `missed`.
 //! - `endedBy` is the user whose action ended the call; `null` for timers and lost
 //!   connections.
-//! - A 1:1 always has `maxParticipants` 2.
+//! - A 1:1 always has `maxParticipants` 2 (until an invitation makes it a group call).
 
 mod end;
 mod initiate;
