@@ -673,3 +673,90 @@ fn every_new_event_has_its_wire_name_and_camel_case_fields() {
     assert_eq!(v["call"]["ringTimeoutSeconds"], 45);
     assert_eq!(c.status, CallStatus::Active);
 }
+
+/// Inviting someone in every status they may have, in both kinds of call: those still rung or
+/// in the call are left alone; everyone else is rung again.
+#[test]
+fn an_invitation_rings_exactly_those_not_already_ringing_or_in_the_call() {
+    #[derive(Debug, Clone, Copy)]
+    enum Target {
+        Status(S),
+        Removed,
+        Stranger,
+    }
+    let targets = [
+        Target::Status(S::Invited),
+        Target::Status(S::Ringing),
+        Target::Status(S::Joined),
+        Target::Status(S::Left),
+        Target::Status(S::Declined),
+        Target::Status(S::Missed),
+        Target::Removed,
+        Target::Stranger,
+    ];
+    for group_call in [false, true] {
+        for target in targets {
+            let cell = format!("group={group_call} target {target:?}");
+            // alice hosts; carol answered (so the call lives whatever bob does); bob is the target.
+            let mut c = if group_call {
+                group(&["bob", "carol"])
+            } else {
+                one_to_one()
+            };
+            if group_call {
+                join(&mut c, "carol", 1);
+            }
+            let who = match target {
+                Target::Stranger => "zoe",
+                _ => "bob",
+            };
+            match target {
+                Target::Status(S::Invited) | Target::Stranger => {}
+                Target::Status(S::Joined) => {
+                    join(&mut c, "bob", 2);
+                }
+                Target::Status(S::Left) => {
+                    join(&mut c, "bob", 2);
+                    c.leave(&user("bob"), LeftReason::Left, at(3)).unwrap();
+                }
+                Target::Status(s) => {
+                    c.set_status(&user("bob"), s, None, at(2)).unwrap();
+                }
+                Target::Removed => {
+                    c.remove(&user("alice"), "bob", at(3)).unwrap();
+                }
+            }
+            if !c.is_live() {
+                // A 1:1 ends when its only callee leaves, declines or misses it, or is removed.
+                assert_eq!(
+                    invite(&mut c, "alice", &[who], 5),
+                    Err(DomainError::CallEnded),
+                    "{cell}"
+                );
+                continue;
+            }
+            let before = c.clone();
+            let out = invite(&mut c, "alice", &[who], 5).expect(&cell);
+            let expect_ring =
+                !matches!(target, Target::Status(S::Invited | S::Ringing | S::Joined));
+            if expect_ring {
+                assert_eq!(rung(&out), [(who.to_owned(), at(50))], "{cell}");
+                let p = c.participant(who).unwrap();
+                assert_eq!((p.status, p.is_removed), (S::Invited, false), "{cell}");
+                assert!(c.is_visible_to(who, false), "{cell}");
+                assert!(
+                    names(&out.events).contains(&"participant_invited"),
+                    "{cell}"
+                );
+                assert_eq!(
+                    names(&out.events).contains(&"call_updated"),
+                    !group_call,
+                    "{cell}"
+                );
+            } else {
+                assert!(out.events.is_empty(), "{cell}");
+                assert_eq!(c, before, "{cell}");
+            }
+        }
+    }
+}
