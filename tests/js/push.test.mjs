@@ -123,6 +123,44 @@ export function definePushSuite(title, start) {
       assert.deepEqual(eventsOf(own, call.id, 'incoming_call_cancelled'), []);
     });
 
+    test('someone invited into a live call is rung on both phones like a first invitee, named after who invited them; removed, their Android stops ringing', async () => {
+      const [alice, bob, carol] = [unique('alice'), unique('bob'), unique('carol')];
+      const { iphone, pixel } = await phones(client, carol);
+      const call = await client.initiate(alice, [bob], { type: 'audio' });
+      await client.join(bob, call.id);
+      const invited = await client.api(bob, 'POST', `/calls/${call.id}/invite`, { userIds: [carol] });
+      assert.equal(invited.status, 200, `bob could not invite carol: ${invited.text}`);
+      const invitedAt = Date.parse(invited.body.data.participants.find((p) => p.userId === carol).invitedAt);
+
+      const [voip] = await eventually(() => apnsTo(iphone.voipToken).length && apnsTo(iphone.voipToken), "carol's iPhone gets a VoIP push");
+      assert.equal(voip.headers['apns-push-type'], 'voip');
+      assert.equal(voip.headers['apns-collapse-id'], call.id);
+      const deadline = Date.parse(voip.payload.ringDeadline);
+      assert.equal(deadline - invitedAt, RING_SECONDS * 1000, 'a late invitee rings the full ring timeout from their invitation');
+      assert.deepEqual(
+        { ...voip.payload, ringDeadline: undefined },
+        { type: 'incoming_call', callId: call.id, chatRoomId: call.chatRoomId, callType: 'audio', isGroupCall: true, from: { userId: bob }, ringDeadline: undefined },
+      );
+      assert.ok(voip.at - invitedAt < RING_LATENCY_BUDGET_MS, `the VoIP push left ${voip.at - invitedAt} ms after the invitation`);
+      const [ring] = await eventually(() => fcmTo(pixel.pushToken).length && fcmTo(pixel.pushToken), "carol's Android phone gets a data message");
+      assert.equal(ring.message.data.type, 'incoming_call');
+      assert.equal(ring.message.data.fromUserId, bob);
+      assert.equal(ring.message.data.isGroupCall, 'true');
+
+      const removed = await client.api(alice, 'POST', `/calls/${call.id}/participants/${carol}/remove`);
+      assert.equal(removed.status, 200, `alice could not remove carol: ${removed.text}`);
+      const cancels = await eventually(() => {
+        const got = fcmTo(pixel.pushToken).filter((r) => r.message.data.type === 'incoming_call_cancelled');
+        return got.length && got;
+      }, "carol's Android phone stops ringing");
+      assert.deepEqual(cancels[0].message.data, { type: 'incoming_call_cancelled', callId: call.id, reason: 'cancelled' });
+
+      // Invited again, carol's phones ring again: a new ring of the same call is not a duplicate.
+      assert.equal((await client.api(alice, 'POST', `/calls/${call.id}/invite`, { userIds: [carol] })).status, 200);
+      await eventually(() => apnsTo(iphone.voipToken).length === 2, "carol's iPhone is not rung again when she is invited back");
+      await eventually(() => fcmTo(pixel.pushToken).filter((r) => r.message.data.type === 'incoming_call').length === 2, "carol's Android phone is not rung again");
+    });
+
     test('a socket that connects while a call rings for its user gets incoming_call', async () => {
       const [alice, bob] = [unique('alice'), unique('bob')];
       const call = await client.initiate(alice, [bob]);

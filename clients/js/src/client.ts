@@ -202,6 +202,16 @@ export class CallsClient extends Emitter<CallsClientEvents> {
     return this.rest.endCall(callId, options).then((c) => this.observe(c));
   }
 
+  /** `POST /calls/:id/invite`: ring more people into the live call (host or joined participant). */
+  invite(callId: string, userIds: string[], options?: RequestOptions): Promise<Call> {
+    return this.rest.invite(callId, userIds, options).then((c) => this.observe(c));
+  }
+
+  /** `POST /calls/:id/participants/:userId/remove`: the host removes someone from the call. */
+  removeParticipant(callId: string, userId: string, options?: RequestOptions): Promise<Call> {
+    return this.rest.removeParticipant(callId, userId, options).then((c) => this.observe(c));
+  }
+
   /** `GET /calls/:id`. */
   getCall(callId: string, options?: RequestOptions): Promise<Call> {
     return this.rest.getCall(callId, options).then((c) => this.observe(c));

@@ -72,6 +72,9 @@ const KNOWN = new Set<string>([
   'participant_reconnected',
   'participant_media_changed',
   'participant_status_changed',
+  'participant_invited',
+  'call_updated',
+  'host_changed',
   'call_ended',
 ]);
 
@@ -143,6 +146,25 @@ export function applyCallEvent(call: Call, name: string, event: CallEventBase & 
         status: e.status,
         declineReason: e.status === 'declined' ? e.reason : p.declineReason,
       }));
+    }
+    case 'participant_invited': {
+      const p = (event as unknown as CallEventPayloads['participant_invited']).participant;
+      const exists = next.participants.some((x) => x.userId === p.userId);
+      next.participants = exists ? next.participants.map((x) => (x.userId === p.userId ? p : x)) : [...next.participants, p];
+      return next;
+    }
+    case 'call_updated': {
+      const e = event as unknown as CallEventPayloads['call_updated'];
+      return { ...e.call, seq: event.seq };
+    }
+    case 'host_changed': {
+      const e = event as unknown as CallEventPayloads['host_changed'];
+      next.participants = next.participants.map((p) => {
+        if (p.userId === e.userId) return { ...p, role: 'host' };
+        if (p.role === 'host') return { ...p, role: 'participant' };
+        return p;
+      });
+      return next;
     }
     case 'call_ended': {
       const e = event as unknown as CallEventPayloads['call_ended'];

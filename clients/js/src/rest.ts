@@ -10,6 +10,7 @@ import type {
   Device,
   RegisterDeviceBody,
   InitiateCallBody,
+  InviteBody,
   JoinCallBody,
   MediaSession,
   MediaStateBody,
@@ -91,6 +92,23 @@ export class RestClient {
   /** `POST /calls/:id/end`: the host, or either side of a 1:1, ends the call. */
   async endCall(callId: string, options: RequestOptions = {}): Promise<Call> {
     return (await this.request<Call>('POST', `/calls/${enc(callId)}/end`, undefined, this.fromDevice(options))).data;
+  }
+
+  /**
+   * `POST /calls/:id/invite`: the host or a joined participant rings `userIds` into the live
+   * call (a 1:1 becomes a group call). Those already ringing or in the call are left as they are.
+   */
+  async invite(callId: string, userIds: string[], options: RequestOptions = {}): Promise<Call> {
+    const body: InviteBody = { userIds };
+    return (await this.request<Call>('POST', `/calls/${enc(callId)}/invite`, body, options)).data;
+  }
+
+  /**
+   * `POST /calls/:id/participants/:userId/remove`: the host removes someone; they stop getting
+   * the call and cannot rejoin unless invited again.
+   */
+  async removeParticipant(callId: string, userId: string, options: RequestOptions = {}): Promise<Call> {
+    return (await this.request<Call>('POST', `/calls/${enc(callId)}/participants/${enc(userId)}/remove`, undefined, options)).data;
   }
 
   /** `GET /calls/:id`. */

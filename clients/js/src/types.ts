@@ -39,6 +39,8 @@ export interface CallHistoryPage {
 export type InitiateCallBody = Schemas['InitiateBody'];
 /** `POST /calls/:id/join` body: the initial media state. */
 export type JoinCallBody = Schemas['JoinBody'];
+/** `POST /calls/:id/invite` body: who to ring into the live call. */
+export type InviteBody = Schemas['InviteBody'];
 /** `PATCH /calls/:id/status` body. */
 export type UpdateStatusBody = Schemas['StatusBody'];
 /** `PATCH /calls/:id/media` body: at least one flag. */
@@ -91,6 +93,19 @@ export interface ParticipantStatusChangedEvent extends CallEventBase {
   /** The decline reason, `"ring_timeout"` for a server-side miss, else `null`. */
   reason: string | null;
 }
+/** Someone was rung into the live call (CONTRACT section 10). */
+export interface ParticipantInvitedEvent extends CallEventBase {
+  /** As after the invitation: `invited`, or `declined` with reason `busy`. */
+  participant: Participant;
+}
+/** The call itself changed (a 1:1 became a group call); `call.seq` is the event's `seq`. */
+export interface CallUpdatedEvent extends CallEventBase {
+  call: Call;
+}
+/** The host left a live group call; `userId` is the new host. */
+export interface HostChangedEvent extends CallEventBase {
+  userId: string;
+}
 export interface CallEndedEvent extends CallEventBase {
   reason: EndReason;
   endedBy: string | null;
@@ -104,6 +119,9 @@ export interface CallEventPayloads {
   participant_reconnected: ParticipantReconnectedEvent;
   participant_media_changed: ParticipantMediaChangedEvent;
   participant_status_changed: ParticipantStatusChangedEvent;
+  participant_invited: ParticipantInvitedEvent;
+  call_updated: CallUpdatedEvent;
+  host_changed: HostChangedEvent;
   call_ended: CallEndedEvent;
 }
 export type CallEventName = keyof CallEventPayloads;
@@ -128,7 +146,7 @@ export interface IncomingCallEvent {
   callId: string;
   at: string;
   call: Call;
-  /** The caller: a user id, or `{userId, displayName?, avatarUrl?}`. */
+  /** The caller (for an invitation into a live call, whoever invited): a user id, or `{userId, displayName?, avatarUrl?}`. */
   from: string | Caller;
 }
 

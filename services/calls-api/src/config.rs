@@ -87,6 +87,14 @@ pub struct CallRules {
     /// Upper bound (and default) of a call's `maxParticipants`.
     #[arg(long, env = "CALL_MAX_PARTICIPANTS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..=1000))]
     pub max_participants: u32,
+    /// How many people a group call may ring (at initiation and later invitations together,
+    /// besides its initiator); `CALL_MAX_PARTICIPANTS` still caps those joined at once.
+    #[arg(long, env = "CALL_MAX_INVITEES", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_invitees: u32,
+    /// A group call whose last other participant left ends `completed` after this unless
+    /// someone joins meanwhile; 0 = never.
+    #[arg(long, env = "CALL_ALONE_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub alone_timeout_seconds: u64,
 }
 
 impl CallRules {
@@ -97,6 +105,8 @@ impl CallRules {
             disconnect_grace: Duration::from_secs(self.disconnect_grace_seconds),
             max_duration: (self.max_duration_seconds > 0)
                 .then(|| Duration::from_secs(self.max_duration_seconds)),
+            alone_timeout: (self.alone_timeout_seconds > 0)
+                .then(|| Duration::from_secs(self.alone_timeout_seconds)),
         }
     }
 }

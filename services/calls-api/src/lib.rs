@@ -2,8 +2,9 @@
 //! persistence; it publishes every event through an outbox and answers signaling's commands.
 //!
 //! - [`config`]: typed configuration from the environment.
-//! - [`domain`]: the pure call state machine (no I/O, no clock reads). Every rule of the client
-//!   contract about statuses, end reasons, timers and events lives here and nowhere else.
+//! - [`domain`]: the pure call state machine (no I/O, no clock reads), re-exported from the
+//!   `calls-domain` crate, whose dependencies keep it pure. Every rule of the client contract
+//!   about statuses, end reasons, timers and events lives there and nowhere else.
 //! - [`store`]: persistence on PostgreSQL or SQLite (sqlx): applies domain commands under a row
 //!   lock in one transaction together with the outbox events and timer rows they cause.
 //! - [`service`]: what a user may do (membership, authorization), shared by REST and the bus.
@@ -15,11 +16,13 @@
 pub mod api;
 pub mod commands;
 pub mod config;
-pub mod domain;
 pub mod media;
 pub mod service;
 pub mod store;
 pub mod workers;
+
+/// The call state machine (the `calls-domain` crate), at its historical path.
+pub use calls_domain as domain;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -100,6 +103,7 @@ pub async fn run_with_bus(
         config.membership_mode,
         timing,
         config.calls.max_participants,
+        config.calls.max_invitees,
         relay.clone(),
     );
 
@@ -168,4 +172,17 @@ pub async fn run_with_bus(
     store.close().await;
     tracing::info!("calls-api stopped");
     served.map_err(RunError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    /// REST (the state machine) and sockets (signaling, which checks before asking calls-api)
+    /// must refuse the same reasons.
+    #[test]
+    fn rest_and_sockets_allow_reasons_of_the_same_length() {
+        assert_eq!(
+            crate::domain::MAX_REASON_LEN,
+            calls_bus::wire::MAX_REASON_CHARS
+        );
+    }
 }

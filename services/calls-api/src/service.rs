@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 
 use crate::config::MembershipMode;
 use crate::domain::{
-    Actor, Call, CallId, CallStatus, CallType, DomainError, LeftReason, MediaPatch, NewCall,
-    Participant, ParticipantStatus, Profile, Timing,
+    Actor, Call, CallId, CallStatus, CallType, DomainError, Invitation, LeftReason, MediaPatch,
+    NewCall, Participant, ParticipantStatus, Profile, Timing,
 };
 use crate::store::{CallPage, EventMeta, Initiated, Store, StoreError};
 
@@ -26,6 +26,8 @@ pub struct InitiateRequest {
     pub is_group_call: bool,
     pub invite_user_ids: Vec<String>,
     pub max_participants: Option<u32>,
+    /// How long to ring, 5..=`CALL_RING_TIMEOUT_SECONDS` (default that).
+    pub ring_timeout_seconds: Option<u32>,
     /// How the caller is shown to the people rung (their token's `name` / `picture`).
     pub profile: Profile,
 }
@@ -55,6 +57,7 @@ pub struct Calls {
     membership: MembershipMode,
     timing: Timing,
     max_participants: u32,
+    max_invitees: u32,
     relay: Arc<Notify>,
 }
 
@@ -101,6 +104,7 @@ impl Calls {
         membership: MembershipMode,
         timing: Timing,
         max_participants: u32,
+        max_invitees: u32,
         relay: Arc<Notify>,
     ) -> Self {
         Self {
@@ -108,6 +112,7 @@ impl Calls {
             membership,
             timing,
             max_participants,
+            max_invitees,
             relay,
         }
     }
@@ -235,19 +240,12 @@ impl Calls {
                 format!("must be between 2 and {}", self.max_participants),
             ));
         }
-        if request.invite_user_ids.len() >= self.max_participants as usize {
+        // A group call may ring more people than fit (CONTRACT section 10): joins, not
+        // invitations, are capped by maxParticipants.
+        if request.invite_user_ids.len() > self.max_invitees as usize {
             details.push(FieldError::new(
                 "inviteUserIds",
-                format!("at most {} users can be invited", self.max_participants - 1),
-            ));
-        }
-        if request.is_group_call && request.invite_user_ids.len() >= max as usize {
-            details.push(FieldError::new(
-                "inviteUserIds",
-                format!(
-                    "{} invitees and the caller exceed maxParticipants {max}",
-                    request.invite_user_ids.len()
-                ),
+                format!("at most {} users can be invited", self.max_invitees),
             ));
         }
         if !details.is_empty() {
@@ -279,6 +277,9 @@ impl Calls {
             initiator_id: user.to_owned(),
             invitee_ids: request.invite_user_ids,
             max_participants: max,
+            ring_timeout: request
+                .ring_timeout_seconds
+                .map(|s| std::time::Duration::from_secs(u64::from(s))),
             initiator_profile: request.profile,
         };
         // Who may see the room's existing live call: its participants, and in table mode the
@@ -451,6 +452,78 @@ impl Calls {
             )
             .await?;
         Ok(call)
+    }
+
+    /// `POST /calls/:id/invite`: the host or a joined participant rings `user_ids` into the
+    /// live call. In `table` mode every invitee must be a member of the call's room.
+    pub async fn invite(
+        &self,
+        user: &str,
+        call_id: CallId,
+        user_ids: Vec<String>,
+        from: Profile,
+        meta: EventMeta<'_>,
+    ) -> Result<Call, ApiError> {
+        if user_ids.len() > self.max_invitees as usize {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "userIds",
+                format!("at most {} users can be invited", self.max_invitees),
+            )]));
+        }
+        let (call, actor) = self.actor_for(user, call_id).await?;
+        if self.membership == MembershipMode::Table {
+            let mut not_members = Vec::new();
+            for (i, invitee) in user_ids.iter().enumerate() {
+                if !self.is_room_member(&call.chat_room_id, invitee).await? {
+                    not_members.push(FieldError::new(
+                        format!("userIds[{i}]"),
+                        "is not a member of this chat room",
+                    ));
+                }
+            }
+            if !not_members.is_empty() {
+                return Err(ApiError::validation(not_members));
+            }
+        }
+        let users = user_ids.clone();
+        let max_invitees = self.max_invitees as usize;
+        let group_capacity = self.max_participants;
+        let (call, events) = self
+            .store
+            .apply_with_busy(call_id, meta, &users, |call, busy| {
+                let invitation = Invitation {
+                    user_ids,
+                    busy,
+                    from,
+                    max_invitees,
+                    group_capacity,
+                };
+                call.invite(&actor, &invitation, now())
+            })
+            .await
+            .map_err(store_error)?;
+        if !events.is_empty() {
+            self.wake_relay();
+        }
+        Ok(call)
+    }
+
+    /// `POST /calls/:id/participants/:userId/remove`: the host removes `target`.
+    pub async fn remove(
+        &self,
+        user: &str,
+        call_id: CallId,
+        target: &str,
+        meta: EventMeta<'_>,
+    ) -> Result<Call, ApiError> {
+        self.apply(
+            user,
+            call_id,
+            meta,
+            |call, actor, now| call.remove(actor, target, now),
+            |call| call,
+        )
+        .await
     }
 
     /// The call a joined participant may get a media token for (`POST /calls/:id/media/session`).

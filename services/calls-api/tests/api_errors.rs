@@ -67,7 +67,8 @@ fn assert_field(resp: &Resp, field: &str, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initiate_bodies_that_fail_validation_get_400_naming_the_field() {
     let app = spawn_app(Options::default()).await;
-    let sixteen: Vec<String> = (0..16).map(|i| format!("u{i}")).collect();
+    // CALL_MAX_INVITEES is 100 (a group may ring more people than its 16 seats).
+    let too_many: Vec<String> = (0..101).map(|i| format!("u{i}")).collect();
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "missing type",
@@ -151,8 +152,18 @@ async fn initiate_bodies_that_fail_validation_get_400_naming_the_field() {
         ),
         (
             "more invitees than the limit allows",
-            json!({"type": "video", "isGroupCall": true, "inviteUserIds": sixteen}),
+            json!({"type": "video", "isGroupCall": true, "inviteUserIds": too_many}),
             "inviteUserIds",
+        ),
+        (
+            "a ring timeout under five seconds",
+            json!({"type": "video", "isGroupCall": true, "inviteUserIds": ["bob"], "ringTimeoutSeconds": 4}),
+            "ringTimeoutSeconds",
+        ),
+        (
+            "a ring timeout over CALL_RING_TIMEOUT_SECONDS",
+            json!({"type": "video", "isGroupCall": true, "inviteUserIds": ["bob"], "ringTimeoutSeconds": 46}),
+            "ringTimeoutSeconds",
         ),
         ("a JSON array instead of an object", json!([]), "body"),
     ];

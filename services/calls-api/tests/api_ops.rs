@@ -40,6 +40,8 @@ async fn the_openapi_document_describes_every_endpoint_its_bearer_auth_and_the_e
         ("get", "/api/v1/calls/{id}"),
         ("get", "/api/v1/calls/rooms/{chatRoomId}/active"),
         ("get", "/api/v1/calls"),
+        ("post", "/api/v1/calls/{id}/invite"),
+        ("post", "/api/v1/calls/{id}/participants/{userId}/remove"),
     ];
     for (method, path) in endpoints {
         let operation = &doc["paths"][path][method];
@@ -65,6 +67,24 @@ async fn the_openapi_document_describes_every_endpoint_its_bearer_auth_and_the_e
         doc["paths"]["/internal/v1/rooms/{chatRoomId}/members"]["put"].is_object(),
         "the membership API is documented"
     );
+    // The roster's Swagger example is one a developer can send as is.
+    assert_eq!(
+        doc["paths"]["/api/v1/calls/{id}/invite"]["post"]["requestBody"]["content"]["application/json"]
+            ["example"],
+        serde_json::json!({"userIds": ["user-id-3", "user-id-4"]})
+    );
+    // Operation ids are unique: client generators name methods after them.
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if let Some(id) = operation["operationId"].as_str() {
+                assert!(
+                    ids.insert(id.to_owned()),
+                    "operationId {id} repeats at {method} {path}"
+                );
+            }
+        }
+    }
     let bearer = &doc["components"]["securitySchemes"]["bearer"];
     assert_eq!(
         (bearer["type"].as_str(), bearer["scheme"].as_str()),

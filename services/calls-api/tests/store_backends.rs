@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calls_api::domain::{
-    Actor, Audience, Call, CallId, CallStatus, CallType, DomainError, EndReason, LeftReason,
-    MediaPatch, NewCall, ParticipantStatus, TimerKind, Timing,
+    Actor, Audience, Call, CallId, CallStatus, CallType, DomainError, EndReason, Invitation,
+    LeftReason, MediaPatch, NewCall, ParticipantStatus, TimerKind, Timing,
 };
 use calls_api::store::{Backend, Initiated, Store, StoreError};
 use futures::FutureExt;
@@ -40,6 +40,7 @@ fn timing() -> Timing {
         ring_timeout: Duration::from_secs(45),
         disconnect_grace: Duration::from_secs(30),
         max_duration: Some(Duration::from_secs(3600)),
+        alone_timeout: Some(Duration::from_secs(120)),
     }
 }
 
@@ -166,6 +167,7 @@ fn new_call(room: &str, group: bool, from: &str, to: &[&str]) -> NewCall {
         initiator_id: from.into(),
         invitee_ids: to.iter().map(|s| s.to_string()).collect(),
         max_participants: 8,
+        ring_timeout: None,
         initiator_profile: Default::default(),
     }
 }
@@ -1148,6 +1150,334 @@ async fn presence_timers_and_commands_racing_on_the_same_calls_neither_deadlock_
     }
 }
 
+// ----- the roster (CONTRACT section 10) -----
+
+fn invitation(users: &[&str]) -> Invitation {
+    Invitation {
+        user_ids: users.iter().map(|s| s.to_string()).collect(),
+        busy: BTreeSet::new(),
+        from: Default::default(),
+        max_invitees: 100,
+        group_capacity: 16,
+    }
+}
+
+async fn invite(
+    store: &Store,
+    id: CallId,
+    by: &str,
+    users: &[&str],
+    now: OffsetDateTime,
+) -> Result<(Call, Vec<calls_api::domain::DomainEvent>), StoreError> {
+    let actor = user(by);
+    let users: Vec<String> = users.iter().map(|s| s.to_string()).collect();
+    let names = users.clone();
+    store
+        .apply_with_busy(id, None, &names, move |c, busy| {
+            let mut inv = invitation(&[]);
+            inv.user_ids = users;
+            inv.busy = busy;
+            c.invite(&actor, &inv, now)
+        })
+        .await
+}
+
+async fn an_invitation_persists_the_roster_its_events_and_the_ring_timer(db: TestDb) {
+    let store = db.store().await;
+    let call = create(&store, new_call("room-1", false, "alice", &["bob"]), T0).await;
+    join(&store, call.id, "bob", at(1)).await;
+    // carol is in a call of another room: busy.
+    let other = create(&store, new_call("room-2", false, "dan", &["carol"]), T0).await;
+    join(&store, other.id, "carol", at(1)).await;
+    let before = store.unpublished_events(500).await.unwrap().len();
+
+    let (returned, events) = invite(&store, call.id, "bob", &["erin", "carol"], at(10))
+        .await
+        .unwrap();
+    let stored = store.get_call(call.id).await.unwrap().unwrap();
+    assert_eq!(stored, returned);
+    assert!(
+        stored.is_group_call,
+        "a 1:1 that rings a third person is a group call"
+    );
+    assert_eq!(stored.max_participants, 16);
+    assert_eq!(stored.ring_timeout_seconds, 45);
+    let erin = stored.participant("erin").unwrap();
+    assert_eq!(
+        (erin.status, erin.invited_at),
+        (ParticipantStatus::Invited, at(10))
+    );
+    assert!(erin.is_invitee);
+    let carol = stored.participant("carol").unwrap();
+    assert_eq!(carol.status, ParticipantStatus::Declined);
+    assert_eq!(carol.decline_reason.as_deref(), Some("busy"));
+
+    let outbox = store.unpublished_events(500).await.unwrap();
+    let new: Vec<(&str, &Audience)> = outbox[before..]
+        .iter()
+        .map(|e| (e.event.as_str(), &e.audience))
+        .collect();
+    assert_eq!(
+        new,
+        [
+            ("participant_invited", &Audience::Call(call.id)),
+            ("participant_invited", &Audience::Call(call.id)),
+            ("call_updated", &Audience::Call(call.id)),
+            ("incoming_call", &Audience::User("erin".into())),
+        ]
+    );
+    assert_eq!(events.len(), 4);
+    // Erin rings for the full timeout from her invitation, then is missed; the call goes on.
+    assert!(store.fire_due_timers(at(54), 10).await.unwrap().is_empty());
+    let fired = store.fire_due_timers(at(55), 10).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].kind, TimerKind::RingTimeout);
+    let c = store.get_call(call.id).await.unwrap().unwrap();
+    assert_eq!(
+        c.participant("erin").unwrap().status,
+        ParticipantStatus::Missed
+    );
+    assert_eq!(c.status, CallStatus::Active);
+}
+
+async fn two_invitations_of_the_same_user_at_once_ring_them_once(db: TestDb) {
+    let (s1, s2) = (db.store().await, db.store().await);
+    for round in 0..5 {
+        let room = format!("room-{round}");
+        let call = create(&s1, new_call(&room, true, "alice", &["bob", "carol"]), T0).await;
+        join(&s1, call.id, "bob", at(1)).await;
+        let barrier = Arc::new(Barrier::new(2));
+        let tasks: Vec<_> = [(s1.clone(), "alice"), (s2.clone(), "bob")]
+            .into_iter()
+            .map(|(store, by)| {
+                let barrier = barrier.clone();
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    invite(&store, call.id, by, &["erin"], at(5)).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let outbox = s1.unpublished_events(1000).await.unwrap();
+        let rings = outbox
+            .iter()
+            .filter(|e| e.call_id == call.id && e.event == "incoming_call")
+            .filter(|e| e.audience == Audience::User("erin".into()))
+            .count();
+        let invited = outbox
+            .iter()
+            .filter(|e| e.call_id == call.id && e.event == "participant_invited")
+            .count();
+        assert_eq!((rings, invited), (1, 1), "round {round}");
+        let c = s1.get_call(call.id).await.unwrap().unwrap();
+        assert_eq!(
+            c.participants
+                .iter()
+                .filter(|p| p.user_id == "erin")
+                .count(),
+            1
+        );
+    }
+}
+
+async fn an_invitation_racing_the_end_of_the_call_never_leaves_anyone_ringing(db: TestDb) {
+    let (s1, s2) = (db.store().await, db.store().await);
+    for round in 0..6 {
+        let room = format!("room-{round}");
+        let call = create(&s1, new_call(&room, true, "alice", &["bob"]), T0).await;
+        join(&s1, call.id, "bob", at(1)).await;
+        let barrier = Arc::new(Barrier::new(2));
+        let inviting = {
+            let (store, barrier) = (s2.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                invite(&store, call.id, "bob", &["erin"], at(5)).await
+            })
+        };
+        let ending = {
+            let (store, barrier) = (s1.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.apply(call.id, |c| c.end(&user("alice"), at(5))).await
+            })
+        };
+        let invited = inviting.await.unwrap();
+        ending.await.unwrap().unwrap();
+        let c = s1.get_call(call.id).await.unwrap().unwrap();
+        assert_eq!(c.status, CallStatus::Ended);
+        match invited {
+            // The invitation committed first: the end stopped erin's ringing.
+            Ok(_) => {
+                assert_eq!(
+                    c.participant("erin").unwrap().status,
+                    ParticipantStatus::Missed
+                );
+                let outbox = s1.unpublished_events(1000).await.unwrap();
+                assert!(outbox.iter().any(|e| e.call_id == call.id
+                    && e.event == "incoming_call_cancelled"
+                    && e.audience == Audience::User("erin".into())));
+            }
+            // The end committed first: nobody was rung.
+            Err(StoreError::Domain(DomainError::CallEnded)) => {
+                assert!(c.participant("erin").is_none());
+            }
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        assert!(!c.has_pending_invitees(), "round {round}");
+    }
+    // No timer survives an ended call.
+    assert!(
+        s1.fire_due_timers(at(100_000), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_removal_racing_a_rejoin_never_leaves_the_removed_user_in_the_call(db: TestDb) {
+    let (s1, s2) = (db.store().await, db.store().await);
+    for round in 0..6 {
+        let room = format!("room-{round}");
+        let call = create(&s1, new_call(&room, true, "alice", &["bob", "carol"]), T0).await;
+        join(&s1, call.id, "carol", at(1)).await;
+        join(&s1, call.id, "bob", at(1)).await;
+        s1.apply(call.id, |c| c.leave(&user("bob"), LeftReason::Left, at(2)))
+            .await
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(2));
+        let rejoining = {
+            let (store, barrier) = (s2.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .apply(call.id, |c| {
+                        c.join(&user("bob"), &MediaPatch::default(), at(3))
+                    })
+                    .await
+            })
+        };
+        let removing = {
+            let (store, barrier) = (s1.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .apply(call.id, |c| c.remove(&user("alice"), "bob", at(3)))
+                    .await
+            })
+        };
+        let rejoined = rejoining.await.unwrap();
+        removing.await.unwrap().unwrap();
+        match rejoined {
+            Ok(_) | Err(StoreError::Domain(DomainError::NotFound)) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+        let c = s1.get_call(call.id).await.unwrap().unwrap();
+        let bob = c.participant("bob").unwrap();
+        assert_eq!(bob.status, ParticipantStatus::Left, "round {round}");
+        assert!(bob.is_removed);
+        // Whichever came first, bob's sockets are told to stop following the call.
+        assert!(
+            end_subscriptions(&s1)
+                .await
+                .contains(&(call.id.to_string(), "bob".to_owned()))
+        );
+    }
+}
+
+async fn a_removed_participant_stays_removed_across_a_reload_until_invited_again(db: TestDb) {
+    let store = db.store().await;
+    let call = create(
+        &store,
+        new_call("room-1", true, "alice", &["bob", "carol"]),
+        T0,
+    )
+    .await;
+    join(&store, call.id, "bob", at(1)).await;
+    join(&store, call.id, "carol", at(1)).await;
+    store
+        .apply(call.id, |c| c.remove(&user("alice"), "bob", at(2)))
+        .await
+        .unwrap();
+    let c = store.get_call(call.id).await.unwrap().unwrap();
+    assert!(c.participant("bob").unwrap().is_removed);
+    assert!(!c.is_visible_to("bob", true));
+    assert!(matches!(
+        store
+            .apply(call.id, |c| c.join(
+                &user("bob"),
+                &MediaPatch::default(),
+                at(3)
+            ))
+            .await,
+        Err(StoreError::Domain(DomainError::NotFound))
+    ));
+    invite(&store, call.id, "carol", &["bob"], at(4))
+        .await
+        .unwrap();
+    let c = join(&store, call.id, "bob", at(5)).await;
+    assert_eq!(
+        c.participant("bob").unwrap().status,
+        ParticipantStatus::Joined
+    );
+    assert!(!c.participant("bob").unwrap().is_removed);
+}
+
+async fn the_host_role_and_the_alone_timer_survive_a_restart(db: TestDb) {
+    let first = db.store().await;
+    let call = create(
+        &first,
+        new_call("room-1", true, "alice", &["bob", "carol"]),
+        T0,
+    )
+    .await;
+    join(&first, call.id, "bob", at(1)).await;
+    first
+        .apply(call.id, |c| {
+            c.leave(&user("alice"), LeftReason::Left, at(2))
+        })
+        .await
+        .unwrap();
+    first.close().await;
+
+    let restarted = db.store().await;
+    let c = restarted.get_call(call.id).await.unwrap().unwrap();
+    assert_eq!(c.host().map(|p| p.user_id.as_str()), Some("bob"));
+    assert_eq!(c.alone_timeout_seconds, 120);
+    // bob is alone (carol still ringing): the alone timer runs from alice's departure.
+    assert!(
+        restarted
+            .fire_due_timers(at(121), 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.kind != TimerKind::AloneTimeout)
+    );
+    let fired = restarted.fire_due_timers(at(122), 10).await.unwrap();
+    assert!(
+        fired.iter().any(|t| t.kind == TimerKind::AloneTimeout),
+        "{fired:?}"
+    );
+    let c = restarted.get_call(call.id).await.unwrap().unwrap();
+    assert_eq!(c.end_reason, Some(EndReason::Completed));
+    assert_eq!(c.ended_at, Some(at(122)));
+}
+
+async fn a_per_call_ring_timeout_is_stored_and_used_by_the_timer(db: TestDb) {
+    let store = db.store().await;
+    let mut new = new_call("room-1", true, "alice", &["bob"]);
+    new.ring_timeout = Some(Duration::from_secs(10));
+    let call = create(&store, new, T0).await;
+    let c = store.get_call(call.id).await.unwrap().unwrap();
+    assert_eq!(c.ring_timeout_seconds, 10);
+    assert!(store.fire_due_timers(at(9), 10).await.unwrap().is_empty());
+    let fired = store.fire_due_timers(at(10), 10).await.unwrap();
+    assert_eq!(fired[0].kind, TimerKind::RingTimeout);
+    let c = store.get_call(call.id).await.unwrap().unwrap();
+    assert_eq!(c.end_reason, Some(EndReason::Missed));
+}
+
 backend_tests!(
     migrations_apply_twice_and_the_database_answers_pings,
     an_initiated_call_reads_back_exactly_as_it_was_returned,
@@ -1166,6 +1496,13 @@ backend_tests!(
     room_membership_can_be_replaced_added_and_removed,
     members_removed_from_a_room_stop_following_its_live_call_unless_they_are_in_it,
     presence_timers_and_commands_racing_on_the_same_calls_neither_deadlock_nor_skip_a_seq,
+    an_invitation_persists_the_roster_its_events_and_the_ring_timer,
+    two_invitations_of_the_same_user_at_once_ring_them_once,
+    an_invitation_racing_the_end_of_the_call_never_leaves_anyone_ringing,
+    a_removal_racing_a_rejoin_never_leaves_the_removed_user_in_the_call,
+    a_removed_participant_stays_removed_across_a_reload_until_invited_again,
+    the_host_role_and_the_alone_timer_survive_a_restart,
+    a_per_call_ring_timeout_is_stored_and_used_by_the_timer,
 );
 
 // ----- backend-independent -----

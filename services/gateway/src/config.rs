@@ -113,15 +113,15 @@ pub struct RateLimitConfig {
     /// Burst allowed per IP.
     #[arg(long = "rate-limit-per-ip-burst", env = "RATE_LIMIT_PER_IP_BURST", default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
     pub per_ip_burst: u32,
-    /// `POST /api/v1/calls/rooms/:id/initiate` per minute per user (on top of the per-user
-    /// limit): starting a call rings other people's phones; 0 = off.
+    /// `POST /api/v1/calls/rooms/:id/initiate` and `POST /api/v1/calls/:id/invite` per minute
+    /// per user (on top of the per-user limit): both ring other people's phones; 0 = off.
     #[arg(
         long = "rate-limit-initiate-per-user-per-minute",
         env = "RATE_LIMIT_INITIATE_PER_USER_PER_MINUTE",
         default_value_t = 10
     )]
     pub initiate_per_user_per_minute: u32,
-    /// Burst of initiates allowed per user.
+    /// Burst of initiates and invitations allowed per user.
     #[arg(long = "rate-limit-initiate-burst", env = "RATE_LIMIT_INITIATE_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub initiate_burst: u32,
 }

@@ -24,8 +24,8 @@ pub enum Route {
     ApiDocs,
     /// Any other `/api` path: calls-api, access token required.
     Api,
-    /// `POST /api/v1/calls/rooms/:chatRoomId/initiate`: like [`Route::Api`], with a stricter
-    /// rate limit.
+    /// `POST /api/v1/calls/rooms/:chatRoomId/initiate` and `POST /api/v1/calls/:id/invite`:
+    /// like [`Route::Api`], with a stricter rate limit (both ring other people's phones).
     ApiInitiate,
     /// `/socket.io/*`: signaling (WebSocket and long-polling).
     SocketIo,
@@ -78,7 +78,7 @@ pub fn classify(method: &Method, path: &str) -> Route {
         return Route::ApiDevices;
     }
     if under(path, "/api") {
-        return if method == Method::POST && is_initiate(path) {
+        return if method == Method::POST && (is_initiate(path) || is_invite(path)) {
             Route::ApiInitiate
         } else {
             Route::Api
@@ -97,6 +97,23 @@ fn under(path: &str, prefix: &str) -> bool {
         Some(rest) => rest.is_empty() || rest.starts_with('/'),
         None => false,
     }
+}
+
+/// `/api/v1/calls/:id/invite`, with a non-empty id.
+fn is_invite(path: &str) -> bool {
+    let mut segments = path.split('/').skip(1);
+    matches!(
+        (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ),
+        (Some("api"), Some("v1"), Some("calls"), Some(id), Some("invite"), None)
+            if !id.is_empty()
+    )
 }
 
 fn is_initiate(path: &str) -> bool {
@@ -190,6 +207,27 @@ mod tests {
         );
         assert_eq!(
             classify(&Method::POST, "/api/v1/calls/rooms/r/active"),
+            Route::Api
+        );
+    }
+
+    #[test]
+    fn inviting_into_a_call_shares_the_initiate_route_because_it_rings_phones_too() {
+        assert_eq!(
+            classify(
+                &Method::POST,
+                "/api/v1/calls/0193a2b4-7c1d-7f00-8000-000000000001/invite"
+            ),
+            Route::ApiInitiate
+        );
+        assert_eq!(classify(&Method::GET, "/api/v1/calls/c/invite"), Route::Api);
+        assert_eq!(classify(&Method::POST, "/api/v1/calls//invite"), Route::Api);
+        assert_eq!(
+            classify(&Method::POST, "/api/v1/calls/c/invite/x"),
+            Route::Api
+        );
+        assert_eq!(
+            classify(&Method::POST, "/api/v1/calls/c/participants/u/remove"),
             Route::Api
         );
     }

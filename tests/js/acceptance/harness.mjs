@@ -17,7 +17,8 @@ export const AGORA_APP_ID = '0123456789abcdef0123456789abcdef';
 export const AGORA_APP_CERTIFICATE = 'fedcba9876543210fedcba9876543210';
 
 /** Short timers, so the server-side rules can be watched in seconds. */
-export const TIMERS = { ring: 4, grace: 2, maxDuration: 20, heartbeat: 1, maxParticipants: 4 };
+// 16 seats and up to 40 people rung: big enough for a room of 30 ringing 29 (CONTRACT section 10).
+export const TIMERS = { ring: 4, grace: 2, maxDuration: 20, heartbeat: 1, maxParticipants: 16, maxInvitees: 40, alone: 5 };
 
 /** The environment both topologies run with. */
 export function topologyEnv(extra = {}) {
@@ -29,6 +30,8 @@ export function topologyEnv(extra = {}) {
     CALL_DISCONNECT_GRACE_SECONDS: String(TIMERS.grace),
     CALL_MAX_DURATION_SECONDS: String(TIMERS.maxDuration),
     CALL_MAX_PARTICIPANTS: String(TIMERS.maxParticipants),
+    CALL_MAX_INVITEES: String(TIMERS.maxInvitees),
+    CALL_ALONE_TIMEOUT_SECONDS: String(TIMERS.alone),
     PRESENCE_HEARTBEAT_SECONDS: String(TIMERS.heartbeat),
     // Every request of the suite comes from 127.0.0.1: the per-IP limit would only measure the
     // suite. The per-user initiate limit stays at its default and is tested.

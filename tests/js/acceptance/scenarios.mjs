@@ -479,7 +479,9 @@ export function defineScenarios(ctx) {
     const unmuted = await waitFor(carolPhone, 'participant_media_changed', (e) => e.userId === bob && e.isMicMuted === false, 'carol missed bob unmuting after she came back');
     assert.ok(unmuted.seq > second.data.seq, 'an event after the snapshot must have a higher seq');
     const afterSnapshot = carolPhone.seen.slice(carolPhone.seen.findLastIndex((e) => e.event === 'call_participants'))
-      .filter((e) => e.data?.callId === call.id && e.event !== 'call_participants');
+      // Only the call's own stream has a seq: the ring replay a reconnecting socket gets
+      // (`incoming_call_cancelled`, a user event) may arrive before or after the snapshot.
+      .filter((e) => e.data?.callId === call.id && typeof e.data.seq === 'number' && e.event !== 'call_participants');
     assert.ok(afterSnapshot.every((e) => e.data.seq > second.data.seq), 'carol got events at or below her snapshot after re-joining');
     await quietPeriod(TIMERS.grace * 1000 + 500);
     const final = await client.getCall(alice, call.id);
@@ -680,7 +682,8 @@ export function defineScenarios(ctx) {
       ['inviting oneself', () => initiate({ ...good, inviteUserIds: [callers[next]] })],
       ['the same invitee twice', () => initiate({ ...good, isGroupCall: true, inviteUserIds: [bob, bob] })],
       ['two invitees on a 1:1', () => initiate({ ...good, inviteUserIds: [bob, unique('x')] })],
-      ['too many invitees', () => initiate({ ...good, isGroupCall: true, inviteUserIds: Array.from({ length: TIMERS.maxParticipants }, () => unique('x')) })],
+      ['too many invitees', () => initiate({ ...good, isGroupCall: true, inviteUserIds: Array.from({ length: TIMERS.maxInvitees + 1 }, () => unique('x')) })],
+      ['a ring timeout under 5 seconds', () => initiate({ ...good, ringTimeoutSeconds: 2 })],
       ['maxParticipants below 2', () => initiate({ ...good, isGroupCall: true, maxParticipants: 1 })],
       ['maxParticipants above the limit', () => initiate({ ...good, isGroupCall: true, maxParticipants: TIMERS.maxParticipants + 1 })],
       ['an empty invitee id', () => initiate({ ...good, inviteUserIds: [''] })],
@@ -860,6 +863,139 @@ export function defineScenarios(ctx) {
     const ui = await fetch(`${client.base}/api/docs`, { redirect: 'follow' });
     assert.equal(ui.status, 200, 'Swagger UI is not reachable');
     assert.equal((await fetch(`${client.base}/healthz`)).status, 200);
+  });
+
+  // ----- a live call's roster (CONTRACT section 10) -----
+
+  scenario('inviting someone into a live 1:1 rings their phone, makes it a group call, and everyone in it hears of the newcomer', async (client, { room }) => {
+    const [alice, bob, carol] = [unique('alice'), unique('bob'), unique('carol')];
+    const roomId = await room([alice, bob, carol]);
+    const [alicePhone, bobPhone, carolPhone] = [await client.connect(alice), await client.connect(bob), await client.connect(carol)];
+    const call = await client.initiate(alice, [bob], { room: roomId, group: false });
+    await client.join(bob, call.id);
+    await client.follow(alicePhone, call.id);
+    await client.follow(bobPhone, call.id);
+
+    const res = await client.api(bob, 'POST', `/calls/${call.id}/invite`, { userIds: [carol] });
+    assert.equal(res.status, 200, `bob could not invite carol: ${res.status} ${res.text}`);
+    assert.equal(res.body.data.isGroupCall, true, 'a 1:1 that rings a third person is a group call');
+    const ring = await waitFor(carolPhone, 'incoming_call', (e) => e.callId === call.id, "carol's phone never rang when bob invited her");
+    assert.equal(ring.from.userId, bob, "carol's phone does not say bob is calling");
+    assert.ok(Date.parse(ring.ringDeadline) > Date.now(), 'the ring deadline is already past');
+    for (const phone of [alicePhone, bobPhone]) {
+      const invited = await waitFor(phone, 'participant_invited', (e) => e.callId === call.id && e.participant?.userId === carol, `${phone.user} never heard carol was invited`);
+      assert.equal(invited.participant.status, 'invited');
+      const updated = await waitFor(phone, 'call_updated', (e) => e.callId === call.id, `${phone.user} never heard the call became a group call`);
+      assert.equal(updated.call.isGroupCall, true);
+    }
+    await client.join(carol, call.id);
+    await waitFor(alicePhone, 'participant_joined', (e) => e.participant?.userId === carol, 'alice never saw carol join');
+    // Now a group call: bob hanging up leaves alice and carol talking.
+    await client.emit(bobPhone, 'leave_call', { callId: call.id });
+    await waitFor(alicePhone, 'participant_left', (e) => e.userId === bob, 'alice never saw bob leave');
+    assert.equal((await client.getCall(alice, call.id)).status, 'active', 'the call ended with bob although it had become a group call');
+    for (const phone of [alicePhone, bobPhone]) assertInOrder(phone, call.id);
+    // Only room members can be rung (MEMBERSHIP_MODE=table).
+    assertError(await client.api(alice, 'POST', `/calls/${call.id}/invite`, { userIds: [unique('stranger')] }), 400, 'VALIDATION_FAILED', 'alice rang someone outside the room');
+  });
+
+  scenario('a removed participant stops getting the call on every device, and can neither follow it, rejoin it nor get a media token', async (client, { room }) => {
+    const [alice, bob, carol] = [unique('alice'), unique('bob'), unique('carol')];
+    const roomId = await room([alice, bob, carol]);
+    const call = await client.initiate(alice, [bob, carol], { room: roomId, group: true });
+    // bob on two devices (in the scaled topology, likely on both signaling nodes).
+    const bobPhones = [await client.connect(bob), await client.connect(bob)];
+    const carolPhone = await client.connect(carol);
+    await client.join(bob, call.id);
+    await client.join(carol, call.id);
+    for (const phone of [...bobPhones, carolPhone]) await client.follow(phone, call.id);
+    const bobSession = await client.api(bob, 'POST', `/calls/${call.id}/media/session`);
+    assert.equal(bobSession.status, 200, `bob got no media session before the removal: ${bobSession.text}`);
+
+    assertError(await client.api(carol, 'POST', `/calls/${call.id}/participants/${bob}/remove`), 403, 'FORBIDDEN', 'carol, not the host, removed bob');
+    const res = await client.api(alice, 'POST', `/calls/${call.id}/participants/${bob}/remove`);
+    assert.equal(res.status, 200, `alice could not remove bob: ${res.status} ${res.text}`);
+    assert.equal(res.body.data.participants.find((p) => p.userId === bob).status, 'left');
+    for (const phone of [...bobPhones, carolPhone]) {
+      await waitFor(phone, 'participant_left', (e) => e.callId === call.id && e.userId === bob && e.reason === 'removed', `${phone.user} never heard bob was removed`);
+    }
+    await quietPeriod(300);
+    await client.api(alice, 'PATCH', `/calls/${call.id}/media`, { isMicMuted: true });
+    await waitFor(carolPhone, 'participant_media_changed', (e) => e.callId === call.id && e.userId === alice && e.isMicMuted, 'carol missed alice muting');
+    await quietPeriod(300);
+    for (const phone of bobPhones) {
+      assert.deepEqual(eventsOf(phone, call.id, 'participant_media_changed'), [], "a removed participant's device still gets the call's events");
+      assert.ok(phone.connected, 'the removal disconnected the socket instead of ending its subscription');
+    }
+    const again = await client.emit(bobPhones[0], 'join_call', { callId: call.id });
+    assert.equal(again.error?.code, 'CALL_NOT_FOUND', `a removed participant followed the call again: ${JSON.stringify(again)}`);
+    assertError(await client.api(bob, 'POST', `/calls/${call.id}/join`), 404, 'CALL_NOT_FOUND', 'a removed participant rejoined');
+    assertError(await client.api(bob, 'POST', `/calls/${call.id}/media/session`), 404, 'CALL_NOT_FOUND', 'a removed participant got a media token');
+
+    // Invited again, bob may come back.
+    assert.equal((await client.api(carol, 'POST', `/calls/${call.id}/invite`, { userIds: [bob] })).status, 200);
+    await waitFor(bobPhones[1], 'incoming_call', (e) => e.callId === call.id, "bob's phone never rang when invited back");
+    await client.join(bob, call.id);
+  });
+
+  scenario('when the host leaves a group call the longest-joined participant becomes host, and can remove people and end it', async (client, { room }) => {
+    const [alice, bob, carol, dave] = [unique('alice'), unique('bob'), unique('carol'), unique('dave')];
+    const roomId = await room([alice, bob, carol, dave]);
+    const call = await client.initiate(alice, [bob, carol, dave], { room: roomId, group: true });
+    const phones = Object.fromEntries(await Promise.all([bob, carol, dave].map(async (u) => [u, await client.connect(u)])));
+    for (const u of [carol, bob, dave]) {
+      await client.join(u, call.id);
+      await client.follow(phones[u], call.id);
+    }
+    assert.equal((await client.api(alice, 'PATCH', `/calls/${call.id}/status`, { status: 'left' })).status, 200);
+    for (const u of [bob, carol, dave]) {
+      const changed = await waitFor(phones[u], 'host_changed', (e) => e.callId === call.id, `${u} never heard who the new host is`);
+      assert.equal(changed.userId, carol, 'carol joined first and should be the new host');
+    }
+    const now = await client.getCall(bob, call.id);
+    assert.equal(now.participants.find((p) => p.userId === carol).role, 'host');
+    assertError(await client.api(alice, 'POST', `/calls/${call.id}/end`), 403, 'FORBIDDEN', 'the former host still ended the call');
+    const removed = await client.api(carol, 'POST', `/calls/${call.id}/participants/${dave}/remove`);
+    assert.equal(removed.status, 200, `the new host could not remove dave: ${removed.text}`);
+    await waitFor(phones[bob], 'participant_left', (e) => e.userId === dave && e.reason === 'removed', 'bob never saw dave removed');
+    const end = await client.api(carol, 'POST', `/calls/${call.id}/end`);
+    assert.equal(end.status, 200, `the new host could not end the call: ${end.text}`);
+    const ended = await waitFor(phones[bob], 'call_ended', (e) => e.callId === call.id, "bob's call never ended");
+    assert.equal(ended.endedBy, carol);
+  });
+
+  scenario('a room of 30 rings all 29 others with 16 seats: the 16th participant gets in, the 17th gets CALL_FULL', async (client, { room }) => {
+    const host = unique('host');
+    const others = Array.from({ length: 29 }, () => unique('m'));
+    const roomId = await room([host, ...others]);
+    const phones = await Promise.all(others.map((u) => client.connect(u)));
+    const call = await client.initiate(host, others, { room: roomId, group: true, maxParticipants: 16 });
+    assert.equal(call.participants.length, 30);
+    await Promise.all(phones.map((phone) => waitFor(phone, 'incoming_call', (e) => e.callId === call.id, `${phone.user}'s phone never rang in the big room`)));
+    // 14 answer at once, then the 15th answer fills the 16th seat.
+    const first = await Promise.all(others.slice(0, 14).map((u) => client.api(u, 'POST', `/calls/${call.id}/join`)));
+    assert.deepEqual(first.map((r) => r.status), Array(14).fill(200), 'answers within capacity were refused');
+    const sixteenth = await client.api(others[14], 'POST', `/calls/${call.id}/join`);
+    assert.equal(sixteenth.status, 200, `the 16th participant did not get in: ${sixteenth.text}`);
+    assertError(await client.api(others[15], 'POST', `/calls/${call.id}/join`), 409, 'CALL_FULL', 'the 17th participant');
+    const final = await client.getCall(host, call.id);
+    assert.equal(final.participants.filter((p) => p.status === 'joined').length, 16);
+  }, { timeout: 180_000 });
+
+  scenario('a group call whose last other participant left ends completed after the alone timeout', async (client, { room }) => {
+    const [alice, bob] = [unique('alice'), unique('bob')];
+    const roomId = await room([alice, bob]);
+    const alicePhone = await client.connect(alice);
+    const call = await client.initiate(alice, [bob], { room: roomId, group: true });
+    await client.follow(alicePhone, call.id);
+    await client.join(bob, call.id);
+    const started = Date.now();
+    assert.equal((await client.api(bob, 'PATCH', `/calls/${call.id}/status`, { status: 'left' })).status, 200);
+    assert.equal((await client.getCall(alice, call.id)).status, 'active', 'the call ended at once instead of waiting for someone to come back');
+    const ended = await waitFor(alicePhone, 'call_ended', (e) => e.callId === call.id, "alice's lonely call never ended", TIMERS.alone * 1000 + STEP_MS);
+    assert.equal(ended.reason, 'completed');
+    assert.equal(ended.endedBy, null);
+    assert.ok(Date.now() - started >= TIMERS.alone * 1000 - 1000, 'the call ended before CALL_ALONE_TIMEOUT_SECONDS');
   });
 
   scenario('a call that runs past the maximum duration ends with reason timeout for everyone', async (client, { room }) => {

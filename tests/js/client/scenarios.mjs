@@ -133,6 +133,42 @@ export function defineClientScenarios(ctx) {
     assert.deepEqual(aliceLog.resyncs(), [], 'nothing went missing, so nothing needed a resync');
   });
 
+  test('the live roster on the SDK: invite makes a 1:1 a group call and rings the newcomer, the host role moves, removeParticipant ends the removed one\'s events; every LiveCall equals the server\'s without a resync', async () => {
+    const { base } = ctx();
+    const { alice, bob, aliceId, bobId, aliceCall, bobCall } = await answeredCall(base);
+    const aliceLog = watch(aliceCall);
+    const bobLog = watch(bobCall);
+    const carolId = unique('carol');
+    const carol = clientFor(base, carolId);
+    carol.connect();
+    await carol.waitUntilConnected();
+
+    const ringing = next(carol, 'incoming_call', "carol's phone never rang when bob invited her");
+    const updated = next(aliceCall, 'call_updated', 'alice never heard the call became a group call');
+    const after = await bob.invite(bobCall.id, [carolId]);
+    assert.equal(after.isGroupCall, true);
+    const incoming = await ringing;
+    assert.deepEqual([incoming.callId, incoming.from.userId, incoming.isGroupCall], [aliceCall.id, bobId, true]);
+    assert.equal((await updated).call.isGroupCall, true);
+    const carolCall = await carol.answer(incoming.callId);
+    await settled(alice, aliceCall, 'alice after carol answered');
+
+    const hostChanged = next(bobCall, 'host_changed', 'bob never heard who the new host is');
+    await aliceCall.leave();
+    assert.equal((await hostChanged).userId, bobId, 'bob joined before carol and becomes host');
+    await settled(bob, bobCall, 'bob after alice left');
+    assert.equal(bobCall.self.role, 'host');
+
+    const removedEvent = next(carolCall, 'participant_left', 'carol never heard she was removed', (e) => e.userId === carolId);
+    await bob.removeParticipant(bobCall.id, carolId);
+    assert.equal((await removedEvent).reason, 'removed');
+    await settled(bob, bobCall, 'bob after removing carol');
+    await assert.rejects(carol.rest.getCall(bobCall.id), (e) => e.code === 'CALL_NOT_FOUND', 'the removed carol still sees the call');
+    // (bob's own REST answers move his call on too, so only resyncs are checked, not every seq.)
+    assert.deepEqual(bobLog.resyncs(), [], 'the roster events were applied by the client, not folded into a resync');
+    assert.deepEqual(aliceLog.resyncs(), [], "alice's client applied the roster events itself");
+  });
+
   test('REST errors are CallsApiError {status, code, message, requestId, details}; a refused token is refreshed once and the request repeated', async () => {
     const { base } = ctx();
     const alice = clientFor(base, unique('alice'));

@@ -129,13 +129,34 @@ describe('a LiveCall applies call events once each, in seq order', () => {
     const { live, applied, joins } = liveCall(call(), { snapshot: () => ({ callId: CALL_ID, seq: 4, status: 'active', participants: [participant('alice'), participant('bob', { isMicMuted: true }), participant('carol', { status: 'invited' })] }) });
     const seen = [];
     live.on('event', (e) => seen.push([e.type, e.known]));
-    live.receive('participant_invited', { callId: CALL_ID, seq: 3, at: AT, participant: participant('carol', { status: 'invited' }) });
+    // An event of a newer server (here made up): the client cannot apply it itself.
+    live.receive('participant_hand_raised', { callId: CALL_ID, seq: 3, at: AT, userId: 'carol' });
     live.receive('participant_media_changed', media(4, 'bob', true));
     assert.deepEqual(applied, [3, 4]);
-    assert.deepEqual(seen, [['participant_invited', false], ['participant_media_changed', true]]);
+    assert.deepEqual(seen, [['participant_hand_raised', false], ['participant_media_changed', true]]);
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(joins.length, 1);
     assert.equal(live.state.participants.length, 3, 'the snapshot brought the invitee the client could not apply itself');
+  });
+
+  test('the roster events apply as the server does: an invitee appears, a 1:1 becomes a group call, the host role moves', async () => {
+    const oneToOne = call(2, { isGroupCall: false, maxParticipants: 2 });
+    const { live, joins } = liveCall(oneToOne);
+    const seen = [];
+    live.on('event', (e) => seen.push([e.type, e.known]));
+    const carol = participant('carol', { status: 'invited', joinedAt: null });
+    live.receive('participant_invited', { callId: CALL_ID, seq: 3, at: AT, participant: carol });
+    const updated = { ...oneToOne, isGroupCall: true, maxParticipants: 16, seq: 4, participants: [...oneToOne.participants, carol] };
+    live.receive('call_updated', { callId: CALL_ID, seq: 4, at: AT, call: updated });
+    live.receive('participant_left', { callId: CALL_ID, seq: 5, at: AT, userId: 'alice', reason: 'left' });
+    live.receive('host_changed', { callId: CALL_ID, seq: 6, at: AT, userId: 'bob' });
+    assert.deepEqual(seen.map(([, known]) => known), [true, true, true, true], 'a roster event was treated as unknown');
+    assert.deepEqual([live.state.isGroupCall, live.state.maxParticipants, live.state.seq], [true, 16, 6]);
+    assert.deepEqual(live.state.participants.map((p) => [p.userId, p.role, p.status]), [
+      ['alice', 'participant', 'left'], ['bob', 'host', 'joined'], ['carol', 'participant', 'invited'],
+    ]);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(joins.length, 0, 'known events must not trigger a resync');
   });
 
   test('call_ended applies the end rules (joined become left, ringing become missed), emits ended once and stops following', () => {

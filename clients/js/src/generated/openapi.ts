@@ -50,6 +50,22 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/calls/{id}/invite": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["inviteToCall"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/calls/{id}/join": {
         parameters: {
             query?: never;
@@ -92,6 +108,22 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["media_session"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/calls/{id}/participants/{userId}/remove": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["removeCallParticipant"];
         delete?: never;
         options?: never;
         head?: never;
@@ -312,6 +344,14 @@ export interface components {
             /** @description Host first, then invitees in invitation order, then those who joined uninvited. */
             participants: components["schemas"]["Participant"][];
             /**
+             * Format: int32
+             * @description How long each invitee is rung before becoming `missed` (CONTRACT section 10): the
+             *     initiate request's `ringTimeoutSeconds`, else `CALL_RING_TIMEOUT_SECONDS`. Counted from
+             *     each invitee's `invitedAt`, so people invited into a live call ring as long.
+             * @example 45
+             */
+            ringTimeoutSeconds?: number;
+            /**
              * Format: int64
              * @description The call's event counter: the `seq` of the last call event.
              */
@@ -525,11 +565,30 @@ export interface components {
             isGroupCall: boolean;
             /**
              * Format: int32
-             * @description Optional capacity, 2..=`CALL_MAX_PARTICIPANTS` (the default).
+             * @description Optional capacity, 2..=`CALL_MAX_PARTICIPANTS` (the default). A group call may ring
+             *     more people than this (up to `CALL_MAX_INVITEES`): it caps those joined at once.
              */
             maxParticipants?: number | null;
+            /**
+             * Format: int32
+             * @description Optional ring timeout for this call, 5..=`CALL_RING_TIMEOUT_SECONDS` (the default).
+             * @example 30
+             */
+            ringTimeoutSeconds?: number | null;
             /** @description `audio` or `video`. */
             type: components["schemas"]["CallType"];
+        };
+        /** @description `POST /calls/:id/invite` body. */
+        InviteBody: {
+            /**
+             * @description Who to ring into the call: 1..=`CALL_MAX_INVITEES`, unique, not the caller. Users
+             *     already ringing or joined are left as they are; those who declined, missed, left or
+             *     were removed are rung again.
+             * @example [
+             *       "user-id-3"
+             *     ]
+             */
+            userIds: string[];
         };
         /** @description `POST /calls/:id/join` body (optional: an empty body joins with mic and camera on). */
         JoinBody: {
@@ -836,6 +895,86 @@ export interface operations {
             };
         };
     };
+    inviteToCall: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The call */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "userIds": [
+                 *         "user-id-3",
+                 *         "user-id-4"
+                 *       ]
+                 *     }
+                 */
+                "application/json": components["schemas"]["InviteBody"];
+            };
+        };
+        responses: {
+            /** @description Users invited successfully: each new invitee gets `incoming_call` (and pushes), subscribers get `participant_invited` (and `call_updated` when a 1:1 becomes a group call) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallEnvelope"];
+                };
+            };
+            /** @description VALIDATION_FAILED (empty, duplicates, yourself, over `CALL_MAX_INVITEES`, or in table mode not a room member) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description FORBIDDEN (only the host or a joined participant invites) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description CALL_NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description CALL_ENDED */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+        };
+    };
     join: {
         parameters: {
             query?: never;
@@ -998,6 +1137,76 @@ export interface operations {
             };
             /** @description MEDIA_PROVIDER_NOT_CONFIGURED or DEPENDENCY_UNAVAILABLE */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+        };
+    };
+    removeCallParticipant: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The call */
+                id: string;
+                /** @description The participant to remove */
+                userId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Participant removed successfully: they are `left` (reason `removed`), their sockets stop getting the call's events, and they cannot rejoin or get media until invited again */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CallEnvelope"];
+                };
+            };
+            /** @description VALIDATION_FAILED (yourself, or not in the call) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description UNAUTHORIZED */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description FORBIDDEN (only the host removes) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description CALL_NOT_FOUND */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description CALL_ENDED */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

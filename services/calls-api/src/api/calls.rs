@@ -30,8 +30,31 @@ pub struct InitiateBody {
     /// Who to ring: unique, not the caller; exactly one for a 1:1.
     #[schema(value_type = Vec<String>, example = json!(["user-id-1", "user-id-2"]))]
     pub invite_user_ids: Vec<UserId>,
-    /// Optional capacity, 2..=`CALL_MAX_PARTICIPANTS` (the default).
+    /// Optional capacity, 2..=`CALL_MAX_PARTICIPANTS` (the default). A group call may ring
+    /// more people than this (up to `CALL_MAX_INVITEES`): it caps those joined at once.
     pub max_participants: Option<u32>,
+    /// Optional ring timeout for this call, 5..=`CALL_RING_TIMEOUT_SECONDS` (the default).
+    #[schema(example = 30, minimum = 5)]
+    pub ring_timeout_seconds: Option<u32>,
+}
+
+/// `POST /calls/:id/invite` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InviteBody {
+    /// Who to ring into the call: 1..=`CALL_MAX_INVITEES`, unique, not the caller. Users
+    /// already ringing or joined are left as they are; those who declined, missed, left or
+    /// were removed are rung again.
+    #[schema(value_type = Vec<String>, example = json!(["user-id-3"]))]
+    pub user_ids: Vec<UserId>,
+}
+
+/// The path of `POST /calls/:id/participants/:userId/remove`.
+#[derive(Debug, Deserialize)]
+pub struct RemovePath {
+    id: Uuid,
+    #[serde(rename = "userId")]
+    user_id: UserId,
 }
 
 /// `POST /calls/:id/join` body (optional: an empty body joins with mic and camera on).
@@ -204,6 +227,7 @@ pub async fn initiate(
             .map(UserId::into_string)
             .collect(),
         max_participants: body.max_participants,
+        ring_timeout_seconds: body.ring_timeout_seconds,
         profile: Profile::from_claims(auth.0.name.as_deref(), auth.0.picture.as_deref()),
     };
     let Initiation { created, call } = state
@@ -496,6 +520,76 @@ pub async fn end(
         .end(auth.user_id().as_str(), call_path(id), origin.meta())
         .await?;
     Ok(ok(StatusCode::OK, "Call ended successfully", call))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/calls/{id}/invite", tag = "calls",
+    operation_id = "inviteToCall",
+    params(("id" = Uuid, Path, description = "The call")),
+    request_body(content = InviteBody, example = json!({"userIds": ["user-id-3", "user-id-4"]})),
+    responses(
+        (status = 200, description = "Users invited successfully: each new invitee gets `incoming_call` (and pushes), subscribers get `participant_invited` (and `call_updated` when a 1:1 becomes a group call)", body = CallEnvelope),
+        (status = 400, description = "VALIDATION_FAILED (empty, duplicates, yourself, over `CALL_MAX_INVITEES`, or in table mode not a room member)", body = ErrorEnvelopeDoc),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorEnvelopeDoc),
+        (status = 403, description = "FORBIDDEN (only the host or a joined participant invites)", body = ErrorEnvelopeDoc),
+        (status = 404, description = "CALL_NOT_FOUND", body = ErrorEnvelopeDoc),
+        (status = 409, description = "CALL_ENDED", body = ErrorEnvelopeDoc),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn invite(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ValidPath(id): ValidPath<Uuid>,
+    origin: RequestOrigin,
+    ValidJson(body): ValidJson<InviteBody>,
+) -> Result<Response, ApiError> {
+    let from = Profile::from_claims(auth.0.name.as_deref(), auth.0.picture.as_deref());
+    let user_ids = body.user_ids.into_iter().map(UserId::into_string).collect();
+    let call = state
+        .calls
+        .invite(
+            auth.user_id().as_str(),
+            call_path(id),
+            user_ids,
+            from,
+            origin.meta(),
+        )
+        .await?;
+    Ok(ok(StatusCode::OK, "Users invited successfully", call))
+}
+
+#[utoipa::path(
+    post, path = "/api/v1/calls/{id}/participants/{userId}/remove", tag = "calls",
+    operation_id = "removeCallParticipant",
+    params(("id" = Uuid, Path, description = "The call"),
+           ("userId" = String, Path, description = "The participant to remove")),
+    responses(
+        (status = 200, description = "Participant removed successfully: they are `left` (reason `removed`), their sockets stop getting the call's events, and they cannot rejoin or get media until invited again", body = CallEnvelope),
+        (status = 400, description = "VALIDATION_FAILED (yourself, or not in the call)", body = ErrorEnvelopeDoc),
+        (status = 401, description = "UNAUTHORIZED", body = ErrorEnvelopeDoc),
+        (status = 403, description = "FORBIDDEN (only the host removes)", body = ErrorEnvelopeDoc),
+        (status = 404, description = "CALL_NOT_FOUND", body = ErrorEnvelopeDoc),
+        (status = 409, description = "CALL_ENDED", body = ErrorEnvelopeDoc),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn remove_participant(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    ValidPath(path): ValidPath<RemovePath>,
+    origin: RequestOrigin,
+) -> Result<Response, ApiError> {
+    let call = state
+        .calls
+        .remove(
+            auth.user_id().as_str(),
+            call_path(path.id),
+            path.user_id.as_str(),
+            origin.meta(),
+        )
+        .await?;
+    Ok(ok(StatusCode::OK, "Participant removed successfully", call))
 }
 
 // Envelope shapes for the OpenAPI document.

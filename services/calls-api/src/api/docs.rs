@@ -82,12 +82,12 @@ impl Modify for BearerAuth {
     ),
     paths(
         calls::initiate, calls::join, calls::media_session, calls::update_status, calls::update_media,
-        calls::end, calls::get_call, calls::active, calls::history,
+        calls::end, calls::invite, calls::remove_participant, calls::get_call, calls::active, calls::history,
         internal::replace_members, internal::add_member, internal::remove_member,
     ),
     components(schemas(
         Call, Participant, CallType, CallStatus, ParticipantStatus, Role, EndReason, MediaSession, Snapshot,
-        calls::InitiateBody, calls::JoinBody, calls::StatusBody, calls::MediaBody, calls::HistoryPage,
+        calls::InitiateBody, calls::InviteBody, calls::JoinBody, calls::StatusBody, calls::MediaBody, calls::HistoryPage,
         calls::CallEnvelope, calls::ParticipantEnvelope, calls::MediaSessionEnvelope, calls::HistoryEnvelope,
         internal::MembersBody, ErrorEnvelopeDoc, FieldErrorDoc,
     )),

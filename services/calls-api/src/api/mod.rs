@@ -60,6 +60,11 @@ where
         .route("/api/v1/calls/{id}/status", patch(calls::update_status))
         .route("/api/v1/calls/{id}/media", patch(calls::update_media))
         .route("/api/v1/calls/{id}/end", post(calls::end))
+        .route("/api/v1/calls/{id}/invite", post(calls::invite))
+        .route(
+            "/api/v1/calls/{id}/participants/{userId}/remove",
+            post(calls::remove_participant),
+        )
         .route(
             "/internal/v1/rooms/{chatRoomId}/members",
             put(internal::replace_members),

@@ -251,6 +251,40 @@ impl Store {
         Ok((call, outcome.events))
     }
 
+    /// [`Store::apply_traced`] for commands that need to know which of `users` are busy
+    /// (`joined` in another live call), found in the same transaction under the call's lock:
+    /// an invitation into a live call.
+    #[tracing::instrument(name = "db.apply_with_busy", skip_all, fields(otel.kind = "client", db.operation.name = "apply_with_busy"))]
+    pub async fn apply_with_busy<'m, F>(
+        &self,
+        call_id: CallId,
+        meta: impl Into<EventMeta<'m>>,
+        users: &[UserId],
+        command: F,
+    ) -> Result<(Call, Vec<DomainEvent>), StoreError>
+    where
+        F: FnOnce(&mut Call, BTreeSet<UserId>) -> Result<Outcome, DomainError> + Send,
+    {
+        let mut tx = self.begin_write().await?;
+        let Some(mut call) = load_call(&mut tx, call_id, self.backend.for_update()).await? else {
+            tx.rollback().await?;
+            return Err(DomainError::NotFound.into());
+        };
+        // The call's own room is left out: its one live call is this one.
+        let busy = joined_elsewhere(&mut tx, users, &call.chat_room_id).await?;
+        let before = call.clone();
+        let outcome = match command(&mut call, busy) {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e.into());
+            }
+        };
+        persist(&mut tx, Some(&before), &call, &outcome, &meta.into()).await?;
+        tx.commit().await?;
+        Ok((call, outcome.events))
+    }
+
     /// The call, whoever may see it (visibility is the caller's check).
     #[tracing::instrument(name = "db.get_call", skip_all, fields(otel.kind = "client", db.operation.name = "get_call"))]
     pub async fn get_call(&self, id: CallId) -> Result<Option<Call>, StoreError> {

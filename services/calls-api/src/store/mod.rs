@@ -126,19 +126,25 @@ impl Store {
 
 /// The embedded migrations of a backend.
 fn migrator(backend: Backend) -> Migrator {
-    let (init, origin) = match backend {
+    let (init, origin, roster) = match backend {
         Backend::Postgres => (
             include_str!("../../migrations/postgres/0001_init.sql"),
             include_str!("../../migrations/postgres/0002_event_origin.sql"),
+            include_str!("../../migrations/postgres/0003_roster.sql"),
         ),
         Backend::Sqlite => (
             include_str!("../../migrations/sqlite/0001_init.sql"),
             include_str!("../../migrations/sqlite/0002_event_origin.sql"),
+            include_str!("../../migrations/sqlite/0003_roster.sql"),
         ),
     };
     // sqlx's default table: databases migrated before the table became per service keep it.
     calls_db::migrator(
         "_sqlx_migrations",
-        &[(1, "init", init), (2, "event origin", origin)],
+        &[
+            (1, "init", init),
+            (2, "event origin", origin),
+            (3, "roster", roster),
+        ],
     )
 }

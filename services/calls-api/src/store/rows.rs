@@ -19,11 +19,12 @@ use crate::domain::{
 use super::StoreError;
 
 pub(crate) const CALL_COLUMNS: &str = "id, chat_room_id, call_type, is_group_call, status, \
-     initiator_id, max_participants, created_at, started_at, ended_at, end_reason, ended_by, seq";
+     initiator_id, max_participants, created_at, started_at, ended_at, end_reason, ended_by, seq, \
+     ring_timeout_seconds, alone_timeout_seconds";
 
 const PARTICIPANT_COLUMNS: &str = "call_id, user_id, role, status, is_mic_muted, is_camera_off, \
      is_sharing_screen, is_connected, is_invitee, has_joined, invited_at, joined_at, left_at, \
-     decline_reason";
+     decline_reason, is_removed";
 
 /// The SQL condition "the call is live", matching the partial unique index.
 pub(crate) const LIVE: &str = "status IN ('ringing', 'active')";
@@ -36,6 +37,11 @@ pub(crate) use calls_db::placeholders;
 /// Booleans are BOOLEAN on Postgres and INTEGER 0/1 on SQLite (see the migrations).
 fn get_bool(row: &AnyRow, col: &str) -> Result<bool, StoreError> {
     Ok(calls_db::get_bool(row, col)?)
+}
+
+fn get_u32(row: &AnyRow, col: &str) -> Result<u32, StoreError> {
+    let n: i64 = row.try_get(col)?;
+    u32::try_from(n).map_err(|_| StoreError::corrupt(format!("{col} {n}")))
 }
 
 fn get_time(row: &AnyRow, col: &str) -> Result<OffsetDateTime, StoreError> {
@@ -86,6 +92,8 @@ pub(crate) fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
             .transpose()?,
         ended_by: row.try_get("ended_by")?,
         seq: u64::try_from(seq).map_err(|_| StoreError::corrupt(format!("seq {seq}")))?,
+        ring_timeout_seconds: get_u32(row, "ring_timeout_seconds")?,
+        alone_timeout_seconds: get_u32(row, "alone_timeout_seconds")?,
         participants: Vec::new(),
     })
 }
@@ -105,6 +113,7 @@ fn participant_from_row(row: &AnyRow) -> Result<Participant, StoreError> {
         is_connected: get_bool(row, "is_connected")?,
         is_invitee: get_bool(row, "is_invitee")?,
         has_joined: get_bool(row, "has_joined")?,
+        is_removed: get_bool(row, "is_removed")?,
     })
 }
 
@@ -189,7 +198,7 @@ pub(crate) async fn insert_call_row(
 ) -> Result<bool, StoreError> {
     let sql = format!(
         "INSERT INTO calls ({CALL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13) ON CONFLICT DO NOTHING"
+         $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING"
     );
     let done = sqlx::query(AssertSqlSafe(sql))
         .bind(c.id.to_string())
@@ -205,6 +214,8 @@ pub(crate) async fn insert_call_row(
         .bind(c.end_reason.map(|r| r.as_str()))
         .bind(c.ended_by.clone())
         .bind(seq_i64(c.seq))
+        .bind(i64::from(c.ring_timeout_seconds))
+        .bind(i64::from(c.alone_timeout_seconds))
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() == 1)
@@ -222,6 +233,7 @@ fn call_row_changed(a: &Call, b: &Call) -> bool {
         || a.ended_by != b.ended_by
         || a.seq != b.seq
         || a.max_participants != b.max_participants
+        || a.is_group_call != b.is_group_call
 }
 
 /// What is recorded with the events of one change besides their payload.
@@ -264,7 +276,7 @@ pub(crate) async fn persist(
     {
         sqlx::query(
             "UPDATE calls SET status = $2, started_at = $3, ended_at = $4, end_reason = $5, \
-             ended_by = $6, seq = $7, max_participants = $8 WHERE id = $1",
+             ended_by = $6, seq = $7, max_participants = $8, is_group_call = $9 WHERE id = $1",
         )
         .bind(after.id.to_string())
         .bind(after.status.as_str())
@@ -274,6 +286,7 @@ pub(crate) async fn persist(
         .bind(after.ended_by.clone())
         .bind(seq_i64(after.seq))
         .bind(i64::from(after.max_participants))
+        .bind(after.is_group_call)
         .execute(&mut *conn)
         .await?;
     }
@@ -333,8 +346,8 @@ async fn insert_participant(
     sqlx::query(
         "INSERT INTO call_participants (call_id, user_id, position, role, status, is_mic_muted, \
          is_camera_off, is_sharing_screen, is_connected, is_invitee, has_joined, invited_at, \
-         joined_at, left_at, decline_reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         joined_at, left_at, decline_reason, is_removed) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(call_id.to_string())
     .bind(p.user_id.clone())
@@ -351,6 +364,7 @@ async fn insert_participant(
     .bind(p.joined_at.map(to_millis))
     .bind(p.left_at.map(to_millis))
     .bind(p.decline_reason.clone())
+    .bind(p.is_removed)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -365,7 +379,7 @@ async fn update_participant(
         "UPDATE call_participants SET role = $3, status = $4, is_mic_muted = $5, \
          is_camera_off = $6, is_sharing_screen = $7, is_connected = $8, is_invitee = $9, \
          has_joined = $10, invited_at = $11, joined_at = $12, left_at = $13, \
-         decline_reason = $14 WHERE call_id = $1 AND user_id = $2",
+         decline_reason = $14, is_removed = $15 WHERE call_id = $1 AND user_id = $2",
     )
     .bind(call_id.to_string())
     .bind(p.user_id.clone())
@@ -381,6 +395,7 @@ async fn update_participant(
     .bind(p.joined_at.map(to_millis))
     .bind(p.left_at.map(to_millis))
     .bind(p.decline_reason.clone())
+    .bind(p.is_removed)
     .execute(&mut *conn)
     .await?;
     Ok(())

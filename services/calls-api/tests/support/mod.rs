@@ -91,6 +91,8 @@ pub struct Options {
     pub disconnect_grace_seconds: u64,
     pub max_duration_seconds: u64,
     pub max_participants: u32,
+    pub max_invitees: u32,
+    pub alone_timeout_seconds: u64,
     pub media_token_url: Option<String>,
     pub media_token_timeout_ms: u64,
     pub heartbeat_seconds: u64,
@@ -114,6 +116,8 @@ impl Default for Options {
             disconnect_grace_seconds: 30,
             max_duration_seconds: 14_400,
             max_participants: 16,
+            max_invitees: 100,
+            alone_timeout_seconds: 120,
             media_token_url: None,
             media_token_timeout_ms: 2_000,
             heartbeat_seconds: 5,
@@ -279,6 +283,8 @@ pub fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &st
             disconnect_grace_seconds: options.disconnect_grace_seconds,
             max_duration_seconds: options.max_duration_seconds,
             max_participants: options.max_participants,
+            max_invitees: options.max_invitees,
+            alone_timeout_seconds: options.alone_timeout_seconds,
         },
         media_token_url: options.media_token_url.clone(),
         media_token_service_token: options
@@ -873,7 +879,7 @@ impl Resp {
 
 // ----- resource shapes -------------------------------------------------------------------------
 
-const CALL_KEYS: [&str; 14] = [
+const CALL_KEYS: [&str; 15] = [
     "id",
     "chatRoomId",
     "type",
@@ -887,6 +893,7 @@ const CALL_KEYS: [&str; 14] = [
     "endReason",
     "endedBy",
     "seq",
+    "ringTimeoutSeconds",
     "participants",
 ];
 

@@ -384,6 +384,37 @@ impl CallState {
                 self.call.ended_by = ended_by.clone();
                 out.push(EventType::CallEnded, self.ended_data());
             }
+            // Someone rung into the live call: known from now on, so their answer, decline or
+            // miss is reported like an initial invitee's (a busy one is declined at once).
+            CallEvent::Invited { participant } => {
+                let user = participant.user_id.clone();
+                match self.index(&user) {
+                    Some(i) => self.call.participants[i] = (**participant).clone(),
+                    None => self.call.participants.push((**participant).clone()),
+                }
+                if participant.status == "declined" {
+                    out.push(
+                        EventType::CallDeclined,
+                        self.invitee_data(&user, participant.decline_reason.as_deref()),
+                    );
+                }
+            }
+            CallEvent::Updated {
+                is_group_call,
+                max_participants,
+            } => {
+                self.call.is_group_call = *is_group_call;
+                self.call.max_participants = *max_participants;
+            }
+            CallEvent::HostChanged { user_id } => {
+                for p in &mut self.call.participants {
+                    if p.user_id == *user_id {
+                        p.role = "host".into();
+                    } else if p.role == "host" {
+                        p.role = "participant".into();
+                    }
+                }
+            }
             CallEvent::Other => {}
         }
         out.events
@@ -685,6 +716,83 @@ mod tests {
                 .iter()
                 .filter(|p| p["role"] == "participant")
                 .all(|p| p["status"] == "missed")
+        );
+    }
+
+    #[test]
+    fn people_invited_into_a_live_call_are_reported_like_the_first_invitees() {
+        let (mut s, _) = CallState::start(call(false, &[("bob", "invited")]), alice());
+        s.apply(&joined(1, 1, "bob"));
+        let quiet = [
+            s.apply(&ev(
+                2,
+                2,
+                CallEvent::Invited {
+                    participant: Box::new(participant("carol", "participant", "invited")),
+                },
+            )),
+            s.apply(&ev(
+                3,
+                2,
+                CallEvent::Updated {
+                    is_group_call: true,
+                    max_participants: 16,
+                },
+            )),
+        ];
+        assert!(quiet.iter().all(Vec::is_empty));
+        let busy = s.apply(&ev(
+            4,
+            2,
+            CallEvent::Invited {
+                participant: Box::new(ParticipantView {
+                    decline_reason: Some("busy".into()),
+                    ..participant("dave", "participant", "declined")
+                }),
+            },
+        ));
+        assert_eq!(types(&busy), vec!["call.declined"]);
+        assert_eq!(data(&busy[0])["reason"], "busy");
+        assert_eq!(data(&busy[0])["isGroupCall"], true);
+        let missed = s.apply(&ev(
+            5,
+            47,
+            CallEvent::StatusChanged {
+                user_id: "carol".into(),
+                status: "missed".into(),
+                reason: Some("ring_timeout".into()),
+            },
+        ));
+        assert_eq!(types(&missed), vec!["call.missed"]);
+        assert_eq!(data(&missed[0])["userId"], "carol");
+        assert!(
+            s.apply(&ev(
+                6,
+                50,
+                CallEvent::HostChanged {
+                    user_id: "bob".into()
+                }
+            ))
+            .is_empty()
+        );
+        let end = s.apply(&ended(7, 60, "completed", Some("bob")));
+        let call = data(end.last().unwrap());
+        assert_eq!(call["isGroupCall"], true);
+        assert_eq!(call["maxParticipants"], 16);
+        let roles: Vec<(&str, &str)> = call["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["userId"].as_str().unwrap(), p["role"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("alice", "participant"),
+                ("bob", "host"),
+                ("carol", "participant"),
+                ("dave", "participant")
+            ]
         );
     }
 

@@ -60,6 +60,24 @@ pub enum CallEvent {
         /// Whether they have a socket again.
         connected: bool,
     },
+    /// `participant_invited`: someone rung into the live call (CONTRACT section 10).
+    Invited {
+        /// The participant after the invitation (boxed: a second unboxed participant would
+        /// cost every event of the stream a tag word).
+        participant: Box<ParticipantView>,
+    },
+    /// `call_updated`: the call itself changed (a 1:1 became a group call).
+    Updated {
+        /// Group or 1:1, after the change.
+        is_group_call: bool,
+        /// The capacity after the change.
+        max_participants: u32,
+    },
+    /// `host_changed`: the host left a live group call.
+    HostChanged {
+        /// The new host.
+        user_id: String,
+    },
     /// `call_ended`.
     Ended {
         /// The end reason.
@@ -137,6 +155,18 @@ struct Common {
 #[serde(rename_all = "camelCase")]
 struct JoinedData {
     participant: ParticipantView,
+}
+
+#[derive(Deserialize)]
+struct UpdatedData {
+    call: UpdatedCall,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpdatedCall {
+    is_group_call: bool,
+    max_participants: u32,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +269,24 @@ pub fn decode_call_event(raw: &str) -> Result<SeqEvent, String> {
                 .map_err(bad)?
                 .participant,
         },
+        "participant_invited" => CallEvent::Invited {
+            participant: Box::new(
+                serde_json::from_value::<JoinedData>(data)
+                    .map_err(bad)?
+                    .participant,
+            ),
+        },
+        "call_updated" => {
+            let d: UpdatedData = serde_json::from_value(data).map_err(bad)?;
+            CallEvent::Updated {
+                is_group_call: d.call.is_group_call,
+                max_participants: d.call.max_participants,
+            }
+        }
+        "host_changed" => {
+            let d: UserData = serde_json::from_value(data).map_err(bad)?;
+            CallEvent::HostChanged { user_id: d.user_id }
+        }
         "participant_left" => {
             let d: LeftData = serde_json::from_value(data).map_err(bad)?;
             CallEvent::Left {

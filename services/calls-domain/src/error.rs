@@ -65,7 +65,7 @@ impl DomainError {
         }
     }
 
-    pub(crate) fn validation(field: &'static str, message: impl Into<String>) -> Self {
+    pub fn validation(field: &'static str, message: impl Into<String>) -> Self {
         DomainError::Validation(ValidationError {
             field,
             message: message.into(),

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use calls_api::domain::{
+use calls_domain::{
     Actor, Audience, Call, CallStatus, CallType, CancelReason, DomainError, DomainEvent, EndReason,
     EventKind, LeftReason, MediaPatch, NewCall, Outcome, ParticipantStatus as S, TimerChange,
     TimerKind, Timing,
@@ -27,6 +27,7 @@ fn timing() -> Timing {
         ring_timeout: Duration::from_secs(45),
         disconnect_grace: Duration::from_secs(30),
         max_duration: Some(Duration::from_secs(3600)),
+        alone_timeout: Some(Duration::from_secs(120)),
     }
 }
 
@@ -42,6 +43,7 @@ fn new_call(group: bool, invitees: &[&str]) -> NewCall {
         initiator_id: "alice".into(),
         invitee_ids: invitees.iter().map(|s| s.to_string()).collect(),
         max_participants: 4,
+        ring_timeout: None,
         initiator_profile: Default::default(),
     }
 }
@@ -119,12 +121,12 @@ fn initiating_makes_the_caller_a_joined_host_and_rings_every_invitee() {
     let host = &c.participants[0];
     assert_eq!(
         (host.user_id.as_str(), host.role, host.status),
-        ("alice", calls_api::domain::Role::Host, S::Joined)
+        ("alice", calls_domain::Role::Host, S::Joined)
     );
     assert_eq!(host.joined_at, Some(T0));
     for p in &c.participants[1..] {
         assert_eq!(p.status, S::Invited);
-        assert_eq!(p.role, calls_api::domain::Role::Participant);
+        assert_eq!(p.role, calls_domain::Role::Participant);
         assert_eq!(p.invited_at, T0);
         assert!(p.joined_at.is_none());
     }
@@ -367,7 +369,7 @@ fn the_first_room_member_joining_a_group_call_starts_it_and_is_added_as_a_partic
     let out = join(&mut c, "dave", 3);
     assert_eq!(c.status, CallStatus::Active);
     let dave = c.participant("dave").unwrap();
-    assert_eq!(dave.role, calls_api::domain::Role::Participant);
+    assert_eq!(dave.role, calls_domain::Role::Participant);
     assert_eq!(dave.invited_at, at(3));
     assert!(!dave.is_invitee);
     assert_eq!(names(&out.events), ["participant_joined"]);

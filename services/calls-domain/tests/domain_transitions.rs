@@ -10,8 +10,8 @@
 
 use std::collections::BTreeSet;
 
-use calls_api::domain::{
-    Actor, Call, CallStatus, CallType, DomainError, LeftReason, MediaPatch, NewCall,
+use calls_domain::{
+    Actor, Call, CallStatus, CallType, DomainError, Invitation, LeftReason, MediaPatch, NewCall,
     ParticipantStatus as S, Timing,
 };
 use time::OffsetDateTime;
@@ -55,9 +55,13 @@ enum Action {
     Leave,
     Mute,
     End,
+    /// Ring "newbie" into the call.
+    Invite,
+    /// Remove the other side: the host removes "guest", anyone else tries to remove "host".
+    Remove,
 }
 
-const ACTIONS: [Action; 10] = [
+const ACTIONS: [Action; 12] = [
     Action::Join,
     Action::SetStatus(S::Invited),
     Action::SetStatus(S::Ringing),
@@ -68,6 +72,8 @@ const ACTIONS: [Action; 10] = [
     Action::Leave,
     Action::Mute,
     Action::End,
+    Action::Invite,
+    Action::Remove,
 ];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +112,7 @@ fn new_call(kind: Kind) -> Call {
         initiator_id: "host".into(),
         invitee_ids: invitees,
         max_participants: 8,
+        ring_timeout: None,
         initiator_profile: Default::default(),
     };
     Call::initiate(new, &BTreeSet::new(), Uuid::nil(), T0, &timing())
@@ -174,13 +181,28 @@ fn act(c: &mut Call, who: Who, action: Action) -> Result<usize, DomainError> {
             t,
         ),
         Action::End => c.end(&a, t),
+        Action::Invite => c.invite(
+            &a,
+            &Invitation {
+                user_ids: vec!["newbie".to_owned()],
+                busy: BTreeSet::new(),
+                from: Default::default(),
+                max_invitees: 100,
+                group_capacity: 16,
+            },
+            t,
+        ),
+        Action::Remove => {
+            let target = if who == Who::Host { "guest" } else { "host" };
+            c.remove(&a, target, t)
+        }
     }?;
     Ok(out.events.len())
 }
 
 /// Runs one row: `who` in `status`, every action, against `expected` (same order as
 /// [`ACTIONS`]). Returns the mismatches.
-fn check_row(kind: Kind, who: Who, status: Option<S>, expected: [Expect; 10]) -> Vec<String> {
+fn check_row(kind: Kind, who: Who, status: Option<S>, expected: [Expect; 12]) -> Vec<String> {
     let mut failures = Vec::new();
     for (action, want) in ACTIONS.iter().zip(expected) {
         let mut call = arrange(kind, who, status);
@@ -219,7 +241,7 @@ fn check_row(kind: Kind, who: Who, status: Option<S>, expected: [Expect; 10]) ->
     failures
 }
 
-fn assert_rows(rows: Vec<(Kind, Who, Option<S>, [Expect; 10])>) {
+fn assert_rows(rows: Vec<(Kind, Who, Option<S>, [Expect; 12])>) {
     let failures: Vec<String> = rows
         .into_iter()
         .flat_map(|(k, w, s, e)| check_row(k, w, s, e))
@@ -227,7 +249,7 @@ fn assert_rows(rows: Vec<(Kind, Who, Option<S>, [Expect; 10])>) {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
-//            Join            →invited →ringing          →joined          →left            →declined          →missed          Leave            Mute             End
+//            Join            →invited →ringing          →joined          →left            →declined          →missed          Leave            Mute             End     Invite   Remove
 
 #[test]
 #[rustfmt::skip]
@@ -235,25 +257,26 @@ fn a_group_invitee_in_every_status_can_do_exactly_what_the_contract_allows() {
     use Kind::Group;
     use Who::Guest;
     assert_rows(vec![
-        (Group, Guest, Some(S::Invited), [K(S::Joined, ACTIVE), IT, K(S::Ringing, RINGING), K(S::Joined, ACTIVE), IT, K(S::Declined, RINGING), K(S::Missed, RINGING), IT, NJ, FB]),
-        (Group, Guest, Some(S::Ringing), [K(S::Joined, ACTIVE), IT, Noop, K(S::Joined, ACTIVE), IT, K(S::Declined, RINGING), K(S::Missed, RINGING), IT, NJ, FB]),
-        (Group, Guest, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ACTIVE), IT, IT, K(S::Left, ACTIVE), K(S::Joined, ACTIVE), FB]),
-        (Group, Guest, Some(S::Left), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), Noop, IT, IT, Noop, NJ, FB]),
-        (Group, Guest, Some(S::Declined), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), IT, Noop, IT, IT, NJ, FB]),
-        (Group, Guest, Some(S::Missed), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), IT, IT, Noop, IT, NJ, FB]),
+        (Group, Guest, Some(S::Invited), [K(S::Joined, ACTIVE), IT, K(S::Ringing, RINGING), K(S::Joined, ACTIVE), IT, K(S::Declined, RINGING), K(S::Missed, RINGING), IT, NJ, FB, FB, FB]),
+        (Group, Guest, Some(S::Ringing), [K(S::Joined, ACTIVE), IT, Noop, K(S::Joined, ACTIVE), IT, K(S::Declined, RINGING), K(S::Missed, RINGING), IT, NJ, FB, FB, FB]),
+        (Group, Guest, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ACTIVE), IT, IT, K(S::Left, ACTIVE), K(S::Joined, ACTIVE), FB, K(S::Joined, ACTIVE), FB]),
+        (Group, Guest, Some(S::Left), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), Noop, IT, IT, Noop, NJ, FB, FB, FB]),
+        (Group, Guest, Some(S::Declined), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), IT, Noop, IT, IT, NJ, FB, FB, FB]),
+        (Group, Guest, Some(S::Missed), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), IT, IT, Noop, IT, NJ, FB, FB, FB]),
     ]);
 }
 
 #[test]
 #[rustfmt::skip]
-fn a_group_host_can_leave_rejoin_and_end_but_never_ring_or_decline() {
+fn a_group_host_can_leave_rejoin_end_invite_and_remove_but_never_ring_or_decline() {
     use Kind::Group;
     use Who::Host;
     assert_rows(vec![
         // Alone in a ringing call: leaving ends it (cancelled), so the host ends `left`.
-        (Group, Host, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ENDED), IT, IT, K(S::Left, ENDED), K(S::Joined, RINGING), K(S::Left, ENDED)]),
-        // Left while the guest stays: may rejoin, and may still end the call as its host.
-        (Group, Host, Some(S::Left), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), Noop, IT, IT, Noop, NJ, K(S::Left, ENDED)]),
+        (Group, Host, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ENDED), IT, IT, K(S::Left, ENDED), K(S::Joined, RINGING), K(S::Left, ENDED), K(S::Joined, RINGING), K(S::Joined, RINGING)]),
+        // Left while the guest stays: the guest became host (the only one joined), so the
+        // former host may rejoin but no longer end, invite or remove.
+        (Group, Host, Some(S::Left), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), Noop, IT, IT, Noop, NJ, FB, FB, FB]),
     ]);
 }
 
@@ -263,31 +286,31 @@ fn a_room_member_who_was_not_invited_can_join_a_group_call_and_nothing_more() {
     use Kind::Group;
     use Who::Member;
     assert_rows(vec![
-        (Group, Member, None, [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), IT, IT, IT, IT, NJ, FB]),
-        (Group, Member, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ACTIVE), IT, IT, K(S::Left, ACTIVE), K(S::Joined, ACTIVE), FB]),
-        (Group, Member, Some(S::Left), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), Noop, IT, IT, Noop, NJ, FB]),
+        (Group, Member, None, [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), IT, IT, IT, IT, NJ, FB, FB, FB]),
+        (Group, Member, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ACTIVE), IT, IT, K(S::Left, ACTIVE), K(S::Joined, ACTIVE), FB, K(S::Joined, ACTIVE), FB]),
+        (Group, Member, Some(S::Left), [K(S::Joined, ACTIVE), IT, IT, K(S::Joined, ACTIVE), Noop, IT, IT, Noop, NJ, FB, FB, FB]),
     ]);
 }
 
 #[test]
 #[rustfmt::skip]
-fn a_one_to_one_callee_can_answer_ring_decline_or_hang_up() {
+fn a_one_to_one_callee_can_answer_ring_decline_hang_up_and_once_joined_invite() {
     use Kind::OneToOne;
     use Who::Guest;
     assert_rows(vec![
-        (OneToOne, Guest, Some(S::Invited), [K(S::Joined, ACTIVE), IT, K(S::Ringing, RINGING), K(S::Joined, ACTIVE), IT, K(S::Declined, ENDED), K(S::Missed, ENDED), IT, NJ, K(S::Declined, ENDED)]),
-        (OneToOne, Guest, Some(S::Ringing), [K(S::Joined, ACTIVE), IT, Noop, K(S::Joined, ACTIVE), IT, K(S::Declined, ENDED), K(S::Missed, ENDED), IT, NJ, K(S::Declined, ENDED)]),
-        (OneToOne, Guest, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ENDED), IT, IT, K(S::Left, ENDED), K(S::Joined, ACTIVE), K(S::Left, ENDED)]),
+        (OneToOne, Guest, Some(S::Invited), [K(S::Joined, ACTIVE), IT, K(S::Ringing, RINGING), K(S::Joined, ACTIVE), IT, K(S::Declined, ENDED), K(S::Missed, ENDED), IT, NJ, K(S::Declined, ENDED), FB, FB]),
+        (OneToOne, Guest, Some(S::Ringing), [K(S::Joined, ACTIVE), IT, Noop, K(S::Joined, ACTIVE), IT, K(S::Declined, ENDED), K(S::Missed, ENDED), IT, NJ, K(S::Declined, ENDED), FB, FB]),
+        (OneToOne, Guest, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ENDED), IT, IT, K(S::Left, ENDED), K(S::Joined, ACTIVE), K(S::Left, ENDED), K(S::Joined, ACTIVE), FB]),
     ]);
 }
 
 #[test]
 #[rustfmt::skip]
-fn a_one_to_one_caller_can_only_hang_up_or_change_media() {
+fn a_one_to_one_caller_can_only_hang_up_change_media_invite_or_remove_the_callee() {
     use Kind::OneToOne;
     use Who::Host;
     assert_rows(vec![
-        (OneToOne, Host, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ENDED), IT, IT, K(S::Left, ENDED), K(S::Joined, RINGING), K(S::Left, ENDED)]),
+        (OneToOne, Host, Some(S::Joined), [Noop, IT, IT, Noop, K(S::Left, ENDED), IT, IT, K(S::Left, ENDED), K(S::Joined, RINGING), K(S::Left, ENDED), K(S::Joined, RINGING), K(S::Left, ENDED)]),
     ]);
 }
 
@@ -298,13 +321,13 @@ fn strangers_get_not_found_for_everything_and_room_members_cannot_see_a_one_to_o
             Kind::OneToOne,
             Who::Stranger,
             None,
-            [NF, NF, NF, NF, NF, NF, NF, NF, NF, NF],
+            [NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF],
         ),
         (
             Kind::Group,
             Who::Stranger,
             None,
-            [NF, NF, NF, NF, NF, NF, NF, NF, NF, NF],
+            [NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF, NF],
         ),
     ]);
     // Room membership does not open a 1:1 to a third user.

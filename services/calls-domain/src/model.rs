@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::timefmt;
+use crate::timefmt;
 
 /// A user of the host application (the JWT `sub`). Kept as a plain string inside the domain;
 /// parsing and validation happen at the edge.
@@ -118,6 +118,7 @@ wire_enum!(
         RingTimeout => "ring_timeout",
         DisconnectGrace => "disconnect_grace",
         MaxDuration => "max_duration",
+        AloneTimeout => "alone_timeout",
     }
 );
 
@@ -176,6 +177,18 @@ pub struct Call {
     pub ended_by: Option<UserId>,
     /// The call's event counter: the `seq` of the last call event.
     pub seq: u64,
+    /// How long each invitee is rung before becoming `missed` (CONTRACT section 10): the
+    /// initiate request's `ringTimeoutSeconds`, else `CALL_RING_TIMEOUT_SECONDS`. Counted from
+    /// each invitee's `invitedAt`, so people invited into a live call ring as long.
+    #[serde(default)]
+    #[schema(example = 45)]
+    pub ring_timeout_seconds: u32,
+    /// `CALL_ALONE_TIMEOUT_SECONDS` when the call began (0 = never): how long a group call
+    /// goes on once its last other participant left. Fixed per call so a restart with another
+    /// setting does not change running calls.
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
+    pub alone_timeout_seconds: u32,
     /// Host first, then invitees in invitation order, then those who joined uninvited.
     pub participants: Vec<Participant>,
 }
@@ -222,6 +235,10 @@ pub struct Participant {
     #[serde(skip_serializing, default)]
     #[schema(ignore)]
     pub has_joined: bool,
+    /// Removed by the host: may no longer see, follow or rejoin the call until invited again.
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
+    pub is_removed: bool,
 }
 
 /// What a user asks for when initiating a call (already validated for shape by the API;
@@ -240,6 +257,9 @@ pub struct NewCall {
     pub invitee_ids: Vec<UserId>,
     /// Capacity for a group call (at least 2). A 1:1 always gets 2.
     pub max_participants: u32,
+    /// How long to ring, when the caller chose (at least [`MIN_RING_TIMEOUT`], at most the
+    /// configured ring timeout); `None` for the configured one.
+    pub ring_timeout: Option<Duration>,
     /// How the caller introduces themselves to the people rung (from their access token).
     pub initiator_profile: Profile,
 }
@@ -253,6 +273,9 @@ pub struct Profile {
     /// Avatar URL.
     pub avatar_url: Option<String>,
 }
+
+/// The shortest ring timeout a caller may ask for (CONTRACT section 10).
+pub const MIN_RING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest display name carried into events and pushes, in characters; longer names are
 /// cut (a push payload is at most 4–5 KB, and a name that long is not a name).
@@ -351,6 +374,9 @@ pub struct Timing {
     pub disconnect_grace: Duration,
     /// `CALL_MAX_DURATION_SECONDS` (default 4 h); `None` for no limit.
     pub max_duration: Option<Duration>,
+    /// `CALL_ALONE_TIMEOUT_SECONDS` (default 120 s): a group call whose last other participant
+    /// left ends after this; `None` for never.
+    pub alone_timeout: Option<Duration>,
 }
 
 impl Default for Timing {
@@ -359,6 +385,7 @@ impl Default for Timing {
             ring_timeout: Duration::from_secs(45),
             disconnect_grace: Duration::from_secs(30),
             max_duration: Some(Duration::from_secs(14_400)),
+            alone_timeout: Some(Duration::from_secs(120)),
         }
     }
 }
@@ -376,9 +403,35 @@ impl Call {
 
     /// Whether `user_id` may see the call at all: a participant in any status, or a member of
     /// the room for group calls. Everyone else gets "not found", never "forbidden", so a
-    /// call's existence is not revealed.
+    /// call's existence is not revealed. Someone the host removed sees it no more (not even as
+    /// a room member) until invited again: they may not follow it or join it.
     pub fn is_visible_to(&self, user_id: &str, is_room_member: bool) -> bool {
-        self.participant(user_id).is_some() || (self.is_group_call && is_room_member)
+        match self.participant(user_id) {
+            Some(p) => !p.is_removed,
+            None => self.is_group_call && is_room_member,
+        }
+    }
+
+    /// The participant who holds the host role, if any (a live call always has one).
+    pub fn host(&self) -> Option<&Participant> {
+        self.participants.iter().find(|p| p.role == Role::Host)
+    }
+
+    /// When `p` stops being rung: `invitedAt` plus the call's ring timeout.
+    pub fn ring_deadline(&self, p: &Participant) -> OffsetDateTime {
+        let secs = i64::from(self.ring_timeout_seconds);
+        p.invited_at
+            .checked_add(time::Duration::seconds(secs))
+            .unwrap_or(p.invited_at)
+    }
+
+    /// The earliest ring deadline of those still being rung: when the ring timer is due.
+    pub fn next_ring_deadline(&self) -> Option<OffsetDateTime> {
+        self.participants
+            .iter()
+            .filter(|p| p.status.is_pending())
+            .map(|p| self.ring_deadline(p))
+            .min()
     }
 
     /// How many participants are `joined` now (what `maxParticipants` limits).

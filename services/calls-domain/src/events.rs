@@ -10,18 +10,19 @@
 //!
 //! Which status change emits what: becoming `joined` emits `participant_joined`, becoming
 //! `left` emits `participant_left`, any other participant status change (`ringing`,
-//! `declined`, `missed`) emits `participant_status_changed`. When a call ends, `call_ended`
+//! `declined`, `missed`) emits `participant_status_changed`; being rung into a live call (anew)
+//! emits `participant_invited`. When a call ends, `call_ended`
 //! alone stands for everything that happens to the participants at that moment (the joined
 //! become `left`, the still-ringing become `missed`): no per-participant events precede it.
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::model::{
+use crate::model::{
     Call, CallId, Caller, CancelReason, EndReason, LeftReason, Participant, ParticipantStatus,
     UserId,
 };
-use super::timefmt;
+use crate::timefmt;
 
 /// Who receives an event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -61,6 +62,22 @@ pub enum EventKind {
     ParticipantJoined {
         /// The participant as it is after joining.
         participant: Participant,
+    },
+    /// `participant_invited`: someone was rung into the live call (CONTRACT section 10).
+    ParticipantInvited {
+        /// The participant as it is after the invitation (`invited`, or `declined` with
+        /// reason `busy` when they were in another call).
+        participant: Participant,
+    },
+    /// `call_updated`: the call itself changed (a 1:1 became a group call).
+    CallUpdated {
+        /// The call as it is after the change.
+        call: Box<Call>,
+    },
+    /// `host_changed`: the host left a live group call and this participant took over.
+    HostChanged {
+        /// The new host.
+        user_id: UserId,
     },
     /// `participant_left`
     ParticipantLeft {
@@ -111,7 +128,7 @@ pub enum EventKind {
     },
     /// `incoming_call`: ring this user's devices.
     IncomingCall {
-        /// The call as it is once initiated.
+        /// The call as it is once initiated (or once this user was invited into it).
         call: Box<Call>,
         /// Who is calling: user id, and the display name and avatar of their access token.
         from: Caller,
@@ -131,6 +148,9 @@ impl EventKind {
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::ParticipantJoined { .. } => "participant_joined",
+            EventKind::ParticipantInvited { .. } => "participant_invited",
+            EventKind::CallUpdated { .. } => "call_updated",
+            EventKind::HostChanged { .. } => "host_changed",
             EventKind::ParticipantLeft { .. } => "participant_left",
             EventKind::ParticipantDisconnected { .. } => "participant_disconnected",
             EventKind::ParticipantReconnected { .. } => "participant_reconnected",
