@@ -148,8 +148,12 @@ bench-gateway: ## the gateway vs nginx proxying the same upstream (installs ngin
 bench-signaling: js-deps ## Socket.IO fan-out and memory: signaling vs a Node socket.io server
 	bench/signaling/run.sh
 
+.PHONY: bench-system
+bench-system: ## the whole system under load: users with sockets making calls through the gateway, against pgbench's ceiling (BENCH_QUICK=1: small; BENCH_PROFILE=1: perf)
+	bench/system/run.sh
+
 .PHONY: bench
-bench: bench-token bench-signaling bench-gateway ## every benchmark
+bench: bench-token bench-signaling bench-gateway bench-system ## every benchmark
 
 .PHONY: docs
 docs: build ## regenerate docs/configuration.md from the binaries' --help

@@ -483,6 +483,12 @@ pub async fn run(config: Config) -> Result<Vec<StepReport>, BenchError> {
         config.idle_seconds,
         fmt_cpu(&idle, 1.0)
     );
+    let idle_rss = probe.rss_mib();
+    println!(
+        "bench: resident memory with {} users connected: {}",
+        users.len(),
+        fmt_map(&idle_rss, "MiB")
+    );
 
     let mut idle_pool = [VecDeque::new(), VecDeque::new()];
     for i in 0..users.len() {
@@ -548,7 +554,7 @@ pub async fn run(config: Config) -> Result<Vec<StepReport>, BenchError> {
                 busy * 100.0
             );
         }
-        windows.push((used, busy, secs, load));
+        windows.push((used, busy, secs, load, probe.rss_mib()));
     }
     // Let the last calls finish (their latencies belong to the steps that started them).
     let until = Instant::now() + Duration::from_secs(30);
@@ -557,13 +563,16 @@ pub async fn run(config: Config) -> Result<Vec<StepReport>, BenchError> {
     }
 
     let mut reports = Vec::new();
-    for (step, (&rate, (used, busy, secs, load))) in config.rates.iter().zip(windows).enumerate() {
+    for (step, (&rate, (used, busy, secs, load, rss))) in
+        config.rates.iter().zip(windows).enumerate()
+    {
         let stats = driver.stats(step);
         let mut r = StepReport::new(step + 1, rate, secs, &stats);
         r.per_call = used.per_call(stats.set_up, secs, &idle, config.idle_seconds);
         r.used = used;
         r.machine_busy = busy;
         r.load_average = load;
+        r.rss_mib = rss;
         print_step(&r);
         reports.push(r);
     }
@@ -604,6 +613,13 @@ fn fmt_cpu(c: &Counters, scale: f64) -> String {
     c.cpu_seconds
         .iter()
         .map(|(k, v)| format!("{k} {:.3} s", v * scale))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn fmt_map(m: &std::collections::BTreeMap<String, f64>, unit: &str) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k} {v:.1} {unit}"))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -650,6 +666,7 @@ fn print_step(r: &StepReport) {
         "  database per call set up (net of idle): {}",
         db.join(", ")
     );
+    println!("  resident memory: {}", fmt_map(&r.rss_mib, "MiB"));
     println!(
         "  machine {:.0}% busy (all processes, other work included), load average {:.2}",
         r.machine_busy * 100.0,

@@ -182,6 +182,8 @@ pub struct StepReport {
     pub machine_busy: f64,
     /// `uptime`'s 1-minute load average at the end of the step.
     pub load_average: f64,
+    /// Resident memory per service at the end of the step, MiB.
+    pub rss_mib: BTreeMap<String, f64>,
 }
 
 impl StepReport {
@@ -207,6 +209,7 @@ impl StepReport {
             per_call: Counters::default(),
             machine_busy: 0.0,
             load_average: 0.0,
+            rss_mib: BTreeMap::new(),
         }
     }
 }

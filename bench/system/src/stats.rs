@@ -1,6 +1,8 @@
 //! Resource counters: CPU time of processes from `/proc/<pid>/stat`, the machine's from
 //! `/proc/stat`, and the database's from `pg_stat_database`.
 
+use std::collections::BTreeMap;
+
 use sqlx::PgPool;
 
 use crate::report::Counters;
@@ -49,6 +51,17 @@ pub fn process_ticks(pid: u32) -> Option<u64> {
         .ok()
         .as_deref()
         .and_then(parse_proc_stat)
+}
+
+/// Resident memory in KiB, from the text of `/proc/<pid>/status`.
+pub fn parse_rss_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The pids of processes whose command name is `comm` (`postgres`, `nats-server`).
@@ -213,6 +226,21 @@ impl Probe {
         c
     }
 
+    /// Resident memory per service (replicas summed), MiB.
+    pub fn rss_mib(&self) -> BTreeMap<String, f64> {
+        let mut rss = BTreeMap::new();
+        for (name, pid) in &self.services {
+            if let Some(kib) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .as_deref()
+                .and_then(parse_rss_kib)
+            {
+                *rss.entry(service_of(name).to_owned()).or_default() += kib as f64 / 1024.0;
+            }
+        }
+        rss
+    }
+
     /// The busiest statements of the benchmark's database from `pg_stat_statements`, or why
     /// there are none (the extension must be in `shared_preload_libraries`).
     pub async fn top_statements(&self, limit: i64) -> Result<Vec<Statement>, String> {
@@ -280,6 +308,13 @@ mod tests {
         assert_eq!(parse_machine_stat(text), Some((150, 1000)));
         assert!((busy_fraction((150, 1000), (250, 1200)) - 0.5).abs() < 1e-9);
         assert_eq!(busy_fraction((0, 0), (0, 0)), 0.0);
+    }
+
+    #[test]
+    fn resident_memory_is_read_from_the_status_file() {
+        let status = "Name:\tsignaling\nVmPeak:\t 9000 kB\nVmRSS:\t   51234 kB\nThreads:\t3\n";
+        assert_eq!(parse_rss_kib(status), Some(51_234));
+        assert_eq!(parse_rss_kib("Name: x\n"), None);
     }
 
     #[test]
