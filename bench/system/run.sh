@@ -81,6 +81,8 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
 # ---- the ceiling: one whole call's statements per pgbench transaction ----
 psql "$PG_ADMIN" -qc "CREATE DATABASE \"$pgbench_db\"" >/dev/null
 DATABASE_URL=$(db_url "$pgbench_db") "$BIN/calls-api" migrate >"$logs/migrate-pgbench.log" 2>&1
+# notifier migrates at start; its ring and webhook tables are applied directly here.
+for f in services/notifier/migrations/postgres/*.sql; do psql -q "$(db_url "$pgbench_db")" -f "$f" >/dev/null; done
 echo "bench-system: pgbench ceiling ($PGBENCH_CLIENTS clients, ${PGBENCH_SECONDS} s, load $(load)) ..." >&2
 pgbench -n -M prepared -c "$PGBENCH_CLIENTS" -j 2 -T "$PGBENCH_SECONDS" -f bench/system/call.pgbench "$(db_url "$pgbench_db")" >"$OUT/pgbench.txt" 2>&1 || true
 ceiling=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$OUT/pgbench.txt" | head -1)
@@ -111,18 +113,24 @@ echo "bench-system: cluster up ($(tr '\n' ' ' <"$logs/pids"))" >&2
 
 # ---- the profile (optional): the last step, services and Postgres ----
 profile_pid=
+step_file=$OUT/step
+rm -f "$step_file"
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
   steps=$(tr ',' '\n' <<<"$BENCH_RATES" | grep -c .)
-  # Users connect at ~1 ms each, then 12 s of idle baseline; profile the middle of the last step.
-  delay=$(python3 -c "print(int($BENCH_USERS*0.004 + 12 + ($steps-1)*$BENCH_STEP_SECONDS + $BENCH_STEP_SECONDS*0.25))")
+  # The middle half of the last step: its first quarter lets the rate settle.
+  lead=$(python3 -c "print($BENCH_STEP_SECONDS*0.25)")
   span=$(python3 -c "print(max(5, int($BENCH_STEP_SECONDS*0.5)))")
   pids=$(awk '{print $2}' "$logs/pids" | paste -sd, -),$(pgrep -d, -x postgres)
-  ( sleep "$delay"; as_root perf record -F 499 -g -o "$OUT/perf.data" -p "$pids" -- sleep "$span" >/dev/null 2>&1 ) &
+  (
+    until [[ $(cat "$step_file" 2>/dev/null) == "$steps" ]]; do sleep 0.2; done
+    sleep "$lead"
+    as_root perf record -F 499 -g -o "$OUT/perf.data" -p "$pids" -- sleep "$span" >/dev/null 2>&1
+  ) &
   profile_pid=$!
 fi
 
 BENCH_BASE_URL=http://127.0.0.1:$port BENCH_DATABASE_URL=$(db_url "$bench_db") BENCH_PIDS_FILE=$logs/pids \
-  BENCH_OUT=$OUT/report.json "$BIN/bench-system" | tee "$OUT/report.txt"
+  BENCH_OUT=$OUT/report.json BENCH_STEP_FILE=$step_file "$BIN/bench-system" | tee "$OUT/report.txt"
 
 if [[ -n $profile_pid ]]; then
   wait "$profile_pid" || true

@@ -61,6 +61,9 @@ pub struct Config {
     pub idle_seconds: f64,
     /// Where to write the JSON report.
     pub out: Option<PathBuf>,
+    /// A file the driver writes the current step's number to as each step starts (a profiler
+    /// waits for the last one).
+    pub step_file: Option<PathBuf>,
 }
 
 /// Why the benchmark could not run at all.
@@ -516,6 +519,9 @@ pub async fn run(config: Config) -> Result<Vec<StepReport>, BenchError> {
 
     let mut windows = Vec::new();
     for (step, &rate) in config.rates.iter().enumerate() {
+        if let Some(path) = &config.step_file {
+            std::fs::write(path, format!("{}\n", step + 1))?;
+        }
         let before = probe.read().await;
         let machine_before = stats::machine_ticks();
         let started = tokio::time::Instant::now();

@@ -46,6 +46,9 @@ struct Args {
     /// Where to write the JSON report (optional).
     #[arg(long, env = "BENCH_OUT")]
     out: Option<PathBuf>,
+    /// A file to write each step's number to as it starts (optional; for a profiler).
+    #[arg(long, env = "BENCH_STEP_FILE")]
+    step_file: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -65,6 +68,7 @@ async fn main() -> ExitCode {
             pids_file: args.pids_file.clone(),
             idle_seconds: args.idle_seconds.max(1.0),
             out: args.out.clone(),
+            step_file: args.step_file.clone(),
         })
     })();
     let config = match parsed {
