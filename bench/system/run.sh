@@ -120,11 +120,13 @@ if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
   # The middle half of the last step: its first quarter lets the rate settle.
   lead=$(python3 -c "print($BENCH_STEP_SECONDS*0.25)")
   span=$(python3 -c "print(max(5, int($BENCH_STEP_SECONDS*0.5)))")
-  pids=$(awk '{print $2}' "$logs/pids" | paste -sd, -),$(pgrep -d, -x postgres)
   (
     until [[ $(cat "$step_file" 2>/dev/null) == "$steps" ]]; do sleep 0.2; done
     sleep "$lead"
-    as_root perf record -F 499 -g -o "$OUT/perf.data" -p "$pids" -- sleep "$span" >/dev/null 2>&1
+    # The services and the benchmark database's backends (other databases' come and go).
+    pids=$(awk '{print $2}' "$logs/pids" | paste -sd, -),$(psql "$(db_url "$bench_db")" -Atc \
+      "SELECT string_agg(pid::text, ',') FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    as_root perf record -F 499 -g -o "$OUT/perf.data" -p "$pids" -- sleep "$span" >"$OUT/perf-record.log" 2>&1
   ) &
   profile_pid=$!
 fi
@@ -135,7 +137,10 @@ BENCH_BASE_URL=http://127.0.0.1:$port BENCH_DATABASE_URL=$(db_url "$bench_db") B
 if [[ -n $profile_pid ]]; then
   wait "$profile_pid" || true
   echo; echo "== perf: hottest symbols during the last step (self time, by process) =="
-  as_root perf report -i "$OUT/perf.data" --no-children --sort comm,dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | grep '%' | head -60 | tee "$OUT/perf-top.txt"
+  as_root perf report -i "$OUT/perf.data" --no-children -g none --sort dso --stdio >"$OUT/perf-dso.txt" 2>/dev/null || true
+  as_root perf report -i "$OUT/perf.data" --no-children -g none --sort dso,sym --stdio >"$OUT/perf-sym.txt" 2>/dev/null || true
+  echo "-- by binary --"; grep '%' "$OUT/perf-dso.txt" | head -15 || true
+  echo "-- by symbol --"; grep '%' "$OUT/perf-sym.txt" | head -45 || true
 fi
 
 python3 - "$OUT/report.json" "${ceiling:-0}" "$pgbench_load" <<'PY'

@@ -601,6 +601,36 @@ pub async fn run(config: Config) -> Result<Vec<StepReport>, BenchError> {
             e.lines().next().unwrap_or("")
         ),
     }
+    let tables = probe.tables().await.unwrap_or_default();
+    if !tables.is_empty() {
+        println!(
+            "\nbench: tables of the benchmark database over the whole run (pg_stat_user_tables):"
+        );
+        println!(
+            "  {:<22} {:>9} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "table",
+            "seq scans",
+            "seq rows read",
+            "idx scans",
+            "inserted",
+            "updated",
+            "deleted",
+            "live"
+        );
+        for t in &tables {
+            println!(
+                "  {:<22} {:>9} {:>13} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                t.relname,
+                t.seq_scan,
+                t.seq_tup_read,
+                t.idx_scan,
+                t.n_tup_ins,
+                t.n_tup_upd,
+                t.n_tup_del,
+                t.n_live_tup
+            );
+        }
+    }
     if let Some(path) = &config.out {
         let json =
             json!({ "idle": { "seconds": config.idle_seconds, "used": idle }, "steps": reports });

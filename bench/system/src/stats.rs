@@ -171,12 +171,23 @@ impl Probe {
             .sum();
         c.cpu_seconds
             .insert("nats-server (shared)".into(), secs(nats));
-        let postgres: u64 = pids_named("postgres")
+        // Postgres's own writers (WAL, checkpoints, buffers) work for every database on the
+        // server; client backends come and go with other users' tests, so only these are summed.
+        let aux: u64 = pids_named("postgres")
             .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                    ["walwriter", "checkpointer", "background writer"]
+                        .iter()
+                        .any(|w| c.contains(w))
+                })
+            })
             .filter_map(process_ticks)
             .sum();
-        c.cpu_seconds
-            .insert("postgres (all, shared)".into(), secs(postgres));
+        c.cpu_seconds.insert(
+            "postgres (wal/checkpoint/bgwriter, shared)".into(),
+            secs(aux),
+        );
         if let Some(pool) = &self.db {
             if let Ok(backends) = sqlx::query_as::<_, Backend>(
                 "SELECT pid FROM pg_stat_activity \
@@ -241,6 +252,23 @@ impl Probe {
         rss
     }
 
+    /// Every table of the benchmark database with its scans and writes, most rows read by
+    /// sequential scans first: where a missing index shows (pg_stat_statements needs a server
+    /// restart to load; this view is always there).
+    pub async fn tables(&self) -> Result<Vec<TableStats>, String> {
+        let Some(pool) = &self.db else {
+            return Err("no database".into());
+        };
+        sqlx::query_as::<_, TableStats>(
+            "SELECT relname::text AS relname, seq_scan, seq_tup_read, COALESCE(idx_scan, 0) AS idx_scan, \
+             n_tup_ins, n_tup_upd, n_tup_del, n_live_tup FROM pg_stat_user_tables \
+             ORDER BY seq_tup_read DESC, relname",
+        )
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())
+    }
+
     /// The busiest statements of the benchmark's database from `pg_stat_statements`, or why
     /// there are none (the extension must be in `shared_preload_libraries`).
     pub async fn top_statements(&self, limit: i64) -> Result<Vec<Statement>, String> {
@@ -257,6 +285,19 @@ impl Probe {
         .await
         .map_err(|e| e.to_string())
     }
+}
+
+/// A row of `pg_stat_user_tables`: how each table was read and written.
+#[derive(Debug, sqlx::FromRow, serde::Serialize)]
+pub struct TableStats {
+    pub relname: String,
+    pub seq_scan: i64,
+    pub seq_tup_read: i64,
+    pub idx_scan: i64,
+    pub n_tup_ins: i64,
+    pub n_tup_upd: i64,
+    pub n_tup_del: i64,
+    pub n_live_tup: i64,
 }
 
 /// A row of `pg_stat_statements`.
