@@ -153,8 +153,12 @@ bench-push: js-deps ## commit-to-push latency at 50 calls/s, 4 phones per invite
 	$(CARGO) build --release --bins -p gateway -p calls-api -p signaling -p media-token -p notifier
 	BIN_DIR=$(abspath target/release) node bench/push/bench.mjs
 
+.PHONY: bench-system
+bench-system: ## the whole system under load: users with sockets making calls through the gateway, against pgbench's ceiling (BENCH_QUICK=1: small; BENCH_PROFILE=1: perf)
+	bench/system/run.sh
+
 .PHONY: bench
-bench: bench-token bench-signaling bench-gateway bench-push ## every benchmark
+bench: bench-token bench-signaling bench-gateway bench-push bench-system ## every benchmark
 
 .PHONY: docs
 docs: build ## regenerate docs/configuration.md from the binaries' --help
