@@ -18,6 +18,9 @@
 #   route (/api/v1/calls with an HS256 token, verified at the edge; nginx has no equivalent).
 #   BENCH_ROUNDS (3) rounds of BENCH_SECONDS (10) s per run; the median over rounds is reported.
 #   Added latency = proxy percentile - direct percentile in the same scenario.
+# - Before/after: BENCH_BASELINE_GATEWAY=<path to another gateway binary> runs it too, as the
+#   target "baseline" (public route), in the same rounds, so a change is measured against the
+#   previous build under the same machine load rather than against an earlier run.
 # Installs nginx and wrk with apt-get when missing (without starting the system nginx service).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,6 +99,19 @@ RATE_LIMIT_PER_USER_PER_MINUTE=1000000000 RATE_LIMIT_PER_USER_BURST=1000000000 \
 GATEWAY_PID=$!
 pids+=($GATEWAY_PID)
 
+BASELINE_PID=""
+if [ -n "${BENCH_BASELINE_GATEWAY:-}" ]; then
+  BASELINE_PORT=$(free_port); BASELINE_ADMIN_PORT=$(free_port)
+  GATEWAY_LISTEN=127.0.0.1:$BASELINE_PORT GATEWAY_ADMIN_LISTEN=127.0.0.1:$BASELINE_ADMIN_PORT \
+  CALLS_API_UPSTREAMS=http://127.0.0.1:$UPSTREAM_PORT SIGNALING_UPSTREAMS=http://127.0.0.1:$UPSTREAM_PORT \
+  JWT_SECRET=$SECRET GATEWAY_WORKER_THREADS=1 RUST_LOG=warn \
+  RATE_LIMIT_PER_IP_PER_MINUTE=1000000000 RATE_LIMIT_PER_IP_BURST=1000000000 \
+  RATE_LIMIT_PER_USER_PER_MINUTE=1000000000 RATE_LIMIT_PER_USER_BURST=1000000000 \
+    "${PROXY_CPU[@]}" "$BENCH_BASELINE_GATEWAY" >"$WORK/baseline.log" 2>&1 &
+  BASELINE_PID=$!
+  pids+=($BASELINE_PID)
+fi
+
 sed -e "s#@DIR@#$WORK#g" -e "s#@PORT@#$NGINX_PORT#g" -e "s#@UPSTREAM_PORT@#$UPSTREAM_PORT#g" \
   bench/gateway/nginx.conf.template >"$WORK/nginx.conf"
 "${PROXY_CPU[@]}" "$NGINX" -p "$WORK" -c "$WORK/nginx.conf" -e "$WORK/error.log" &
@@ -110,6 +126,7 @@ wait_for "http://127.0.0.1:$UPSTREAM_PORT/healthz"
 wait_for "http://127.0.0.1:$NGINX_PORT/healthz"
 wait_for "http://127.0.0.1:$GATEWAY_PORT/readyz"
 wait_for "http://127.0.0.1:$GATEWAY_PORT/api/docs/openapi.json"
+[ -n "$BASELINE_PID" ] && wait_for "http://127.0.0.1:$BASELINE_PORT/api/docs/openapi.json"
 
 declare -A URL=(
   [direct]="http://127.0.0.1:$UPSTREAM_PORT/api/docs/openapi.json"
@@ -118,6 +135,10 @@ declare -A URL=(
   [gatewayauth]="http://127.0.0.1:$GATEWAY_PORT/api/v1/calls"
 )
 TARGETS=(direct nginx gateway gatewayauth)
+if [ -n "$BASELINE_PID" ]; then
+  URL[baseline]="http://127.0.0.1:$BASELINE_PORT/api/docs/openapi.json"
+  TARGETS+=(baseline)
+fi
 
 # The process doing a target's proxying: its CPU time per request is the efficiency measure,
 # much steadier than req/s on a machine that is doing other work at the same time.
@@ -125,6 +146,7 @@ proxy_pid() {
   case $1 in
     nginx) pgrep -P "$NGINX_PID" nginx | head -1 ;;
     gateway | gatewayauth) echo "$GATEWAY_PID" ;;
+    baseline) echo "$BASELINE_PID" ;;
     *) echo "" ;;
   esac
 }

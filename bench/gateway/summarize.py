@@ -61,6 +61,7 @@ def main():
         "nginx": "nginx (Debian), public route",
         "gateway": "gateway, public route",
         "gatewayauth": "gateway, JWT-checked route",
+        "baseline": "baseline gateway (BENCH_BASELINE_GATEWAY), public route",
     }
     for scenario, targets in summary.items():
         direct = targets.get("direct")
@@ -69,7 +70,7 @@ def main():
             "| target | req/s (median) | req/s per round | p50 ms | p99 ms | added p50 ms | added p99 ms | proxy CPU µs/req |"
         )
         lines.append("|---|---:|---|---:|---:|---:|---:|---:|")
-        for key in ["direct", "nginx", "gateway", "gatewayauth"]:
+        for key in ["direct", "nginx", "gateway", "gatewayauth", "baseline"]:
             t = targets.get(key)
             if not t:
                 continue
@@ -93,6 +94,12 @@ def main():
             if n.get("added_p99_ms") is not None and g.get("added_p99_ms") is not None:
                 lines.append(
                     f"added p99 gateway vs nginx: {g['added_p99_ms']:.3f} ms vs {n['added_p99_ms']:.3f} ms"
+                )
+        if "baseline" in targets and "gateway" in targets:
+            g, b = targets["gateway"], targets["baseline"]
+            if g["cpu_us_per_request"] and b["cpu_us_per_request"]:
+                lines.append(
+                    f"CPU per request gateway / baseline: {g['cpu_us_per_request'] / b['cpu_us_per_request']:.2f}x"
                 )
         bad = {k: (t["non2xx"], t["socket_errors"]) for k, t in targets.items() if t["non2xx"] or t["socket_errors"]}
         if bad:

@@ -22,7 +22,8 @@
 //! Context crosses process boundaries as W3C `traceparent`/`tracestate`: in HTTP headers
 //! ([`set_parent_from_http`], [`inject_http`]), gRPC metadata and NATS message headers (both
 //! through [`traceparent`] / [`set_parent`]). The trace filter is separate from `RUST_LOG`, so
-//! `RUST_LOG=warn` quiets the logs without cutting traces.
+//! `RUST_LOG=warn` quiets the logs without cutting traces. Log lines written inside a span are
+//! attached to it as span events only when exporting; otherwise nobody would read them.
 //!
 //! The standalone binary runs every service in one process and each service calls [`init`], so
 //! only the first call installs anything and later calls do nothing.
@@ -34,8 +35,10 @@ use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets, filter_fn};
+use tracing_subscriber::layer::Filter;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
@@ -88,7 +91,7 @@ pub fn init(service_name: &str) {
         let traces = tracing_opentelemetry::layer()
             .with_tracer(tracer)
             .with_tracked_inactivity(false)
-            .with_filter(trace_filter());
+            .with_filter(trace_filter(exporting));
         // `try_init` fails only if another subscriber was set (e.g. by a test harness); logging
         // then goes there, which is fine.
         let _ = Registry::default().with(logs).with(traces).try_init();
@@ -113,7 +116,21 @@ pub fn init(service_name: &str) {
 
 /// Spans the traces keep: the services' own at `info` and above; the libraries' internals (HTTP/2
 /// frames, connection pools) would bury them.
-fn trace_filter() -> Targets {
+///
+/// Log events inside a span become span events, which only an exporter reads: without one, the
+/// layer keeps to spans (their ids are what log lines are joined on). Besides the recording
+/// saved, this keeps the layer from declaring an interest in every `info` event, which made
+/// `tracing::enabled!` true for events the log filter drops, so that code preparing a log line
+/// only when it will be written (the gateway's access log) paid for it anyway.
+fn trace_filter<S>(exporting: bool) -> impl Filter<S>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    let spans_only = (!exporting).then(|| filter_fn(|metadata| metadata.is_span()));
+    targets().and(spans_only)
+}
+
+fn targets() -> Targets {
     Targets::new()
         .with_default(LevelFilter::INFO)
         .with_target("h2", LevelFilter::OFF)
@@ -432,6 +449,53 @@ mod export {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_an_exporter_info_events_the_logs_drop_are_disabled_but_spans_still_get_trace_ids() {
+        use tracing_subscriber::fmt::MakeWriter;
+
+        #[derive(Clone, Copy)]
+        struct Sink;
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        impl MakeWriter<'_> for Sink {
+            type Writer = Sink;
+            fn make_writer(&self) -> Sink {
+                Sink
+            }
+        }
+
+        let subscriber = |exporting: bool| {
+            let tracer = SdkTracerProvider::builder().build().tracer("test");
+            Registry::default()
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(Sink)
+                        .with_filter(LevelFilter::WARN),
+                )
+                .with(
+                    tracing_opentelemetry::layer()
+                        .with_tracer(tracer)
+                        .with_filter(trace_filter(exporting)),
+                )
+        };
+        tracing::subscriber::with_default(subscriber(false), || {
+            assert!(!tracing::enabled!(target: "gateway::access", tracing::Level::INFO));
+            assert!(tracing::enabled!(tracing::Level::WARN));
+            let span = tracing::info_span!("request", trace_id = tracing::field::Empty);
+            assert!(trace_id(&span).is_some(), "spans still have a trace id");
+        });
+        tracing::subscriber::with_default(subscriber(true), || {
+            // Exported spans carry their events.
+            assert!(tracing::enabled!(target: "gateway::access", tracing::Level::INFO));
+        });
+    }
 
     #[test]
     fn init_can_be_called_more_than_once() {

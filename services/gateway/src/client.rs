@@ -124,7 +124,9 @@ impl Connections {
                 },
             }
         }
-        let mut sender = self.connect().await?;
+        // Boxed: connecting (resolving, the connect timeout) is rare, and its state would
+        // otherwise make every request's future larger.
+        let mut sender = Box::pin(self.connect()).await?;
         match sender.send_request(request).await {
             Ok(response) => Ok(self.wrap(response, sender)),
             Err(err) => Err(SendError::Transport(err)),
