@@ -114,14 +114,17 @@ echo "bench-system: cluster up ($(tr '\n' ' ' <"$logs/pids"))" >&2
 # ---- the profile (optional): the last step, services and Postgres ----
 profile_pid=
 step_file=$OUT/step
-rm -f "$step_file"
+rm -f "$step_file" "$step_file.done"
 if [[ ${BENCH_PROFILE:-0} == 1 ]]; then
   steps=$(tr ',' '\n' <<<"$BENCH_RATES" | grep -c .)
   # The middle half of the last step: its first quarter lets the rate settle.
   lead=$(python3 -c "print($BENCH_STEP_SECONDS*0.25)")
   span=$(python3 -c "print(max(5, int($BENCH_STEP_SECONDS*0.5)))")
   (
-    until [[ $(cat "$step_file" 2>/dev/null) == "$steps" ]]; do sleep 0.2; done
+    until [[ $(cat "$step_file" 2>/dev/null) == "$steps" ]]; do
+      [[ -e $step_file.done ]] && exit 0 # the driver stopped before the last step
+      sleep 0.2
+    done
     sleep "$lead"
     # The services and the benchmark database's backends (other databases' come and go).
     pids=$(awk '{print $2}' "$logs/pids" | paste -sd, -),$(psql "$(db_url "$bench_db")" -Atc \
@@ -134,6 +137,7 @@ fi
 BENCH_BASE_URL=http://127.0.0.1:$port BENCH_DATABASE_URL=$(db_url "$bench_db") BENCH_PIDS_FILE=$logs/pids \
   BENCH_OUT=$OUT/report.json BENCH_STEP_FILE=$step_file "$BIN/bench-system" | tee "$OUT/report.txt"
 
+touch "$step_file.done"
 if [[ -n $profile_pid ]]; then
   wait "$profile_pid" || true
   echo; echo "== perf: hottest symbols during the last step (self time, by process) =="
