@@ -58,8 +58,9 @@ const nats = await NatsClient.connect(env.NATS_URL);
 if (env.PLAY_CALLS_API === '1') {
   const reply = (m, body) => m.reply && nats.publish(m.reply, body);
   nats.subscribe(`${prefix}.cmd.*`, (m) => {
+    // Commands other than join_call (a socket's recent rings on connect) carry no call.
     const { payload } = m.json();
-    reply(m, { ok: true, data: { callId: payload.callId, seq: 0, status: 'active', participants: [] } });
+    reply(m, { ok: true, data: { callId: payload?.callId, seq: 0, status: 'active', participants: [] } });
   }, 'calls-api');
   nats.subscribe(`${prefix}.presence.*`, (m) => reply(m, { ok: true }), 'calls-api');
   await nats.flush();

@@ -7,7 +7,8 @@
 # JetStream (NATS_URL, default nats://127.0.0.1:4222), node and tests/js/node_modules.
 #
 # Knobs: BENCH_SIZES (default "1000 10000"), BENCH_EVENTS (default 5000), BENCH_RATE (events/s,
-# default 1000).
+# default 1000), BENCH_BASELINE_SIGNALING (another signaling binary, run too as
+# "signaling-baseline" with per-user subscriptions: a before/after under the same machine load).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -30,13 +31,18 @@ server=
 trap '[ -n "$server" ] && kill $server 2>/dev/null; rm -f "$results"' EXIT
 
 for size in $SIZES; do
-  for kind in signaling signaling-shared node; do
+  kinds="signaling signaling-shared node"
+  [ -n "${BENCH_BASELINE_SIGNALING:-}" ] && kinds="signaling-baseline $kinds"
+  for kind in $kinds; do
+    # Numbers from a busy machine are not comparable with a quiet run's: say how busy it was.
+    echo "$kind, $size connections: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
     port=$(free_port)
     prefix="bench.$(date +%s%N)"
     if [ "$kind" != node ]; then
       user_subs=per-user; [ "$kind" = signaling-shared ] && user_subs=shared
+      bin=$BIN; [ "$kind" = signaling-baseline ] && bin=$BENCH_BASELINE_SIGNALING
       SIGNALING_USER_SUBSCRIPTIONS=$user_subs SIGNALING_LISTEN=127.0.0.1:$port NATS_SUBJECT_PREFIX=$prefix RUST_LOG=error TOKIO_WORKER_THREADS=1 \
-        $CPU0 "$BIN" & server=$!
+        $CPU0 "$bin" & server=$!
       wait_http "http://127.0.0.1:$port/healthz"
       play=1
     else
@@ -60,7 +66,7 @@ print("| connections | measure | signaling | node socket.io | ratio (signaling /
 print("|---|---|---|---|---|")
 for n in sorted({r["connections"] for r in rows}):
   nd = by.get(("node", n))
-  for label in ("signaling", "signaling-shared"):
+  for label in ("signaling", "signaling-shared", "signaling-baseline"):
     s = by.get((label, n))
     if not s or not nd:
         continue

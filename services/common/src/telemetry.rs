@@ -126,7 +126,11 @@ fn trace_filter<S>(exporting: bool) -> impl Filter<S>
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
-    let spans_only = (!exporting).then(|| filter_fn(|metadata| metadata.is_span()));
+    // The hint matters: tracing-subscriber sets the `log` crate's maximum level from it, and a
+    // filter without one lifts that to `trace`, so every `log::trace!` of a dependency (tungstenite
+    // writes one per frame) would be matched against the filters at run time.
+    let spans_only = filter_fn(move |metadata| exporting || metadata.is_span())
+        .with_max_level_hint(LevelFilter::INFO);
     targets().and(spans_only)
 }
 
@@ -495,6 +499,16 @@ mod tests {
             // Exported spans carry their events.
             assert!(tracing::enabled!(target: "gateway::access", tracing::Level::INFO));
         });
+    }
+
+    #[test]
+    fn the_trace_filter_keeps_a_max_level_so_log_records_below_it_are_skipped_cheaply() {
+        for exporting in [false, true] {
+            assert_eq!(
+                Filter::<Registry>::max_level_hint(&trace_filter::<Registry>(exporting)),
+                Some(LevelFilter::INFO)
+            );
+        }
     }
 
     #[test]
