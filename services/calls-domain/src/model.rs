@@ -243,6 +243,7 @@ pub struct Participant {
     /// section 11); `false` until a notice says otherwise, and always `false` where NCS is not
     /// configured.
     #[serde(default)]
+    #[schema(required = true)]
     pub in_media: bool,
     /// The Agora uid the user's client joined the channel with, learnt from the notices (what
     /// Agora's kicking-rule API needs).
