@@ -706,7 +706,7 @@ export interface components {
              *     section 11); `false` until a notice says otherwise, and always `false` where NCS is not
              *     configured.
              */
-            inMedia?: boolean;
+            inMedia: boolean;
             /**
              * Format: date-time
              * @description When the user was invited (for users who joined a group call uninvited: when they
