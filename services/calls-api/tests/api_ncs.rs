@@ -12,7 +12,7 @@ use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{NCS_SECRET, Options, Resp, Stack, TestApp, id_of, participant, spawn_app};
+use support::{Api, NCS_SECRET, Options, Resp, Stack, TestApp, id_of, participant, spawn_app};
 
 on_both_stacks!(
     a_signed_join_puts_the_participant_in_the_media_and_a_leave_takes_them_out,
@@ -45,7 +45,7 @@ fn notice(id: &str, event_type: i64, channel: &str, account: &str, client_seq: i
 }
 
 /// Posts `body` exactly as given, signed with `signature` (none: no header).
-async fn post_raw(app: &TestApp, body: &[u8], signature: Option<&str>) -> Resp {
+async fn post_raw(app: &Api, body: &[u8], signature: Option<&str>) -> Resp {
     let mut request = app
         .request(Method::POST, "/webhooks/agora")
         .header("content-type", "application/json")
@@ -57,7 +57,7 @@ async fn post_raw(app: &TestApp, body: &[u8], signature: Option<&str>) -> Resp {
 }
 
 /// Posts a notice signed as Agora would; returns the receipt's `outcome`.
-async fn deliver(app: &TestApp, notice: &Value) -> String {
+async fn deliver(app: &Api, notice: &Value) -> String {
     let body = serde_json::to_vec(notice).unwrap();
     let resp = post_raw(app, &body, Some(&sign(NCS_SECRET, &body))).await;
     let data = resp.ok(200);
@@ -244,4 +244,33 @@ async fn without_a_secret_the_webhook_is_not_found(stack: Stack) {
     );
     let call = app.call("alice", &id).await.ok(200);
     assert_eq!(participant(&call, "bob")["inMedia"], false);
+}
+
+/// Agora may deliver a notice twice at once, and the gateway may hand the copies to different
+/// replicas: the one database decides which copy applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_notice_delivered_to_two_replicas_at_once_is_applied_once() {
+    let mut app = ncs_app(Stack::PostgresNats).await;
+    let b = app.spawn_replica().await;
+    let a = app.api.clone();
+    let (id, channel) = answered_call(&app).await;
+    let before = app.call("alice", &id).await.ok(200);
+
+    for n in 0..5 {
+        let join = notice(&format!("n-join-{n}"), 103, &channel, "bob", 2 * n + 10);
+        let leave = notice(&format!("n-leave-{n}"), 104, &channel, "bob", 2 * n + 11);
+        for copy in [join, leave] {
+            let (first, second) = tokio::join!(deliver(&a, &copy), deliver(&b, &copy));
+            let mut outcomes = [first, second];
+            outcomes.sort();
+            assert_eq!(outcomes, ["applied", "duplicate"], "{copy}");
+        }
+    }
+    let after = app.call("alice", &id).await.ok(200);
+    assert_eq!(
+        after["seq"].as_u64().unwrap(),
+        before["seq"].as_u64().unwrap() + 10,
+        "one participant_media_presence per notice"
+    );
+    assert_eq!(participant(&after, "bob")["inMedia"], false);
 }
