@@ -3,6 +3,7 @@
 // socket.io-client, as the apps do.
 
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { after, before, describe, test } from 'node:test';
 
@@ -12,6 +13,8 @@ const require = createRequire(import.meta.url);
 const { io } = require('socket.io-client');
 
 const STEP_MS = 10_000;
+/** calls-api's AGORA_NCS_SECRET: the secret Agora's Notification Center signs notices with. */
+const NCS_SECRET = 'gateway-test-ncs-secret-3f9a0c';
 
 describe('the gateway in front of two calls-api and two signaling nodes', () => {
   let cluster;
@@ -26,7 +29,7 @@ describe('the gateway in front of two calls-api and two signaling nodes', () => 
 
   before(async () => {
     // A tight initiate limit, so the test can reach it without hammering.
-    cluster = await startCluster({ RATE_LIMIT_INITIATE_BURST: '3', RATE_LIMIT_INITIATE_PER_USER_PER_MINUTE: '1' });
+    cluster = await startCluster({ RATE_LIMIT_INITIATE_BURST: '3', RATE_LIMIT_INITIATE_PER_USER_PER_MINUTE: '1', AGORA_NCS_SECRET: NCS_SECRET });
     base = cluster.base;
   });
   after(async () => {
@@ -66,6 +69,46 @@ describe('the gateway in front of two calls-api and two signaling nodes', () => 
     const res = await api(unique('u'), 'POST', `/calls/rooms/${unique('room')}/initiate`, JSON.stringify({ pad: 'x'.repeat(70 * 1024) }));
     assert.equal(res.status, 413);
     assert.equal((await res.json()).code, 'PAYLOAD_TOO_LARGE');
+  });
+
+  test('Agora\'s signed channel notices reach calls-api without a token; forged or oversized ones are refused', async () => {
+    const alice = unique('alice');
+    const bob = unique('bob');
+    const created = await (await api(alice, 'POST', `/calls/rooms/${unique('room')}/initiate`, { type: 'audio', isGroupCall: false, inviteUserIds: [bob] })).json();
+    const callId = created.data.id;
+    assert.equal((await api(bob, 'POST', `/calls/${callId}/join`, {})).status, 200);
+
+    // What Agora's Notification Center sends when bob's client joins the call's channel.
+    const notice = JSON.stringify({
+      noticeId: unique('notice'), productId: 1, eventType: 103, notifyMs: Date.now(),
+      payload: { clientSeq: 1, channelName: `call_${callId}`, uid: 4242, platform: 1, ts: Math.floor(Date.now() / 1000), account: bob },
+    });
+    const post = (body, signature) => fetch(`${base}/webhooks/agora`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(signature ? { 'agora-signature-v2': signature } : {}) },
+      body,
+    });
+    const sign = (secret, body) => createHmac('sha256', secret).update(body).digest('hex');
+
+    const forged = await post(notice, sign('not-the-secret', notice));
+    assert.equal(forged.status, 401);
+    assert.equal((await forged.json()).code, 'UNAUTHORIZED', 'the refusal is in the envelope');
+    const unsigned = await post(notice);
+    assert.equal(unsigned.status, 401);
+    const huge = await post(JSON.stringify({ pad: 'x'.repeat(70 * 1024) }), 'ab');
+    assert.equal(huge.status, 413, 'the gateway caps the unauthenticated body');
+    const before = await (await api(alice, 'GET', `/calls/${callId}`)).json();
+    assert.equal(before.data.participants.find((p) => p.userId === bob).inMedia, false, 'nothing forged got through');
+
+    const accepted = await post(notice, sign(NCS_SECRET, notice));
+    assert.equal(accepted.status, 200);
+    assert.equal((await accepted.json()).data.outcome, 'applied');
+    const after = await (await api(alice, 'GET', `/calls/${callId}`)).json();
+    assert.equal(after.data.participants.find((p) => p.userId === bob).inMedia, true);
+    assert.equal(after.data.seq, before.data.seq + 1, 'subscribers got participant_media_presence');
+
+    const again = await post(notice, sign(NCS_SECRET, notice));
+    assert.equal((await again.json()).data.outcome, 'duplicate', 'a redelivery (to either replica) changes nothing');
   });
 
   test('initiating too fast is rate limited with Retry-After', async () => {

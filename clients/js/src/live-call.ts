@@ -71,6 +71,7 @@ const KNOWN = new Set<string>([
   'participant_disconnected',
   'participant_reconnected',
   'participant_media_changed',
+  'participant_media_presence',
   'participant_status_changed',
   'participant_invited',
   'call_updated',
@@ -139,6 +140,10 @@ export function applyCallEvent(call: Call, name: string, event: CallEventBase & 
         isSharingScreen: e.isSharingScreen,
       }));
     }
+    case 'participant_media_presence': {
+      const e = event as unknown as CallEventPayloads['participant_media_presence'];
+      return updateParticipant(next, e.userId, (p) => ({ ...p, inMedia: e.inMedia }));
+    }
     case 'participant_status_changed': {
       const e = event as unknown as CallEventPayloads['participant_status_changed'];
       return updateParticipant(next, e.userId, (p) => ({
@@ -172,10 +177,11 @@ export function applyCallEvent(call: Call, name: string, event: CallEventBase & 
       next.endedAt = e.at;
       next.endReason = e.reason;
       next.endedBy = e.endedBy;
+      // An ended call has nobody in the media (CONTRACT section 11).
       next.participants = next.participants.map((p) => {
-        if (p.status === 'joined') return { ...p, status: 'left', leftAt: e.at, isConnected: true };
-        if (p.status === 'invited' || p.status === 'ringing') return { ...p, status: 'missed' };
-        return p;
+        if (p.status === 'joined') return { ...p, status: 'left', leftAt: e.at, isConnected: true, inMedia: false };
+        if (p.status === 'invited' || p.status === 'ringing') return { ...p, status: 'missed', inMedia: false };
+        return { ...p, inMedia: false };
       });
       return next;
     }

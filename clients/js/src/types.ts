@@ -87,6 +87,15 @@ export interface ParticipantMediaChangedEvent extends CallEventBase {
   isCameraOff: boolean;
   isSharingScreen: boolean;
 }
+/**
+ * Agora reported the participant's client joining (`inMedia: true`) or leaving the call's
+ * channel; `reason` is Agora's leave reason code, on leaves only (CONTRACT section 11).
+ */
+export interface ParticipantMediaPresenceEvent extends CallEventBase {
+  userId: string;
+  inMedia: boolean;
+  reason?: number;
+}
 export interface ParticipantStatusChangedEvent extends CallEventBase {
   userId: string;
   status: ParticipantStatus;
@@ -118,6 +127,7 @@ export interface CallEventPayloads {
   participant_disconnected: ParticipantDisconnectedEvent;
   participant_reconnected: ParticipantReconnectedEvent;
   participant_media_changed: ParticipantMediaChangedEvent;
+  participant_media_presence: ParticipantMediaPresenceEvent;
   participant_status_changed: ParticipantStatusChangedEvent;
   participant_invited: ParticipantInvitedEvent;
   call_updated: CallUpdatedEvent;

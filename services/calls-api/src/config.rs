@@ -59,6 +59,12 @@ pub struct Config {
     /// How long a media session waits for media-token before answering 503.
     #[arg(long, env = "MEDIA_TOKEN_TIMEOUT_MS", default_value_t = 2000)]
     pub media_token_timeout_ms: u64,
+    /// Agora Notification Center secret (Agora console: Project → Notifications, the secret of
+    /// the RTC channel events configuration). `POST /webhooks/agora` accepts a notice only when
+    /// its `Agora-Signature-V2` is the HMAC-SHA256 of the body with it; while unset the endpoint
+    /// answers 404 and `inMedia` stays `false`.
+    #[arg(long, env = "AGORA_NCS_SECRET", hide_env_values = true)]
+    pub agora_ncs_secret: Option<Secret>,
     /// Largest accepted request body.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,

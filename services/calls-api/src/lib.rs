@@ -8,7 +8,8 @@
 //! - [`store`]: persistence on PostgreSQL or SQLite (sqlx): applies domain commands under a row
 //!   lock in one transaction together with the outbox events and timer rows they cause.
 //! - [`service`]: what a user may do (membership, authorization), shared by REST and the bus.
-//! - [`api`]: the HTTP surface (`/api/v1`, `/internal/v1`, `/api/docs`, health, metrics).
+//! - [`api`]: the HTTP surface (`/api/v1`, `/internal/v1`, `/webhooks/agora`, `/api/docs`,
+//!   health, metrics).
 //! - [`commands`]: socket commands and presence from signaling, over bus request/reply.
 //! - [`workers`]: the outbox relay, the timer loop, dead-node expiry, housekeeping.
 //! - [`media`]: the media-token gRPC client behind `POST /calls/:id/media/session`.
@@ -136,6 +137,7 @@ pub async fn run_with_bus(
         jwt: Arc::new(jwt),
         media,
         internal_token: config.internal_api_token.clone(),
+        ncs_secret: config.agora_ncs_secret.clone(),
     };
     let ready = {
         let (store, bus) = (store.clone(), bus.clone());

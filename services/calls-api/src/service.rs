@@ -14,10 +14,10 @@ use tokio::sync::Notify;
 
 use crate::config::MembershipMode;
 use crate::domain::{
-    Actor, Call, CallId, CallStatus, CallType, DomainError, Invitation, LeftReason, MediaPatch,
-    NewCall, Participant, ParticipantStatus, Profile, Timing,
+    Actor, Call, CallId, CallStatus, CallType, ChannelNotice, DomainError, Invitation, LeftReason,
+    MediaPatch, NewCall, Participant, ParticipantStatus, Profile, Timing,
 };
-use crate::store::{CallPage, EventMeta, Initiated, Store, StoreError};
+use crate::store::{CallPage, EventMeta, Initiated, NoticeApplied, Store, StoreError};
 
 /// A validated initiate request.
 #[derive(Clone, Debug)]
@@ -127,6 +127,28 @@ impl Calls {
 
     pub fn max_participants(&self) -> u32 {
         self.max_participants
+    }
+
+    /// Applies one of Agora's channel notices (CONTRACT section 11), once per `notice_id`, and
+    /// wakes the relay for the events it caused.
+    pub async fn channel_notice(
+        &self,
+        notice_id: &str,
+        event_type: i64,
+        call_id: CallId,
+        notice: &ChannelNotice,
+    ) -> Result<NoticeApplied, ApiError> {
+        let applied = self
+            .store
+            .apply_channel_notice(notice_id, event_type, call_id, notice, now())
+            .await
+            .map_err(store_error)?;
+        if let NoticeApplied::Applied { events } = &applied
+            && !events.is_empty()
+        {
+            self.wake_relay();
+        }
+        Ok(applied)
     }
 
     /// Wakes the outbox relay: this replica just wrote events.

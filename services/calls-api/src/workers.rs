@@ -353,7 +353,8 @@ impl Workers {
         }
     }
 
-    /// Trims published events and old idempotency keys; the outbox is not an archive.
+    /// Trims published events, old idempotency keys and old Agora notice ids; the outbox is not
+    /// an archive.
     async fn housekeeping_loop(self, shutdown: CancellationToken) {
         let mut stop = std::pin::pin!(shutdown.cancelled_owned());
         loop {
@@ -375,6 +376,13 @@ impl Workers {
                 .await
             {
                 tracing::warn!(error = %e, "purging idempotency keys failed");
+            }
+            if let Err(e) = self
+                .store
+                .purge_agora_notices(now - time::Duration::days(1))
+                .await
+            {
+                tracing::warn!(error = %e, "purging Agora notice ids failed");
             }
         }
     }

@@ -110,6 +110,17 @@ pub enum EventKind {
         /// Sharing the screen.
         is_sharing_screen: bool,
     },
+    /// `participant_media_presence`: Agora reported the participant's client joining or
+    /// leaving the call's channel (CONTRACT section 11).
+    ParticipantMediaPresence {
+        /// Who.
+        user_id: UserId,
+        /// In the channel now.
+        in_media: bool,
+        /// Agora's reason code of a leave (1 left normally, 2 timed out, …); absent on a join.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<i64>,
+    },
     /// `participant_status_changed`: `ringing`, `declined` or `missed`.
     ParticipantStatusChanged {
         /// Who.
@@ -155,6 +166,7 @@ impl EventKind {
             EventKind::ParticipantDisconnected { .. } => "participant_disconnected",
             EventKind::ParticipantReconnected { .. } => "participant_reconnected",
             EventKind::ParticipantMediaChanged { .. } => "participant_media_changed",
+            EventKind::ParticipantMediaPresence { .. } => "participant_media_presence",
             EventKind::ParticipantStatusChanged { .. } => "participant_status_changed",
             EventKind::CallEnded { .. } => "call_ended",
             EventKind::IncomingCall { .. } => "incoming_call",

@@ -239,6 +239,22 @@ pub struct Participant {
     #[serde(skip_serializing, default)]
     #[schema(ignore)]
     pub is_removed: bool,
+    /// In the call's Agora channel, as Agora's Notification Center last reported (CONTRACT
+    /// section 11); `false` until a notice says otherwise, and always `false` where NCS is not
+    /// configured.
+    #[serde(default)]
+    #[schema(required = true)]
+    pub in_media: bool,
+    /// The Agora uid the user's client joined the channel with, learnt from the notices (what
+    /// Agora's kicking-rule API needs).
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
+    pub media_uid: Option<u32>,
+    /// The `clientSeq` of the last channel notice applied for this user: Agora may deliver
+    /// notices out of order, and one older than this is ignored.
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
+    pub media_client_seq: Option<i64>,
 }
 
 /// What a user asks for when initiating a call (already validated for shape by the API;

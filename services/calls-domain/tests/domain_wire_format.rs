@@ -70,14 +70,15 @@ fn a_call_serializes_to_exactly_the_contract_shape() {
                     "isMicMuted": false, "isCameraOff": false, "isSharingScreen": false,
                     "invitedAt": "2026-03-01T12:00:00.000Z",
                     "joinedAt": "2026-03-01T12:00:00.000Z",
-                    "leftAt": null, "declineReason": null, "isConnected": true
+                    "leftAt": null, "declineReason": null, "isConnected": true,
+                    "inMedia": false
                 },
                 {
                     "userId": "u2", "role": "participant", "status": "invited",
                     "isMicMuted": false, "isCameraOff": false, "isSharingScreen": false,
                     "invitedAt": "2026-03-01T12:00:00.000Z",
                     "joinedAt": null, "leftAt": null, "declineReason": null,
-                    "isConnected": true
+                    "isConnected": true, "inMedia": false
                 }
             ]
         })
@@ -239,6 +240,15 @@ fn every_call_event_carries_call_id_seq_and_at_then_its_own_fields() {
             },
             "participant_media_changed",
             json!({ "userId": "u2", "isMicMuted": true, "isCameraOff": false, "isSharingScreen": true }),
+        ),
+        (
+            EventKind::ParticipantMediaPresence {
+                user_id: "u2".into(),
+                in_media: false,
+                reason: Some(2),
+            },
+            "participant_media_presence",
+            json!({ "userId": "u2", "inMedia": false, "reason": 2 }),
         ),
         (
             EventKind::ParticipantStatusChanged {

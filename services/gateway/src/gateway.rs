@@ -343,6 +343,12 @@ impl Gateway {
                 }
                 self.forward(exchange, parts, body, &self.calls_api).await
             }
+            // No access token and no per-IP limit: Agora posts from a few addresses of its own,
+            // and calls-api authenticates every notice by its signature (a cheap HMAC over a
+            // body capped far below `MAX_BODY_BYTES`).
+            Route::AgoraWebhook => {
+                Box::pin(self.forward(exchange, parts, body, &self.calls_api)).await
+            }
             // Boxed: the Socket.IO path's state is large and rarer than /api.
             Route::SocketIo => Box::pin(self.socket_io(exchange, parts, body)).await,
         }
@@ -353,11 +359,19 @@ impl Gateway {
     }
 
     async fn read_body(&self, body: &mut Option<Incoming>) -> Result<Bytes, ApiError> {
+        self.read_body_capped(body, self.max_body_bytes).await
+    }
+
+    async fn read_body_capped(
+        &self,
+        body: &mut Option<Incoming>,
+        max_body_bytes: usize,
+    ) -> Result<Bytes, ApiError> {
         // Refused on its Content-Length with the body left in place, so that `handle` decides
         // whether to drain it (not when the client waits for `100 Continue`).
         if body
             .as_ref()
-            .is_some_and(|b| b.size_hint().lower() > self.max_body_bytes as u64)
+            .is_some_and(|b| b.size_hint().lower() > max_body_bytes as u64)
         {
             return Err(proxy::too_large());
         }
@@ -367,7 +381,7 @@ impl Gateway {
             Some(body) if !body.is_end_stream() => {
                 Box::pin(proxy::read_body(
                     body,
-                    self.max_body_bytes,
+                    max_body_bytes,
                     self.body_read_timeout,
                 ))
                 .await
@@ -421,7 +435,12 @@ impl Gateway {
         pool: &Pool,
     ) -> Result<Response<Body>, ApiError> {
         exchange.upstream = pool.name();
-        let body = self.read_body(body).await?;
+        let cap = if exchange.route == Route::AgoraWebhook {
+            self.max_body_bytes.min(route::WEBHOOK_MAX_BODY_BYTES)
+        } else {
+            self.max_body_bytes
+        };
+        let body = self.read_body_capped(body, cap).await?;
         let idempotent = proxy::is_idempotent(&parts.method, &parts.headers);
         let outbound = self.outbound(parts, &exchange.peer_ip, body, false);
         // Boxed: each level of `async fn` above holds the state of the levels below it, and the

@@ -1,7 +1,8 @@
 //! gateway: the only public listener, in front of calls-api and signaling.
 //!
 //! It routes `/api/*` to calls-api and `/socket.io/*` to signaling (WebSocket upgrades passed
-//! through, long-polling sessions pinned to the instance that owns them), balances over healthy
+//! through, long-polling sessions pinned to the instance that owns them), and Agora's
+//! `POST /webhooks/agora` to calls-api without an access token (the notice is signed), balances over healthy
 //! replicas and survives one dying, checks access tokens before forwarding, and keeps abusive or
 //! slow clients from hurting everyone else: rate limits per IP, per user and on call initiation,
 //! body and header caps, timeouts. `/internal/*` is never reachable through it. It serves its own

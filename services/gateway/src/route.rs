@@ -1,7 +1,8 @@
 //! Which route a request takes, from its method and path alone.
 //!
 //! The gateway forwards only what it recognises: `/api/*` to calls-api, `/socket.io/*` to
-//! signaling, and its own operational endpoints. Everything else, `/internal/*` in particular,
+//! signaling, `/webhooks/agora` to calls-api (Agora's Notification Center, authenticated by its
+//! signature rather than an access token), and its own operational endpoints. Everything else, `/internal/*` in particular,
 //! gets the same 404 as a route that does not exist, so nothing reveals that internal routes are
 //! there. Paths with dot segments (`/api/../internal`, also percent-encoded) are refused outright
 //! rather than normalised: no legitimate client sends them, and an upstream that resolved them
@@ -33,11 +34,20 @@ pub enum Route {
     NotFound,
     /// `/api/v1/devices` and below: notifier's device registry, access token required.
     ApiDevices,
+    /// `/webhooks/agora`: Agora's Notification Center posting channel events to calls-api. No
+    /// access token (Agora has none): calls-api checks the `Agora-Signature-V2` HMAC. The body
+    /// is capped at [`WEBHOOK_MAX_BODY_BYTES`].
+    AgoraWebhook,
 }
+
+/// The largest body accepted on [`Route::AgoraWebhook`] (or the gateway's `MAX_BODY_BYTES`,
+/// if smaller): an NCS notice is a few hundred bytes, and nobody has authenticated yet when it
+/// is read.
+pub const WEBHOOK_MAX_BODY_BYTES: usize = 64 * 1024;
 
 impl Route {
     /// Number of routes.
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
 
     /// A dense index in `0..COUNT`.
     pub fn index(self) -> usize {
@@ -56,6 +66,7 @@ impl Route {
             Self::SocketIo => "socket_io",
             Self::NotFound => "not_found",
             Self::ApiDevices => "api_devices",
+            Self::AgoraWebhook => "agora_webhook",
         }
     }
 }
@@ -69,6 +80,7 @@ pub fn classify(method: &Method, path: &str) -> Route {
         "/healthz" => return Route::Healthz,
         "/readyz" => return Route::Readyz,
         "/metrics" => return Route::Metrics,
+        "/webhooks/agora" => return Route::AgoraWebhook,
         _ => {}
     }
     if under(path, "/api/docs") {
@@ -230,6 +242,20 @@ mod tests {
             classify(&Method::POST, "/api/v1/calls/c/participants/u/remove"),
             Route::Api
         );
+    }
+
+    #[test]
+    fn agoras_webhook_is_its_own_route_and_nothing_else_under_webhooks_is_routed() {
+        assert_eq!(
+            classify(&Method::POST, "/webhooks/agora"),
+            Route::AgoraWebhook
+        );
+        assert_eq!(classify(&Method::POST, "/webhooks"), Route::NotFound);
+        assert_eq!(
+            classify(&Method::POST, "/webhooks/agora/x"),
+            Route::NotFound
+        );
+        assert_eq!(classify(&Method::POST, "/webhooks/other"), Route::NotFound);
     }
 
     #[test]

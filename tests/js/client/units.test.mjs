@@ -18,7 +18,7 @@ const CALL_ID = '0193a3c4-0000-7000-8000-000000000001';
 function participant(userId, extra = {}) {
   return {
     userId, role: userId === 'alice' ? 'host' : 'participant', status: 'joined', isMicMuted: false, isCameraOff: false,
-    isSharingScreen: false, invitedAt: AT, joinedAt: AT, leftAt: null, declineReason: null, isConnected: true, ...extra,
+    isSharingScreen: false, invitedAt: AT, joinedAt: AT, leftAt: null, declineReason: null, isConnected: true, inMedia: false, ...extra,
   };
 }
 
@@ -172,6 +172,15 @@ describe('a LiveCall applies call events once each, in seq order', () => {
       ['alice', 'left', '2026-02-24T12:05:00Z'], ['bob', 'left', '2026-02-24T12:05:00Z'], ['carol', 'missed', null],
     ]);
     assert.deepEqual([live.state.status, live.state.endReason, live.state.endedBy, live.following], ['ended', 'completed', 'alice', false]);
+  });
+
+  test('participant_media_presence says who is in the Agora channel, and an ended call has nobody there', () => {
+    const { live, applied } = liveCall();
+    live.receive('participant_media_presence', { callId: CALL_ID, seq: 3, at: AT, userId: 'bob', inMedia: true });
+    assert.deepEqual(applied, [3], 'a known event, applied in order');
+    assert.deepEqual(live.state.participants.map((p) => [p.userId, p.inMedia]), [['alice', false], ['bob', true]]);
+    live.receive('call_ended', { callId: CALL_ID, seq: 4, at: AT, reason: 'completed', endedBy: 'alice' });
+    assert.deepEqual(live.state.participants.map((p) => p.inMedia), [false, false]);
   });
 
   test('state objects are replaced on change, never mutated (React can compare by reference)', () => {

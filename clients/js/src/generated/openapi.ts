@@ -306,10 +306,54 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/webhooks/agora": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["receiveAgoraNotice"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description An NCS notice, as Agora posts it. Only the fields used are read; others are ignored. */
+        AgoraNotice: {
+            /**
+             * Format: int64
+             * @description 101 channel created, 102 destroyed, 103/104 broadcaster join/leave, 105/106 audience
+             *     join/leave, 107/108 communication-profile user join/leave, 111/112 role changes.
+             * @example 103
+             */
+            eventType: number;
+            /**
+             * @description Identifies the notice; a redelivery has the same id.
+             * @example 2000001428:4330:107
+             */
+            noticeId: string;
+            /**
+             * Format: int64
+             * @description When Agora sent it (Unix milliseconds).
+             */
+            notifyMs?: number | null;
+            /** @description The event's details. */
+            payload?: Record<string, never>;
+            /**
+             * Format: int64
+             * @description 1 for RTC.
+             * @example 1
+             */
+            productId?: number | null;
+        };
         /** @description A call (CONTRACT section 3). */
         Call: {
             /** @description The chat room the call belongs to; at most one live call per room. */
@@ -634,10 +678,35 @@ export interface components {
         MembersBody: {
             userIds: string[];
         };
+        /** @description What was done with a notice (`data` of the 200). */
+        NoticeReceipt: {
+            /**
+             * @description `applied` (a participant's `inMedia` changed), `duplicate` (this `noticeId` was
+             *     applied before) or `ignored` (nothing to change).
+             * @example applied
+             */
+            outcome: string;
+        };
+        /** @description Envelope of the 200. */
+        NoticeReceiptEnvelope: {
+            data: components["schemas"]["NoticeReceipt"];
+            message: string;
+            /**
+             * Format: int32
+             * @example 200
+             */
+            status_code: number;
+        };
         /** @description One user's place in a call (CONTRACT section 3). */
         Participant: {
             /** @description Why the user declined (`"busy"` when the server declined for them). */
             declineReason?: string | null;
+            /**
+             * @description In the call's Agora channel, as Agora's Notification Center last reported (CONTRACT
+             *     section 11); `false` until a notice says otherwise, and always `false` where NCS is not
+             *     configured.
+             */
+            inMedia: boolean;
             /**
              * Format: date-time
              * @description When the user was invited (for users who joined a group call uninvited: when they
@@ -1835,6 +1904,60 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+        };
+    };
+    receiveAgoraNotice: {
+        parameters: {
+            query?: never;
+            header: {
+                /** @description Hex HMAC-SHA256 of the raw body, keyed with AGORA_NCS_SECRET */
+                "Agora-Signature-V2": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AgoraNotice"];
+            };
+        };
+        responses: {
+            /** @description Received (applied, duplicate or ignored) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NoticeReceiptEnvelope"];
+                };
+            };
+            /** @description VALIDATION_FAILED: signed, but not a notice */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description UNAUTHORIZED: missing or wrong signature */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
+            };
+            /** @description NOT_FOUND: AGORA_NCS_SECRET is not set */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelopeDoc"];
+                };
             };
         };
     };

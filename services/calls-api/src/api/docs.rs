@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{calls, internal};
+use super::{calls, internal, webhooks};
 use crate::domain::{Call, CallStatus, CallType, EndReason, Participant, ParticipantStatus, Role};
 use crate::media::MediaSession;
 use crate::service::Snapshot;
@@ -84,15 +84,17 @@ impl Modify for BearerAuth {
         calls::initiate, calls::join, calls::media_session, calls::update_status, calls::update_media,
         calls::end, calls::invite, calls::remove_participant, calls::get_call, calls::active, calls::history,
         internal::replace_members, internal::add_member, internal::remove_member,
+        webhooks::agora,
     ),
     components(schemas(
         Call, Participant, CallType, CallStatus, ParticipantStatus, Role, EndReason, MediaSession, Snapshot,
         calls::InitiateBody, calls::InviteBody, calls::JoinBody, calls::StatusBody, calls::MediaBody, calls::HistoryPage,
         calls::CallEnvelope, calls::ParticipantEnvelope, calls::MediaSessionEnvelope, calls::HistoryEnvelope,
         internal::MembersBody, ErrorEnvelopeDoc, FieldErrorDoc,
+        webhooks::AgoraNotice, webhooks::NoticeReceipt, webhooks::NoticeReceiptEnvelope,
     )),
     modifiers(&BearerAuth),
-    tags((name = "calls", description = "Calls, as the apps use them"), (name = "internal", description = "Room membership, for the chat backend"))
+    tags((name = "calls", description = "Calls, as the apps use them"), (name = "internal", description = "Room membership, for the chat backend"), (name = "webhooks", description = "Notices from the media provider (Agora NCS), signed instead of authenticated"))
 )]
 pub struct ApiDoc;
 

@@ -1,4 +1,5 @@
 //! The HTTP surface: `/api/v1` (CONTRACT section 4), `/internal/v1` (room membership, section 6),
+//! `/webhooks/agora` (Agora's channel notices, section 11),
 //! `/api/docs` (Swagger UI and the OpenAPI document), `/healthz`, `/readyz`, `/metrics`.
 //!
 //! Handlers only parse and translate: rules live in [`crate::service`] and [`crate::domain`].
@@ -8,6 +9,7 @@
 pub mod calls;
 pub mod docs;
 pub mod internal;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -27,6 +29,8 @@ pub struct AppState {
     pub jwt: Arc<JwtVerifier>,
     pub media: MediaClient,
     pub internal_token: Option<Secret>,
+    /// `AGORA_NCS_SECRET`: `/webhooks/agora` answers 404 while unset.
+    pub ncs_secret: Option<Secret>,
 }
 
 impl FromRef<AppState> for Arc<JwtVerifier> {
@@ -65,6 +69,7 @@ where
             "/api/v1/calls/{id}/participants/{userId}/remove",
             post(calls::remove_participant),
         )
+        .route("/webhooks/agora", post(webhooks::agora))
         .route(
             "/internal/v1/rooms/{chatRoomId}/members",
             put(internal::replace_members),

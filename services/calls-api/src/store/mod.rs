@@ -13,6 +13,8 @@
 //!   whose last socket goes (or whose node stops heartbeating) is disconnected from their
 //!   live calls, which starts the disconnect grace.
 //! - the outbox ([`Store::unpublished_events`], [`Store::mark_published`]) for the relay.
+//! - Agora's channel notices ([`Store::apply_channel_notice`]): deduplicated by `noticeId` in
+//!   the same transaction as the change they cause.
 //!
 //! One set of SQL serves both backends through sqlx's `Any` driver: ids are TEXT, timestamps
 //! BIGINT unix milliseconds, `$n` placeholders work on both. The differences are confined to
@@ -25,6 +27,7 @@
 mod calls;
 mod error;
 mod members;
+mod ncs;
 mod outbox;
 mod presence;
 mod rows;
@@ -37,6 +40,7 @@ use sqlx::{Any, AnyPool, Transaction};
 
 pub use calls::{CallPage, Initiated, MAX_PAGE};
 pub use error::StoreError;
+pub use ncs::NoticeApplied;
 pub use outbox::{OutboxEvent, RelayStep};
 pub use presence::NodeExpiry;
 pub use rows::EventMeta;
@@ -126,16 +130,18 @@ impl Store {
 
 /// The embedded migrations of a backend.
 fn migrator(backend: Backend) -> Migrator {
-    let (init, origin, roster) = match backend {
+    let (init, origin, roster, ncs) = match backend {
         Backend::Postgres => (
             include_str!("../../migrations/postgres/0001_init.sql"),
             include_str!("../../migrations/postgres/0002_event_origin.sql"),
             include_str!("../../migrations/postgres/0003_roster.sql"),
+            include_str!("../../migrations/postgres/0004_agora_ncs.sql"),
         ),
         Backend::Sqlite => (
             include_str!("../../migrations/sqlite/0001_init.sql"),
             include_str!("../../migrations/sqlite/0002_event_origin.sql"),
             include_str!("../../migrations/sqlite/0003_roster.sql"),
+            include_str!("../../migrations/sqlite/0004_agora_ncs.sql"),
         ),
     };
     // sqlx's default table: databases migrated before the table became per service keep it.
@@ -145,6 +151,7 @@ fn migrator(backend: Backend) -> Migrator {
             (1, "init", init),
             (2, "event origin", origin),
             (3, "roster", roster),
+            (4, "agora ncs", ncs),
         ],
     )
 }

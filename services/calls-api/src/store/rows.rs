@@ -24,7 +24,7 @@ pub(crate) const CALL_COLUMNS: &str = "id, chat_room_id, call_type, is_group_cal
 
 const PARTICIPANT_COLUMNS: &str = "call_id, user_id, role, status, is_mic_muted, is_camera_off, \
      is_sharing_screen, is_connected, is_invitee, has_joined, invited_at, joined_at, left_at, \
-     decline_reason, is_removed";
+     decline_reason, is_removed, in_media, media_uid, media_client_seq";
 
 /// The SQL condition "the call is live", matching the partial unique index.
 pub(crate) const LIVE: &str = "status IN ('ringing', 'active')";
@@ -114,6 +114,14 @@ fn participant_from_row(row: &AnyRow) -> Result<Participant, StoreError> {
         is_invitee: get_bool(row, "is_invitee")?,
         has_joined: get_bool(row, "has_joined")?,
         is_removed: get_bool(row, "is_removed")?,
+        in_media: get_bool(row, "in_media")?,
+        media_uid: row
+            .try_get::<Option<i64>, _>("media_uid")?
+            .map(|uid| {
+                u32::try_from(uid).map_err(|_| StoreError::corrupt(format!("media_uid {uid}")))
+            })
+            .transpose()?,
+        media_client_seq: row.try_get("media_client_seq")?,
     })
 }
 
@@ -346,8 +354,9 @@ async fn insert_participant(
     sqlx::query(
         "INSERT INTO call_participants (call_id, user_id, position, role, status, is_mic_muted, \
          is_camera_off, is_sharing_screen, is_connected, is_invitee, has_joined, invited_at, \
-         joined_at, left_at, decline_reason, is_removed) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         joined_at, left_at, decline_reason, is_removed, in_media, media_uid, media_client_seq) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19)",
     )
     .bind(call_id.to_string())
     .bind(p.user_id.clone())
@@ -365,6 +374,9 @@ async fn insert_participant(
     .bind(p.left_at.map(to_millis))
     .bind(p.decline_reason.clone())
     .bind(p.is_removed)
+    .bind(p.in_media)
+    .bind(p.media_uid.map(i64::from))
+    .bind(p.media_client_seq)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -379,7 +391,8 @@ async fn update_participant(
         "UPDATE call_participants SET role = $3, status = $4, is_mic_muted = $5, \
          is_camera_off = $6, is_sharing_screen = $7, is_connected = $8, is_invitee = $9, \
          has_joined = $10, invited_at = $11, joined_at = $12, left_at = $13, \
-         decline_reason = $14, is_removed = $15 WHERE call_id = $1 AND user_id = $2",
+         decline_reason = $14, is_removed = $15, in_media = $16, media_uid = $17, \
+         media_client_seq = $18 WHERE call_id = $1 AND user_id = $2",
     )
     .bind(call_id.to_string())
     .bind(p.user_id.clone())
@@ -396,6 +409,9 @@ async fn update_participant(
     .bind(p.left_at.map(to_millis))
     .bind(p.decline_reason.clone())
     .bind(p.is_removed)
+    .bind(p.in_media)
+    .bind(p.media_uid.map(i64::from))
+    .bind(p.media_client_seq)
     .execute(&mut *conn)
     .await?;
     Ok(())

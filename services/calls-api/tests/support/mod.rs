@@ -47,6 +47,8 @@ pub const MEDIA_CREDENTIAL: &str = "integration-media-credential-5e2f88";
 /// Agora's published test credentials.
 pub const AGORA_APP_ID: &str = "970CA35de60c44645bbae8a215061b33";
 pub const AGORA_CERT: &str = "5CFd2fd1755d40ecb72977518be15d3b";
+/// `AGORA_NCS_SECRET` when [`Options::ncs`] is set.
+pub const NCS_SECRET: &str = "integration-ncs-secret-0b7e41d2";
 
 /// How long anything the tests wait for may take before it counts as never happening.
 pub const DEADLINE: Duration = Duration::from_secs(15);
@@ -102,6 +104,8 @@ pub struct Options {
     /// `JWT_ISSUER` / `JWT_AUDIENCE`.
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// Set `AGORA_NCS_SECRET` to [`NCS_SECRET`].
+    pub ncs: bool,
 }
 
 impl Default for Options {
@@ -125,6 +129,7 @@ impl Default for Options {
             database_acquire_timeout_ms: 5_000,
             jwt_issuer: None,
             jwt_audience: None,
+            ncs: false,
         }
     }
 }
@@ -292,6 +297,7 @@ pub fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &st
             .as_ref()
             .map(|_| Secret::new(MEDIA_CREDENTIAL)),
         media_token_timeout_ms: options.media_token_timeout_ms,
+        agora_ncs_secret: options.ncs.then(|| Secret::new(NCS_SECRET)),
         max_body_bytes: common::error::DEFAULT_BODY_LIMIT,
         presence_heartbeat_seconds: options.heartbeat_seconds,
         worker_poll_ms: options.worker_poll_ms,
@@ -622,7 +628,13 @@ impl Api {
 
     fn check_no_secrets(&self, resp: &Resp) {
         let lower = resp.text.to_ascii_lowercase();
-        for secret in [JWT_SECRET, INTERNAL_TOKEN, MEDIA_CREDENTIAL, AGORA_CERT] {
+        for secret in [
+            JWT_SECRET,
+            INTERNAL_TOKEN,
+            MEDIA_CREDENTIAL,
+            AGORA_CERT,
+            NCS_SECRET,
+        ] {
             assert!(
                 !lower.contains(&secret.to_ascii_lowercase()),
                 "{}: the response body shows a secret to the client: {}",
@@ -897,7 +909,7 @@ const CALL_KEYS: [&str; 15] = [
     "participants",
 ];
 
-const PARTICIPANT_KEYS: [&str; 11] = [
+const PARTICIPANT_KEYS: [&str; 12] = [
     "userId",
     "role",
     "status",
@@ -909,6 +921,7 @@ const PARTICIPANT_KEYS: [&str; 11] = [
     "leftAt",
     "declineReason",
     "isConnected",
+    "inMedia",
 ];
 
 /// Asserts an RFC 3339 UTC timestamp.
@@ -1042,6 +1055,7 @@ pub fn assert_participant_shape(p: &Value) {
         "isCameraOff",
         "isSharingScreen",
         "isConnected",
+        "inMedia",
     ] {
         assert!(p[flag].is_boolean(), "{flag} must be a boolean: {p}");
     }

@@ -76,7 +76,7 @@ impl Step<'_> {
     }
 
     /// Ends the call: the joined become `left`, the still-ringing `missed` (and their devices
-    /// stop ringing), every timer is cancelled, and `call_ended` goes to the call and to every
+    /// stop ringing), nobody is `inMedia` any more, every timer is cancelled, and `call_ended` goes to the call and to every
     /// invitee.
     pub(super) fn finish(&mut self, reason: EndReason, ended_by: Option<UserId>) {
         let now = self.now;
@@ -91,6 +91,9 @@ impl Step<'_> {
         };
         let mut stop_ringing = Vec::new();
         for p in &mut self.call.participants {
+            // An ended call has no media: notices still arriving for its channel are ignored,
+            // so the flag would otherwise keep whatever it was when the call ended.
+            p.in_media = false;
             match p.status {
                 ParticipantStatus::Joined => {
                     p.status = ParticipantStatus::Left;

@@ -47,6 +47,9 @@ impl Call {
             is_invitee: false,
             has_joined: true,
             is_removed: false,
+            in_media: false,
+            media_uid: None,
+            media_client_seq: None,
         });
         for user_id in &new.invitee_ids {
             let busy = busy_invitees.contains(user_id);
@@ -69,6 +72,9 @@ impl Call {
                 is_invitee: true,
                 has_joined: false,
                 is_removed: false,
+                in_media: false,
+                media_uid: None,
+                media_client_seq: None,
             });
         }
 

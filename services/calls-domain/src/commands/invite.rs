@@ -137,6 +137,9 @@ impl Step<'_> {
                         is_invitee: true,
                         has_joined: false,
                         is_removed: false,
+                        in_media: false,
+                        media_uid: None,
+                        media_client_seq: None,
                     });
                     self.call.participants.len() - 1
                 }

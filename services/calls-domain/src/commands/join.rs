@@ -76,6 +76,9 @@ impl Step<'_> {
                     is_invitee: false,
                     has_joined: true,
                     is_removed: false,
+                    in_media: false,
+                    media_uid: None,
+                    media_client_seq: None,
                 });
                 (self.call.participants.len() - 1, false)
             }

@@ -1,7 +1,8 @@
 //! The commands of the state machine (CONTRACT sections 4 and 10), one module per action:
 //! `initiate`, `join`, `status` (`PATCH /status`), `leave` (and what any departure does, the
 //! host hand-over included), `media`, `end` (and the end rules every command shares), `invite`,
-//! `remove`, `presence`, and `timers` (ring, disconnect grace, max duration, alone).
+//! `remove`, `presence`, `channel` (Agora's channel join/leave notices, CONTRACT section 11),
+//! and `timers` (ring, disconnect grace, max duration, alone).
 //!
 //! Each command takes the call as it is, the acting user and the current time (never read
 //! from a clock here, so tests can drive time), mutates the call and returns an [`Outcome`]:
@@ -24,6 +25,7 @@
 //!   connections.
 //! - A 1:1 always has `maxParticipants` 2 (until an invitation makes it a group call).
 
+mod channel;
 mod end;
 mod initiate;
 mod invite;
@@ -65,6 +67,7 @@ pub const RING_TIMEOUT_REASON: &str = "ring_timeout";
 /// The decline reason of an invitee who was in another call.
 pub const BUSY_REASON: &str = "busy";
 
+pub use channel::ChannelNotice;
 pub use invite::Invitation;
 
 /// What a command caused, besides the change to the call itself.

@@ -1,0 +1,74 @@
+//! Agora's view of the media (CONTRACT section 11): a participant's client joining or leaving
+//! the call's Agora channel, as Agora's Notification Center reports it.
+//!
+//! Agora may deliver notices late, twice or out of order. Duplicates are the store's to drop
+//! (by `noticeId`); order is restored here: each participant keeps the `clientSeq` of the last
+//! notice applied, and an older (or equal) one changes nothing.
+
+use time::OffsetDateTime;
+
+use super::{Outcome, Step, run};
+use crate::events::EventKind;
+use crate::model::{Call, UserId};
+
+/// One join or leave of the call's channel, for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelNotice {
+    /// The user (the Agora account the client joined with).
+    pub user_id: UserId,
+    /// A join (`true`) or a leave.
+    pub in_media: bool,
+    /// Agora's `clientSeq`: orders the notices of one client.
+    pub client_seq: i64,
+    /// The Agora uid of the client, when the notice carries one.
+    pub uid: Option<u32>,
+    /// Agora's reason code of a leave.
+    pub reason: Option<i64>,
+}
+
+impl Call {
+    /// Applies a channel notice: sets the participant's `inMedia` and emits
+    /// `participant_media_presence` when it changes, and remembers the uid and `clientSeq`.
+    ///
+    /// A no-op (an empty outcome, nothing changed) for a call that is not live, a user who is
+    /// not one of its participants, and a notice older than the last one applied for the user.
+    /// Any participant counts, whatever their status: someone who left the call may still be
+    /// in the channel, which is what the flag says.
+    pub fn channel_notice(&mut self, notice: &ChannelNotice, now: OffsetDateTime) -> Outcome {
+        run(self, now, false, |s| {
+            s.channel_notice(notice);
+            Ok(())
+        })
+        .unwrap_or_default()
+    }
+}
+
+impl Step<'_> {
+    fn channel_notice(&mut self, notice: &ChannelNotice) {
+        if !self.call.is_live() {
+            return;
+        }
+        let Some(i) = self.index_of(&notice.user_id) else {
+            return;
+        };
+        let p = &mut self.call.participants[i];
+        if p.media_client_seq
+            .is_some_and(|last| notice.client_seq <= last)
+        {
+            return;
+        }
+        p.media_client_seq = Some(notice.client_seq);
+        if notice.uid.is_some() {
+            p.media_uid = notice.uid;
+        }
+        if p.in_media == notice.in_media {
+            return;
+        }
+        p.in_media = notice.in_media;
+        self.call_event(EventKind::ParticipantMediaPresence {
+            user_id: notice.user_id.clone(),
+            in_media: notice.in_media,
+            reason: if notice.in_media { None } else { notice.reason },
+        });
+    }
+}
