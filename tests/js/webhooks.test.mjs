@@ -317,7 +317,9 @@ describe('webhooks, address policy (WEBHOOK_ALLOW_PRIVATE unset)', { concurrency
     try {
       const refused = spawnSync(STANDALONE_BIN, ['serve'], {
         env: {
-          ...process.env, JWT_SECRET: SECRET, DATABASE_URL: '', GATEWAY_LISTEN: '127.0.0.1:0', WEBHOOK_ALLOW_PRIVATE: 'false',
+          // Port 0 everywhere: a fixed default port may be taken on a busy machine, and the refusal
+          // must come from the address check.
+          ...process.env, JWT_SECRET: SECRET, DATABASE_URL: '', GATEWAY_LISTEN: '127.0.0.1:0', GATEWAY_ADMIN_LISTEN: '127.0.0.1:0', WEBHOOK_ALLOW_PRIVATE: 'false',
           WEBHOOK_URL: 'http://127.0.0.1:9/hooks', WEBHOOK_SECRET: newSecret(),
         },
         encoding: 'utf8',
