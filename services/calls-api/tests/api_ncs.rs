@@ -21,6 +21,7 @@ on_both_stacks!(
     an_older_notice_arriving_after_a_newer_one_is_ignored,
     unknown_events_other_channels_and_strangers_are_answered_and_ignored,
     without_a_secret_the_webhook_is_not_found,
+    media_seconds_add_up_by_agoras_times_and_are_reported_when_the_call_ends,
 );
 
 fn sign(secret: &str, body: &[u8]) -> String {
@@ -42,6 +43,20 @@ fn notice(id: &str, event_type: i64, channel: &str, account: &str, client_seq: i
         "noticeId": id, "productId": 1, "eventType": event_type, "notifyMs": 1611566412672_i64,
         "sid": "C866467GVJJ54687", "payload": payload,
     })
+}
+
+/// The same, happening at `ts` (Unix seconds) by Agora's clock, which media time is counted by.
+fn notice_at(
+    id: &str,
+    event_type: i64,
+    channel: &str,
+    account: &str,
+    client_seq: i64,
+    ts: i64,
+) -> Value {
+    let mut n = notice(id, event_type, channel, account, client_seq);
+    n["payload"]["ts"] = json!(ts);
+    n
 }
 
 /// Posts `body` exactly as given, signed with `signature` (none: no header).
@@ -273,4 +288,42 @@ async fn one_notice_delivered_to_two_replicas_at_once_is_applied_once() {
         "one participant_media_presence per notice"
     );
     assert_eq!(participant(&after, "bob")["inMedia"], false);
+}
+
+async fn media_seconds_add_up_by_agoras_times_and_are_reported_when_the_call_ends(stack: Stack) {
+    let app = ncs_app(stack).await;
+    let (id, channel) = answered_call(&app).await;
+    let t = 1_760_000_000;
+    // bob: two stays, 60 s and 25 s; alice: 40 s. Delivered out of order in time but in
+    // clientSeq order per user, with a retry of one of them.
+    for n in [
+        notice_at("m-1", 103, &channel, "bob", 1, t),
+        notice_at("m-2", 103, &channel, "alice", 1, t + 5),
+        notice_at("m-3", 104, &channel, "bob", 2, t + 60),
+        notice_at("m-3", 104, &channel, "bob", 2, t + 60),
+        notice_at("m-4", 104, &channel, "alice", 2, t + 45),
+        notice_at("m-5", 103, &channel, "bob", 3, t + 100),
+        notice_at("m-6", 104, &channel, "bob", 4, t + 125),
+    ] {
+        deliver(&app, &n).await;
+    }
+    let call = app.call("alice", &id).await.ok(200);
+    assert_eq!(participant(&call, "bob")["mediaSeconds"], 85);
+    assert_eq!(participant(&call, "alice")["mediaSeconds"], 40);
+    assert_eq!(
+        call["mediaSeconds"], 125,
+        "the call's is the participants' sum"
+    );
+
+    let on_call = app.subjects.call_events(&id);
+    app.end("alice", &id).await.ok(200);
+    let ended = app.events.wait_for(&on_call, "call_ended").await;
+    assert_eq!(ended.data["mediaSeconds"], 125);
+    assert_eq!(
+        ended.data["participantMediaSeconds"],
+        json!([{"userId": "alice", "mediaSeconds": 40}, {"userId": "bob", "mediaSeconds": 85}])
+    );
+    let after = app.call("bob", &id).await.ok(200);
+    assert_eq!(after["mediaSeconds"], 125);
+    assert_eq!(participant(&after, "bob")["mediaSeconds"], 85);
 }

@@ -136,6 +136,11 @@ pub enum EventKind {
         reason: EndReason,
         /// Whose action ended it; `null` for timers and lost connections.
         ended_by: Option<UserId>,
+        /// The call's `mediaSeconds` (CONTRACT section 11): what the `call.ended` webhook
+        /// reports, which notifier cannot work out from the other events.
+        media_seconds: u64,
+        /// Each participant's `mediaSeconds`, for those with any.
+        participant_media_seconds: Vec<MediaTime>,
     },
     /// `incoming_call`: ring this user's devices.
     IncomingCall {
@@ -173,6 +178,16 @@ impl EventKind {
             EventKind::IncomingCallCancelled { .. } => "incoming_call_cancelled",
         }
     }
+}
+
+/// One participant's time in the call's Agora channel, in `call_ended`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaTime {
+    /// The participant.
+    pub user_id: UserId,
+    /// Their `mediaSeconds`.
+    pub media_seconds: u64,
 }
 
 /// The wire shape: common fields first, then the kind's fields.

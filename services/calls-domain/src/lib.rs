@@ -29,7 +29,7 @@ pub use commands::{
     TimerChange, check_reason,
 };
 pub use error::{DomainError, ValidationError};
-pub use events::{Audience, DomainEvent, EventKind};
+pub use events::{Audience, DomainEvent, EventKind, MediaTime};
 pub use model::{
     Actor, Call, CallId, CallStatus, CallType, Caller, CancelReason, ChatRoomId, EndReason,
     LeftReason, MAX_AVATAR_URL_BYTES, MAX_DISPLAY_NAME_CHARS, MIN_RING_TIMEOUT, MediaPatch,

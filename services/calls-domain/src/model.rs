@@ -189,6 +189,12 @@ pub struct Call {
     #[serde(skip_serializing, default)]
     #[schema(ignore)]
     pub alone_timeout_seconds: u32,
+    /// Seconds anyone spent in the call's Agora channel: the sum of the participants'
+    /// `mediaSeconds` (two people in the media for a minute count two minutes, like a bill
+    /// in participant-minutes). 0 where NCS is not configured.
+    #[serde(default)]
+    #[schema(required = true, example = 0)]
+    pub media_seconds: u64,
     /// Host first, then invitees in invitation order, then those who joined uninvited.
     pub participants: Vec<Participant>,
 }
@@ -255,6 +261,36 @@ pub struct Participant {
     #[serde(skip_serializing, default)]
     #[schema(ignore)]
     pub media_client_seq: Option<i64>,
+    /// Whole seconds in the call's Agora channel over every stay that has ended (CONTRACT
+    /// section 11): from each join notice to the matching leave, by the notices' own `ts`, or
+    /// to the call's end for a stay still open then. A stay still open in a live call is not
+    /// counted yet.
+    #[serde(default)]
+    #[schema(required = true, example = 0)]
+    pub media_seconds: u64,
+    /// When the open stay in the channel began (the join notice's `ts`), while `inMedia`.
+    #[serde(skip_serializing, default)]
+    #[schema(ignore)]
+    pub media_since: Option<OffsetDateTime>,
+}
+
+impl Call {
+    /// The sum of the participants' `media_seconds`, kept in `media_seconds`: the domain calls
+    /// this after each change, the store after loading.
+    pub fn sum_media_seconds(&mut self) {
+        self.media_seconds = self.participants.iter().map(|p| p.media_seconds).sum();
+    }
+}
+
+impl Participant {
+    /// Ends the open stay in the channel (if any) at `at`, adding its whole seconds. A stay
+    /// that would end before it began (the clocks of Agora and this server disagree) adds 0.
+    pub(crate) fn close_media_stay(&mut self, at: OffsetDateTime) {
+        if let Some(since) = self.media_since.take() {
+            let secs = (at - since).whole_seconds().max(0);
+            self.media_seconds += u64::try_from(secs).unwrap_or(0);
+        }
+    }
 }
 
 /// What a user asks for when initiating a call (already validated for shape by the API;

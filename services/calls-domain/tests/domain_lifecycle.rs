@@ -91,7 +91,9 @@ fn names(events: &[DomainEvent]) -> Vec<&'static str> {
 
 fn ended(out: &Outcome) -> Option<(EndReason, Option<String>)> {
     out.events.iter().find_map(|e| match &e.kind {
-        EventKind::CallEnded { reason, ended_by } => Some((*reason, ended_by.clone())),
+        EventKind::CallEnded {
+            reason, ended_by, ..
+        } => Some((*reason, ended_by.clone())),
         _ => None,
     })
 }

@@ -49,12 +49,18 @@ fn answered_call() -> Call {
 }
 
 fn notice(user: &str, in_media: bool, client_seq: i64) -> ChannelNotice {
+    notice_at(user, in_media, client_seq, T0)
+}
+
+/// A notice whose Agora `ts` is `ts` (media time is counted by these, not by arrival).
+fn notice_at(user: &str, in_media: bool, client_seq: i64, ts: OffsetDateTime) -> ChannelNotice {
     ChannelNotice {
         user_id: user.into(),
         in_media,
         client_seq,
         uid: Some(4242),
         reason: (!in_media).then_some(1),
+        at: ts,
     }
 }
 
@@ -152,4 +158,76 @@ fn media_presence_is_in_the_participant_json_but_the_uid_and_order_are_not() {
     assert_eq!(json["inMedia"], true);
     assert!(json.get("mediaUid").is_none());
     assert!(json.get("mediaClientSeq").is_none());
+    assert!(json.get("mediaSince").is_none());
+    assert_eq!(json["mediaSeconds"], 0);
+}
+
+#[test]
+fn media_seconds_add_up_each_stay_by_the_notices_own_times_not_their_arrival() {
+    let mut call = answered_call();
+    // Delivered at 500 s and 900 s, but Agora says bob was in from 10 s to 70 s: 60 s.
+    call.channel_notice(&notice_at("bob", true, 1, at(10)), at(500));
+    call.channel_notice(&notice_at("bob", false, 2, at(70)), at(900));
+    assert_eq!(call.participant("bob").unwrap().media_seconds, 60);
+    // A second stay adds to the first; alice's stay counts for the call too.
+    call.channel_notice(&notice_at("bob", true, 3, at(100)), at(901));
+    call.channel_notice(&notice_at("bob", false, 4, at(125)), at(902));
+    call.channel_notice(&notice_at("alice", true, 1, at(5)), at(903));
+    call.channel_notice(&notice_at("alice", false, 2, at(45)), at(904));
+    assert_eq!(call.participant("bob").unwrap().media_seconds, 85);
+    assert_eq!(call.participant("alice").unwrap().media_seconds, 40);
+    assert_eq!(call.media_seconds, 125);
+    let json = serde_json::to_value(&call).unwrap();
+    assert_eq!(json["mediaSeconds"], 125);
+}
+
+#[test]
+fn a_stay_still_open_counts_when_the_call_ends_and_is_reported_in_call_ended() {
+    let mut call = answered_call();
+    call.channel_notice(&notice_at("bob", true, 1, at(10)), at(11));
+    call.channel_notice(&notice_at("alice", true, 1, at(20)), at(21));
+    call.channel_notice(&notice_at("alice", false, 2, at(30)), at(31));
+    // Still open: not counted while the call is live.
+    assert_eq!(call.participant("bob").unwrap().media_seconds, 0);
+    assert_eq!(call.media_seconds, 10);
+    let out = call.end(&Actor::new("alice", false), at(100)).unwrap();
+    assert_eq!(call.participant("bob").unwrap().media_seconds, 90);
+    assert_eq!(call.media_seconds, 100);
+    let ended = out
+        .events
+        .iter()
+        .find(|e| e.name() == "call_ended")
+        .unwrap();
+    assert_eq!(ended.payload()["mediaSeconds"], 100);
+    assert_eq!(
+        ended.payload()["participantMediaSeconds"],
+        serde_json::json!([{"userId": "alice", "mediaSeconds": 10},
+                           {"userId": "bob", "mediaSeconds": 90}])
+    );
+}
+
+#[test]
+fn a_leave_that_agora_dates_before_its_join_adds_nothing() {
+    let mut call = answered_call();
+    call.channel_notice(&notice_at("bob", true, 1, at(50)), at(51));
+    call.channel_notice(&notice_at("bob", false, 2, at(40)), at(52));
+    assert_eq!(call.participant("bob").unwrap().media_seconds, 0);
+    assert!(!call.participant("bob").unwrap().in_media);
+}
+
+#[test]
+fn a_repeated_join_keeps_the_stay_running_from_the_first() {
+    let mut call = answered_call();
+    call.channel_notice(&notice_at("bob", true, 1, at(10)), at(11));
+    call.channel_notice(&notice_at("bob", true, 2, at(30)), at(31));
+    call.channel_notice(&notice_at("bob", false, 3, at(40)), at(41));
+    assert_eq!(call.participant("bob").unwrap().media_seconds, 30);
+}
+
+#[test]
+fn a_leave_without_a_join_seen_adds_nothing() {
+    let mut call = answered_call();
+    call.channel_notice(&notice_at("bob", false, 5, at(40)), at(41));
+    assert_eq!(call.participant("bob").unwrap().media_seconds, 0);
+    assert_eq!(call.media_seconds, 0);
 }

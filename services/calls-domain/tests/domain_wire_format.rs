@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use calls_domain::{
     Actor, Audience, Call, CallStatus, CallType, Caller, CancelReason, DomainError, DomainEvent,
-    EndReason, EventKind, LeftReason, MAX_DISPLAY_NAME_CHARS, MediaPatch, NewCall,
+    EndReason, EventKind, LeftReason, MAX_DISPLAY_NAME_CHARS, MediaPatch, MediaTime, NewCall,
     ParticipantStatus, Profile, Role, TimerKind, Timing,
 };
 use serde_json::{Value, json};
@@ -64,6 +64,7 @@ fn a_call_serializes_to_exactly_the_contract_shape() {
             "endedBy": null,
             "seq": 0,
             "ringTimeoutSeconds": 45,
+            "mediaSeconds": 0,
             "participants": [
                 {
                     "userId": "u1", "role": "host", "status": "joined",
@@ -71,14 +72,14 @@ fn a_call_serializes_to_exactly_the_contract_shape() {
                     "invitedAt": "2026-03-01T12:00:00.000Z",
                     "joinedAt": "2026-03-01T12:00:00.000Z",
                     "leftAt": null, "declineReason": null, "isConnected": true,
-                    "inMedia": false
+                    "inMedia": false, "mediaSeconds": 0
                 },
                 {
                     "userId": "u2", "role": "participant", "status": "invited",
                     "isMicMuted": false, "isCameraOff": false, "isSharingScreen": false,
                     "invitedAt": "2026-03-01T12:00:00.000Z",
                     "joinedAt": null, "leftAt": null, "declineReason": null,
-                    "isConnected": true, "inMedia": false
+                    "isConnected": true, "inMedia": false, "mediaSeconds": 0
                 }
             ]
         })
@@ -263,9 +264,22 @@ fn every_call_event_carries_call_id_seq_and_at_then_its_own_fields() {
             EventKind::CallEnded {
                 reason: EndReason::Completed,
                 ended_by: Some("u1".into()),
+                media_seconds: 95,
+                participant_media_seconds: vec![
+                    MediaTime {
+                        user_id: "u1".into(),
+                        media_seconds: 60,
+                    },
+                    MediaTime {
+                        user_id: "u2".into(),
+                        media_seconds: 35,
+                    },
+                ],
             },
             "call_ended",
-            json!({ "reason": "completed", "endedBy": "u1" }),
+            json!({ "reason": "completed", "endedBy": "u1", "mediaSeconds": 95,
+                    "participantMediaSeconds": [{"userId": "u1", "mediaSeconds": 60},
+                                                {"userId": "u2", "mediaSeconds": 35}] }),
         ),
     ];
     for (kind, name, fields) in cases {

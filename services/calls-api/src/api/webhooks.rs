@@ -8,6 +8,7 @@
 //!   on a channel `call_<callId>` with `account` = a participant's user id: sets that
 //!   participant's `inMedia` and emits `participant_media_presence`, once per `noticeId`, in
 //!   `clientSeq` order per user (see `calls_domain::commands::channel` and `store::ncs`).
+//!   Each participant's `mediaSeconds` is counted between the notices' own times (`ts`).
 //! - 101/102 (channel created/destroyed): logged and counted only; the call's own lifecycle
 //!   does not depend on them.
 //! - Anything else (other event types, channels that are not a call's, users who are not
@@ -24,6 +25,7 @@ use hmac::{Hmac, Mac};
 use http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -71,6 +73,9 @@ struct ChannelPayload {
     account: Option<String>,
     #[serde(default)]
     reason: Option<i64>,
+    /// When the event happened in the channel (Unix seconds, Agora's clock).
+    #[serde(default)]
+    ts: Option<i64>,
 }
 
 /// What was done with a notice (`data` of the 200).
@@ -177,6 +182,7 @@ async fn handle(state: &AppState, notice: &AgoraNotice) -> Result<&'static str, 
         client_seq,
         uid: payload.uid,
         reason: payload.reason,
+        at: event_time(payload.ts, notice.notify_ms),
     };
     let applied = state
         .calls
@@ -192,6 +198,20 @@ async fn handle(state: &AppState, notice: &AgoraNotice) -> Result<&'static str, 
         NoticeApplied::Applied { events } if !events.is_empty() => "applied",
         NoticeApplied::Applied { .. } | NoticeApplied::UnknownCall => "ignored",
     })
+}
+
+/// When a join or leave happened, which media time is counted by: the payload's `ts` (when
+/// it happened in the channel), else `notifyMs` (when Agora sent the notice), else now. Not
+/// the arrival time when Agora says otherwise: a notice retried minutes later must not stretch
+/// the stay it closes.
+fn event_time(ts: Option<i64>, notify_ms: Option<i64>) -> OffsetDateTime {
+    ts.and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .or_else(|| {
+            notify_ms.and_then(|ms| {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+            })
+        })
+        .unwrap_or_else(OffsetDateTime::now_utc)
 }
 
 /// `call_<callId>`, exactly as media sessions name the channel (a lowercase hyphenated UUID):

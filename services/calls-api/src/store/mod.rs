@@ -130,18 +130,20 @@ impl Store {
 
 /// The embedded migrations of a backend.
 fn migrator(backend: Backend) -> Migrator {
-    let (init, origin, roster, ncs) = match backend {
+    let (init, origin, roster, ncs, media_time) = match backend {
         Backend::Postgres => (
             include_str!("../../migrations/postgres/0001_init.sql"),
             include_str!("../../migrations/postgres/0002_event_origin.sql"),
             include_str!("../../migrations/postgres/0003_roster.sql"),
             include_str!("../../migrations/postgres/0004_agora_ncs.sql"),
+            include_str!("../../migrations/postgres/0005_media_time.sql"),
         ),
         Backend::Sqlite => (
             include_str!("../../migrations/sqlite/0001_init.sql"),
             include_str!("../../migrations/sqlite/0002_event_origin.sql"),
             include_str!("../../migrations/sqlite/0003_roster.sql"),
             include_str!("../../migrations/sqlite/0004_agora_ncs.sql"),
+            include_str!("../../migrations/sqlite/0005_media_time.sql"),
         ),
     };
     // sqlx's default table: databases migrated before the table became per service keep it.
@@ -152,6 +154,7 @@ fn migrator(backend: Backend) -> Migrator {
             (2, "event origin", origin),
             (3, "roster", roster),
             (4, "agora ncs", ncs),
+            (5, "media time", media_time),
         ],
     )
 }

@@ -24,7 +24,7 @@ pub(crate) const CALL_COLUMNS: &str = "id, chat_room_id, call_type, is_group_cal
 
 const PARTICIPANT_COLUMNS: &str = "call_id, user_id, role, status, is_mic_muted, is_camera_off, \
      is_sharing_screen, is_connected, is_invitee, has_joined, invited_at, joined_at, left_at, \
-     decline_reason, is_removed, in_media, media_uid, media_client_seq";
+     decline_reason, is_removed, in_media, media_uid, media_client_seq, media_seconds, media_since";
 
 /// The SQL condition "the call is live", matching the partial unique index.
 pub(crate) const LIVE: &str = "status IN ('ringing', 'active')";
@@ -94,6 +94,8 @@ pub(crate) fn call_from_row(row: &AnyRow) -> Result<Call, StoreError> {
         seq: u64::try_from(seq).map_err(|_| StoreError::corrupt(format!("seq {seq}")))?,
         ring_timeout_seconds: get_u32(row, "ring_timeout_seconds")?,
         alone_timeout_seconds: get_u32(row, "alone_timeout_seconds")?,
+        // The participants' sum, once they are attached.
+        media_seconds: 0,
         participants: Vec::new(),
     })
 }
@@ -122,6 +124,11 @@ fn participant_from_row(row: &AnyRow) -> Result<Participant, StoreError> {
             })
             .transpose()?,
         media_client_seq: row.try_get("media_client_seq")?,
+        media_seconds: {
+            let secs: i64 = row.try_get("media_seconds")?;
+            u64::try_from(secs).map_err(|_| StoreError::corrupt(format!("media_seconds {secs}")))?
+        },
+        media_since: get_opt_time(row, "media_since")?,
     })
 }
 
@@ -152,6 +159,7 @@ pub(crate) async fn load_call(
         .iter()
         .map(participant_from_row)
         .collect::<Result<_, _>>()?;
+    call.sum_media_seconds();
     Ok(Some(call))
 }
 
@@ -179,6 +187,9 @@ pub(crate) async fn attach_participants(
         if let Some(c) = calls.iter_mut().find(|c| c.id == call_id) {
             c.participants.push(p);
         }
+    }
+    for c in calls.iter_mut() {
+        c.sum_media_seconds();
     }
     Ok(())
 }
@@ -227,6 +238,10 @@ pub(crate) async fn insert_call_row(
         .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+fn media_seconds_i64(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 fn seq_i64(seq: u64) -> i64 {
@@ -354,9 +369,10 @@ async fn insert_participant(
     sqlx::query(
         "INSERT INTO call_participants (call_id, user_id, position, role, status, is_mic_muted, \
          is_camera_off, is_sharing_screen, is_connected, is_invitee, has_joined, invited_at, \
-         joined_at, left_at, decline_reason, is_removed, in_media, media_uid, media_client_seq) \
+         joined_at, left_at, decline_reason, is_removed, in_media, media_uid, media_client_seq, \
+         media_seconds, media_since) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19)",
+         $18, $19, $20, $21)",
     )
     .bind(call_id.to_string())
     .bind(p.user_id.clone())
@@ -377,6 +393,8 @@ async fn insert_participant(
     .bind(p.in_media)
     .bind(p.media_uid.map(i64::from))
     .bind(p.media_client_seq)
+    .bind(media_seconds_i64(p.media_seconds))
+    .bind(p.media_since.map(to_millis))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -392,7 +410,8 @@ async fn update_participant(
          is_camera_off = $6, is_sharing_screen = $7, is_connected = $8, is_invitee = $9, \
          has_joined = $10, invited_at = $11, joined_at = $12, left_at = $13, \
          decline_reason = $14, is_removed = $15, in_media = $16, media_uid = $17, \
-         media_client_seq = $18 WHERE call_id = $1 AND user_id = $2",
+         media_client_seq = $18, media_seconds = $19, media_since = $20 \
+         WHERE call_id = $1 AND user_id = $2",
     )
     .bind(call_id.to_string())
     .bind(p.user_id.clone())
@@ -412,6 +431,8 @@ async fn update_participant(
     .bind(p.in_media)
     .bind(p.media_uid.map(i64::from))
     .bind(p.media_client_seq)
+    .bind(media_seconds_i64(p.media_seconds))
+    .bind(p.media_since.map(to_millis))
     .execute(&mut *conn)
     .await?;
     Ok(())

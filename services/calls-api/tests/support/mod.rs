@@ -891,7 +891,7 @@ impl Resp {
 
 // ----- resource shapes -------------------------------------------------------------------------
 
-const CALL_KEYS: [&str; 15] = [
+const CALL_KEYS: [&str; 16] = [
     "id",
     "chatRoomId",
     "type",
@@ -906,10 +906,11 @@ const CALL_KEYS: [&str; 15] = [
     "endedBy",
     "seq",
     "ringTimeoutSeconds",
+    "mediaSeconds",
     "participants",
 ];
 
-const PARTICIPANT_KEYS: [&str; 12] = [
+const PARTICIPANT_KEYS: [&str; 13] = [
     "userId",
     "role",
     "status",
@@ -922,6 +923,7 @@ const PARTICIPANT_KEYS: [&str; 12] = [
     "declineReason",
     "isConnected",
     "inMedia",
+    "mediaSeconds",
 ];
 
 /// Asserts an RFC 3339 UTC timestamp.
@@ -977,6 +979,7 @@ pub fn assert_call_shape(call: &Value) {
         call["status"]
     );
     assert!(call["maxParticipants"].is_u64() && call["seq"].is_u64());
+    assert!(call["mediaSeconds"].is_u64(), "mediaSeconds: {call}");
     assert_timestamp(&call["createdAt"], "createdAt");
     assert_optional_timestamp(&call["startedAt"], "startedAt");
     assert_optional_timestamp(&call["endedAt"], "endedAt");
@@ -1063,6 +1066,7 @@ pub fn assert_participant_shape(p: &Value) {
     assert_optional_timestamp(&p["joinedAt"], "joinedAt");
     assert_optional_timestamp(&p["leftAt"], "leftAt");
     assert!(p["declineReason"].is_null() || p["declineReason"].is_string());
+    assert!(p["mediaSeconds"].is_u64(), "mediaSeconds: {p}");
 }
 
 /// The participant record of `user` in `call`.

@@ -24,6 +24,9 @@ pub struct ChannelNotice {
     pub uid: Option<u32>,
     /// Agora's reason code of a leave.
     pub reason: Option<i64>,
+    /// When it happened, by Agora's clock (the notice's `ts`): media time is counted between
+    /// these, so a notice delivered late or retried does not stretch or shrink a stay.
+    pub at: OffsetDateTime,
 }
 
 impl Call {
@@ -65,6 +68,12 @@ impl Step<'_> {
             return;
         }
         p.in_media = notice.in_media;
+        if notice.in_media {
+            p.media_since = Some(notice.at);
+        } else {
+            p.close_media_stay(notice.at);
+            self.call.sum_media_seconds();
+        }
         self.call_event(EventKind::ParticipantMediaPresence {
             user_id: notice.user_id.clone(),
             in_media: notice.in_media,

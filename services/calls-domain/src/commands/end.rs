@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 
 use super::{Outcome, Step, TimerChange, run};
 use crate::error::DomainError;
-use crate::events::{Audience, DomainEvent, EventKind};
+use crate::events::{Audience, DomainEvent, EventKind, MediaTime};
 use crate::model::{
     Actor, Call, CallStatus, CancelReason, EndReason, ParticipantStatus, Role, UserId,
 };
@@ -76,7 +76,7 @@ impl Step<'_> {
     }
 
     /// Ends the call: the joined become `left`, the still-ringing `missed` (and their devices
-    /// stop ringing), nobody is `inMedia` any more, every timer is cancelled, and `call_ended` goes to the call and to every
+    /// stop ringing), nobody is `inMedia` any more (open stays in the channel end now), every timer is cancelled, and `call_ended` goes to the call and to every
     /// invitee.
     pub(super) fn finish(&mut self, reason: EndReason, ended_by: Option<UserId>) {
         let now = self.now;
@@ -94,6 +94,7 @@ impl Step<'_> {
             // An ended call has no media: notices still arriving for its channel are ignored,
             // so the flag would otherwise keep whatever it was when the call ended.
             p.in_media = false;
+            p.close_media_stay(now);
             match p.status {
                 ParticipantStatus::Joined => {
                     p.status = ParticipantStatus::Left;
@@ -115,6 +116,7 @@ impl Step<'_> {
                 },
             );
         }
+        self.call.sum_media_seconds();
         self.out.timers.push(TimerChange::CancelAll);
 
         let mut audiences = vec![Audience::Call(self.call.id)];
@@ -131,7 +133,21 @@ impl Step<'_> {
             seq: Some(self.call.seq),
             at: now,
             audiences,
-            kind: EventKind::CallEnded { reason, ended_by },
+            kind: EventKind::CallEnded {
+                reason,
+                ended_by,
+                media_seconds: self.call.media_seconds,
+                participant_media_seconds: self
+                    .call
+                    .participants
+                    .iter()
+                    .filter(|p| p.media_seconds > 0)
+                    .map(|p| MediaTime {
+                        user_id: p.user_id.clone(),
+                        media_seconds: p.media_seconds,
+                    })
+                    .collect(),
+            },
         });
     }
 }

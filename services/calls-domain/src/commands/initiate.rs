@@ -50,6 +50,8 @@ impl Call {
             in_media: false,
             media_uid: None,
             media_client_seq: None,
+            media_seconds: 0,
+            media_since: None,
         });
         for user_id in &new.invitee_ids {
             let busy = busy_invitees.contains(user_id);
@@ -75,6 +77,8 @@ impl Call {
                 in_media: false,
                 media_uid: None,
                 media_client_seq: None,
+                media_seconds: 0,
+                media_since: None,
             });
         }
 
@@ -100,6 +104,7 @@ impl Call {
             alone_timeout_seconds: timing
                 .alone_timeout
                 .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
+            media_seconds: 0,
             participants,
         };
 

@@ -140,6 +140,8 @@ impl Step<'_> {
                         in_media: false,
                         media_uid: None,
                         media_client_seq: None,
+                        media_seconds: 0,
+                        media_since: None,
                     });
                     self.call.participants.len() - 1
                 }
