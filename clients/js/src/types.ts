@@ -118,6 +118,10 @@ export interface HostChangedEvent extends CallEventBase {
 export interface CallEndedEvent extends CallEventBase {
   reason: EndReason;
   endedBy: string | null;
+  /** The call's final `mediaSeconds`: its participants' sum (CONTRACT section 11). */
+  mediaSeconds: number;
+  /** Each participant's final `mediaSeconds`, for those with any. */
+  participantMediaSeconds: { userId: string; mediaSeconds: number }[];
 }
 
 /** The call events, by Socket.IO event name. */

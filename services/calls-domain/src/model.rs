@@ -189,9 +189,9 @@ pub struct Call {
     #[serde(skip_serializing, default)]
     #[schema(ignore)]
     pub alone_timeout_seconds: u32,
-    /// Seconds anyone spent in the call's Agora channel: the sum of the participants'
-    /// `mediaSeconds` (two people in the media for a minute count two minutes, like a bill
-    /// in participant-minutes). 0 where NCS is not configured.
+    /// The participants' `mediaSeconds` summed: participant-seconds in the call's Agora
+    /// channel (two people in it for a minute make 120, as in a bill). 0 where NCS is not
+    /// configured.
     #[serde(default)]
     #[schema(required = true, example = 0)]
     pub media_seconds: u64,

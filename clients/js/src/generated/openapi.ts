@@ -385,6 +385,14 @@ export interface components {
              * @description The most participants that may be `joined` at once.
              */
             maxParticipants: number;
+            /**
+             * Format: int64
+             * @description The participants' `mediaSeconds` summed: participant-seconds in the call's Agora
+             *     channel (two people in it for a minute make 120, as in a bill). 0 where NCS is not
+             *     configured.
+             * @example 0
+             */
+            mediaSeconds: number;
             /** @description Host first, then invitees in invitation order, then those who joined uninvited. */
             participants: components["schemas"]["Participant"][];
             /**
@@ -732,6 +740,15 @@ export interface components {
              * @description When the user last left; cleared on rejoin.
              */
             leftAt?: string | null;
+            /**
+             * Format: int64
+             * @description Whole seconds in the call's Agora channel over every stay that has ended (CONTRACT
+             *     section 11): from each join notice to the matching leave, by the notices' own `ts`, or
+             *     to the call's end for a stay still open then. A stay still open in a live call is not
+             *     counted yet.
+             * @example 0
+             */
+            mediaSeconds: number;
             /** @description Host or participant. */
             role: components["schemas"]["Role"];
             /** @description Where the user stands in the call. */

@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::model::EventType;
+#[cfg(test)]
+use super::stream::MediaSeconds;
 use super::stream::{CallEvent, SeqEvent, millis};
 use crate::events::Caller;
 
@@ -56,6 +58,10 @@ pub struct ParticipantView {
     /// Seconds in the call over every stay (`call.ended` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joined_seconds: Option<i64>,
+    /// Seconds in the call's Agora channel, as calls-api counted them from Agora's notices
+    /// (`call.ended` only; not read from the bus's participants, where it is not final).
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub media_seconds: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -102,6 +108,17 @@ pub struct CallView {
     /// From `startedAt` to `endedAt`, whole seconds (`call.ended` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<i64>,
+}
+
+/// `call.ended`'s data: the call and its `mediaSeconds` (kept out of [`CallView`], which every
+/// stored projection and bus event carries, for the one event that reports it).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EndedCall<'a> {
+    #[serde(flatten)]
+    call: &'a CallView,
+    /// The participants' `mediaSeconds` summed, as calls-api reported it.
+    media_seconds: u64,
 }
 
 /// Time in the call of one participant.
@@ -281,8 +298,8 @@ impl CallState {
             CallEvent::Joined { participant } => {
                 let user = participant.user_id.clone();
                 match self.index(&user) {
-                    Some(i) => self.call.participants[i] = participant.clone(),
-                    None => self.call.participants.push(participant.clone()),
+                    Some(i) => self.call.participants[i] = (**participant).clone(),
+                    None => self.call.participants.push((**participant).clone()),
                 }
                 let t = self.time.entry(user.clone()).or_default();
                 if t.since_ms.is_none() {
@@ -358,7 +375,11 @@ impl CallState {
                     self.call.participants[i].is_connected = *connected;
                 }
             }
-            CallEvent::Ended { reason, ended_by } => {
+            CallEvent::Ended {
+                reason,
+                ended_by,
+                media,
+            } => {
                 // As in calls-api: `call_ended` alone stands for everyone still in the call
                 // leaving and everyone still ringing having missed it.
                 let users: Vec<(String, String)> = self
@@ -382,7 +403,10 @@ impl CallState {
                 self.call.ended_at = Some(e.at.clone());
                 self.call.end_reason = Some(reason.clone());
                 self.call.ended_by = ended_by.clone();
-                out.push(EventType::CallEnded, self.ended_data());
+                out.push(
+                    EventType::CallEnded,
+                    self.ended_data(media.call, &media.by_user),
+                );
             }
             // Someone rung into the live call: known from now on, so their answer, decline or
             // miss is reported like an initial invitee's (a busy one is declined at once).
@@ -462,9 +486,10 @@ impl CallState {
         })
     }
 
-    /// `call.ended`: the call, `durationSeconds` from `startedAt` (0 when nobody answered) and
-    /// each participant's `joinedSeconds`, summed over every stay.
-    fn ended_data(&self) -> String {
+    /// `call.ended`: the call, `durationSeconds` from `startedAt` (0 when nobody answered),
+    /// each participant's `joinedSeconds`, summed over every stay, and the `mediaSeconds` of
+    /// the call and of each participant as `call_ended` carries them.
+    fn ended_data(&self, media_seconds: u64, by_user: &BTreeMap<String, u64>) -> String {
         let mut call = self.call.clone();
         let duration_ms = match (
             call.started_at.as_deref().and_then(millis),
@@ -477,8 +502,12 @@ impl CallState {
         for p in &mut call.participants {
             let ms = self.time.get(&p.user_id).map_or(0, |t| t.total_ms);
             p.joined_seconds = Some(ms / 1000);
+            p.media_seconds = Some(by_user.get(&p.user_id).copied().unwrap_or(0));
         }
-        to_json(&call)
+        to_json(&EndedCall {
+            call: &call,
+            media_seconds,
+        })
     }
 }
 
@@ -515,6 +544,7 @@ mod tests {
             decline_reason: (status == "declined").then(|| "busy".to_owned()),
             is_connected: true,
             joined_seconds: None,
+            media_seconds: None,
         }
     }
 
@@ -565,7 +595,13 @@ mod tests {
     fn joined(seq: u64, seconds: i64, user: &str) -> SeqEvent {
         let mut p = participant(user, "participant", "joined");
         p.joined_at = Some(at(seconds).0);
-        ev(seq, seconds, CallEvent::Joined { participant: p })
+        ev(
+            seq,
+            seconds,
+            CallEvent::Joined {
+                participant: Box::new(p),
+            },
+        )
     }
 
     fn left(seq: u64, seconds: i64, user: &str) -> SeqEvent {
@@ -586,6 +622,7 @@ mod tests {
             CallEvent::Ended {
                 reason: reason.into(),
                 ended_by: by.map(str::to_owned),
+                media: Box::default(),
             },
         )
     }
@@ -633,6 +670,57 @@ mod tests {
             .collect();
         assert_eq!(secs, vec![("alice", 125), ("bob", 120)]);
         assert!(all[4].body().contains("\"type\":\"call.ended\""));
+    }
+
+    #[test]
+    fn call_ended_reports_the_media_seconds_calls_api_counted_and_0_for_the_others() {
+        let (mut s, _) = CallState::start(
+            call(true, &[("bob", "invited"), ("carol", "invited")]),
+            alice(),
+        );
+        s.apply(&joined(1, 5, "bob"));
+        let out = s.apply(&ev(
+            2,
+            100,
+            CallEvent::Ended {
+                reason: "completed".into(),
+                ended_by: Some("alice".into()),
+                media: Box::new(MediaSeconds {
+                    call: 150,
+                    by_user: BTreeMap::from([("alice".to_owned(), 90), ("bob".to_owned(), 60)]),
+                }),
+            },
+        ));
+        let end = out
+            .iter()
+            .find(|e| e.event_type == EventType::CallEnded)
+            .map(data)
+            .unwrap();
+        assert_eq!(end["mediaSeconds"], 150);
+        let secs: Vec<(&str, u64)> = end["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["userId"].as_str().unwrap(),
+                    p["mediaSeconds"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(secs, vec![("alice", 90), ("bob", 60), ("carol", 0)]);
+    }
+
+    #[test]
+    fn media_seconds_on_the_bus_participants_do_not_leak_into_other_webhooks() {
+        let mut initial = serde_json::to_value(call(false, &[("bob", "invited")])).unwrap();
+        initial["mediaSeconds"] = json!(0);
+        initial["participants"][0]["mediaSeconds"] = json!(0);
+        let view: CallView = serde_json::from_value(initial).unwrap();
+        let (_, out) = CallState::start(view, alice());
+        let initiated = data(&out[0]);
+        assert!(initiated.get("mediaSeconds").is_none());
+        assert!(initiated["participants"][0].get("mediaSeconds").is_none());
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! The other user-addressed events (`incoming_call_cancelled`, the invitees' copies of
 //! `call_ended`) say nothing the call's own stream does not, and are skipped.
 
+use std::collections::BTreeMap;
+
 use calls_bus::subjects::EventTarget;
 use calls_bus::{Message, Subjects};
 use serde::Deserialize;
@@ -23,8 +25,9 @@ use crate::events::Caller;
 pub enum CallEvent {
     /// `participant_joined`.
     Joined {
-        /// The participant after joining.
-        participant: ParticipantView,
+        /// The participant after joining (boxed like `Invited`'s: the largest variant sets
+        /// every event's size).
+        participant: Box<ParticipantView>,
     },
     /// `participant_left`.
     Left {
@@ -84,6 +87,9 @@ pub enum CallEvent {
         reason: String,
         /// Whose action ended it.
         ended_by: Option<String>,
+        /// The media time it reports (boxed: every event of the stream would otherwise pay
+        /// for it).
+        media: Box<MediaSeconds>,
     },
     /// An event of a kind this version does not know: it only moves the call's `seq` on.
     Other,
@@ -206,6 +212,17 @@ struct EndedData {
     reason: String,
     #[serde(default)]
     ended_by: Option<String>,
+    #[serde(default)]
+    media_seconds: u64,
+    #[serde(default)]
+    participant_media_seconds: Vec<MediaTimeData>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MediaTimeData {
+    user_id: String,
+    media_seconds: u64,
 }
 
 /// Unix milliseconds of an RFC 3339 time.
@@ -213,6 +230,15 @@ pub fn millis(rfc3339: &str) -> Option<i64> {
     let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
         .ok()?;
     Some(calls_db::to_millis(t))
+}
+
+/// The media time `call_ended` reports (CONTRACT section 11).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MediaSeconds {
+    /// The call's `mediaSeconds` (0 from a calls-api that did not report it).
+    pub call: u64,
+    /// Each participant's `mediaSeconds`, by user, for those with any.
+    pub by_user: BTreeMap<String, u64>,
 }
 
 /// Decodes a message of the event stream.
@@ -265,9 +291,11 @@ pub fn decode_call_event(raw: &str) -> Result<SeqEvent, String> {
     let data = envelope.data;
     let event = match envelope.event.as_str() {
         "participant_joined" => CallEvent::Joined {
-            participant: serde_json::from_value::<JoinedData>(data)
-                .map_err(bad)?
-                .participant,
+            participant: Box::new(
+                serde_json::from_value::<JoinedData>(data)
+                    .map_err(bad)?
+                    .participant,
+            ),
         },
         "participant_invited" => CallEvent::Invited {
             participant: Box::new(
@@ -323,6 +351,14 @@ pub fn decode_call_event(raw: &str) -> Result<SeqEvent, String> {
             CallEvent::Ended {
                 reason: d.reason,
                 ended_by: d.ended_by,
+                media: Box::new(MediaSeconds {
+                    call: d.media_seconds,
+                    by_user: d
+                        .participant_media_seconds
+                        .into_iter()
+                        .map(|m| (m.user_id, m.media_seconds))
+                        .collect(),
+                }),
             }
         }
         _ => CallEvent::Other,
