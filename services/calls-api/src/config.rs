@@ -101,6 +101,10 @@ pub struct CallRules {
     /// someone joins meanwhile; 0 = never.
     #[arg(long, env = "CALL_ALONE_TIMEOUT_SECONDS", default_value_t = 120)]
     pub alone_timeout_seconds: u64,
+    /// A joined participant whom Agora reports out of the call's channel this long, with no
+    /// socket either, becomes `left` (`connection_lost`); 0 = never. Needs `AGORA_NCS_SECRET`.
+    #[arg(long, env = "CALL_MEDIA_GRACE_SECONDS", default_value_t = 30)]
+    pub media_grace_seconds: u64,
 }
 
 impl CallRules {
@@ -113,6 +117,8 @@ impl CallRules {
                 .then(|| Duration::from_secs(self.max_duration_seconds)),
             alone_timeout: (self.alone_timeout_seconds > 0)
                 .then(|| Duration::from_secs(self.alone_timeout_seconds)),
+            media_grace: (self.media_grace_seconds > 0)
+                .then(|| Duration::from_secs(self.media_grace_seconds)),
         }
     }
 }

@@ -140,7 +140,7 @@ impl Calls {
     ) -> Result<NoticeApplied, ApiError> {
         let applied = self
             .store
-            .apply_channel_notice(notice_id, event_type, call_id, notice, now())
+            .apply_channel_notice(notice_id, event_type, call_id, notice, now(), &self.timing)
             .await
             .map_err(store_error)?;
         if let NoticeApplied::Applied { events } = &applied

@@ -8,6 +8,7 @@
 #[macro_use]
 mod support;
 
+use calls_bus::PresenceMessage;
 use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -22,6 +23,7 @@ on_both_stacks!(
     unknown_events_other_channels_and_strangers_are_answered_and_ignored,
     without_a_secret_the_webhook_is_not_found,
     media_seconds_add_up_by_agoras_times_and_are_reported_when_the_call_ends,
+    only_a_ghost_out_of_the_media_and_without_a_socket_is_dropped_after_the_media_grace,
 );
 
 fn sign(secret: &str, body: &[u8]) -> String {
@@ -326,4 +328,81 @@ async fn media_seconds_add_up_by_agoras_times_and_are_reported_when_the_call_end
     let after = app.call("bob", &id).await.ok(200);
     assert_eq!(after["mediaSeconds"], 125);
     assert_eq!(participant(&after, "bob")["mediaSeconds"], 85);
+}
+
+/// Reports that `user`'s only socket opened and closed again: they have none left (the
+/// disconnect grace, long here, is running).
+async fn socket_gone(app: &TestApp, user: &str) {
+    for message in [
+        PresenceMessage::Connected {
+            node_id: "node-1".into(),
+            socket_id: format!("s-{user}"),
+            user_id: user.into(),
+        },
+        PresenceMessage::Disconnected {
+            node_id: "node-1".into(),
+            socket_id: format!("s-{user}"),
+            user_id: user.into(),
+        },
+    ] {
+        assert_eq!(
+            app.presence(&message).await,
+            json!({"ok": true, "data": null})
+        );
+    }
+}
+
+async fn only_a_ghost_out_of_the_media_and_without_a_socket_is_dropped_after_the_media_grace(
+    stack: Stack,
+) {
+    let app = spawn_app(Options {
+        ncs: true,
+        media_grace_seconds: 1,
+        disconnect_grace_seconds: 3600,
+        ..Options::on(stack)
+    })
+    .await;
+    let call = app
+        .initiate("alice", "team", &["bob", "carol", "dave"], true)
+        .await;
+    let id = id_of(&call);
+    let channel = format!("call_{id}");
+    for user in ["bob", "carol", "dave"] {
+        app.join(user, &id).await.ok(200);
+        deliver(&app, &notice(&format!("in-{user}"), 103, &channel, user, 1)).await;
+    }
+    let on_call = app.subjects.call_events(&id);
+    socket_gone(&app, "carol").await;
+    socket_gone(&app, "dave").await;
+
+    // In this order, so that bob's and carol's graces end before dave's: bob's media drops but
+    // his socket lives; carol has no socket but comes back into the media within the grace;
+    // dave has neither.
+    deliver(&app, &notice("out-bob", 104, &channel, "bob", 2)).await;
+    deliver(&app, &notice("out-carol", 104, &channel, "carol", 2)).await;
+    deliver(&app, &notice("back-carol", 103, &channel, "carol", 3)).await;
+    deliver(&app, &notice("out-dave", 104, &channel, "dave", 2)).await;
+
+    let left = app.events.wait_for(&on_call, "participant_left").await;
+    assert_eq!(
+        (left.data["userId"].as_str(), left.data["reason"].as_str()),
+        (Some("dave"), Some("connection_lost"))
+    );
+    // Timers fire in due order, so bob's grace has run out too by now.
+    let now = app.call("alice", &id).await.ok(200);
+    assert_eq!(participant(&now, "dave")["status"], "left");
+    assert_eq!(participant(&now, "bob")["status"], "joined");
+    assert_eq!(participant(&now, "bob")["inMedia"], false);
+    assert_eq!(participant(&now, "carol")["status"], "joined");
+    assert_eq!(participant(&now, "carol")["isConnected"], false);
+    assert_eq!(now["status"], "active");
+    assert_eq!(
+        app.events
+            .on(&on_call)
+            .iter()
+            .filter(|e| e.name == "participant_left")
+            .count(),
+        1,
+        "only dave left"
+    );
 }

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calls_api::domain::{
-    Actor, Audience, Call, CallId, CallStatus, CallType, DomainError, EndReason, Invitation,
-    LeftReason, MediaPatch, NewCall, ParticipantStatus, TimerKind, Timing,
+    Actor, Audience, Call, CallId, CallStatus, CallType, ChannelNotice, DomainError, EndReason,
+    Invitation, LeftReason, MediaPatch, NewCall, ParticipantStatus, TimerKind, Timing,
 };
 use calls_api::store::{Backend, Initiated, Store, StoreError};
 use futures::FutureExt;
@@ -41,6 +41,7 @@ fn timing() -> Timing {
         disconnect_grace: Duration::from_secs(30),
         max_duration: Some(Duration::from_secs(3600)),
         alone_timeout: Some(Duration::from_secs(120)),
+        media_grace: None,
     }
 }
 
@@ -1478,6 +1479,80 @@ async fn a_per_call_ring_timeout_is_stored_and_used_by_the_timer(db: TestDb) {
     assert_eq!(c.end_reason, Some(EndReason::Missed));
 }
 
+fn channel_notice(user: &str, in_media: bool, client_seq: i64, ts: i64) -> ChannelNotice {
+    ChannelNotice {
+        user_id: user.into(),
+        in_media,
+        client_seq,
+        uid: Some(77),
+        reason: (!in_media).then_some(1),
+        at: at(ts),
+    }
+}
+
+async fn media_time_and_the_media_grace_timer_survive_a_restart(db: TestDb) {
+    let t = Timing {
+        media_grace: Some(Duration::from_secs(30)),
+        ..timing()
+    };
+    let first = db.store().await;
+    let call = create(&first, new_call("room-1", false, "alice", &["bob"]), T0).await;
+    join(&first, call.id, "bob", at(1)).await;
+    for (id, notice) in [
+        ("n1", channel_notice("bob", true, 1, 2)),
+        ("n2", channel_notice("alice", true, 1, 3)),
+        ("n3", channel_notice("bob", false, 2, 12)),
+    ] {
+        first
+            .apply_channel_notice(id, 103, call.id, &notice, at(20), &t)
+            .await
+            .unwrap();
+    }
+    first
+        .socket_connected("n1", "s1", "bob", at(21), &t)
+        .await
+        .unwrap();
+    first
+        .socket_disconnected("n1", "s1", at(22), &t)
+        .await
+        .unwrap();
+    first.close().await;
+
+    let restarted = db.store().await;
+    let c = restarted.get_call(call.id).await.unwrap().unwrap();
+    assert_eq!(c.participant("bob").unwrap().media_seconds, 10);
+    assert_eq!(c.participant("bob").unwrap().media_uid, Some(77));
+    assert_eq!(c.participant("alice").unwrap().media_since, Some(at(3)));
+    assert_eq!(c.media_seconds, 10);
+    // bob's media grace (from the leave at 20 s) is due before his disconnect grace (52 s).
+    assert_eq!(restarted.next_timer_due().await.unwrap(), Some(at(50)));
+    let fired = restarted.fire_due_timers(at(50), 10).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].kind, TimerKind::MediaGrace);
+    assert_eq!(fired[0].user_id.as_deref(), Some("bob"));
+    let c = restarted.get_call(call.id).await.unwrap().unwrap();
+    assert_eq!(
+        c.participant("bob").unwrap().status,
+        ParticipantStatus::Left
+    );
+    // The 1:1 ended then; alice's open stay ran to the end.
+    assert_eq!(c.ended_at, Some(at(50)));
+    assert_eq!(c.participant("alice").unwrap().media_seconds, 47);
+    assert_eq!(c.media_seconds, 57);
+    let outbox = restarted.unpublished_events(100).await.unwrap();
+    let left = outbox
+        .iter()
+        .find(|e| e.event == "participant_left")
+        .unwrap();
+    assert!(left.payload.contains("\"connection_lost\""));
+    let ended = outbox.iter().find(|e| e.event == "call_ended").unwrap();
+    assert!(
+        ended.payload.contains("\"mediaSeconds\":57"),
+        "{}",
+        ended.payload
+    );
+}
+
 backend_tests!(
     migrations_apply_twice_and_the_database_answers_pings,
     an_initiated_call_reads_back_exactly_as_it_was_returned,
@@ -1503,6 +1578,7 @@ backend_tests!(
     a_removed_participant_stays_removed_across_a_reload_until_invited_again,
     the_host_role_and_the_alone_timer_survive_a_restart,
     a_per_call_ring_timeout_is_stored_and_used_by_the_timer,
+    media_time_and_the_media_grace_timer_survive_a_restart,
 );
 
 // ----- backend-independent -----

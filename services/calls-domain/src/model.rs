@@ -119,6 +119,7 @@ wire_enum!(
         DisconnectGrace => "disconnect_grace",
         MaxDuration => "max_duration",
         AloneTimeout => "alone_timeout",
+        MediaGrace => "media_grace",
     }
 );
 
@@ -429,6 +430,10 @@ pub struct Timing {
     /// `CALL_ALONE_TIMEOUT_SECONDS` (default 120 s): a group call whose last other participant
     /// left ends after this; `None` for never.
     pub alone_timeout: Option<Duration>,
+    /// `CALL_MEDIA_GRACE_SECONDS` (default 30 s): a joined participant Agora reports out of the
+    /// call's channel this long, with no socket either, becomes `left` (`connection_lost`);
+    /// `None` for never (CONTRACT section 11).
+    pub media_grace: Option<Duration>,
 }
 
 impl Default for Timing {
@@ -438,6 +443,7 @@ impl Default for Timing {
             disconnect_grace: Duration::from_secs(30),
             max_duration: Some(Duration::from_secs(14_400)),
             alone_timeout: Some(Duration::from_secs(120)),
+            media_grace: Some(Duration::from_secs(30)),
         }
     }
 }

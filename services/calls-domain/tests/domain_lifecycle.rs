@@ -28,6 +28,7 @@ fn timing() -> Timing {
         disconnect_grace: Duration::from_secs(30),
         max_duration: Some(Duration::from_secs(3600)),
         alone_timeout: Some(Duration::from_secs(120)),
+        media_grace: None,
     }
 }
 

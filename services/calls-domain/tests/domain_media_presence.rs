@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use calls_domain::{
-    Actor, Audience, Call, CallType, ChannelNotice, EventKind, MediaPatch, NewCall, Timing,
+    Actor, Audience, Call, CallStatus, CallType, ChannelNotice, EventKind, LeftReason, MediaPatch,
+    NewCall, Outcome, ParticipantStatus, TimerChange, TimerKind, Timing,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -26,6 +27,7 @@ fn timing() -> Timing {
         disconnect_grace: Duration::from_secs(30),
         max_duration: None,
         alone_timeout: None,
+        media_grace: None,
     }
 }
 
@@ -68,7 +70,7 @@ fn notice_at(user: &str, in_media: bool, client_seq: i64, ts: OffsetDateTime) ->
 fn a_join_notice_puts_the_participant_in_the_media_and_tells_the_call() {
     let mut call = answered_call();
     let seq = call.seq;
-    let out = call.channel_notice(&notice("bob", true, 10), at(2));
+    let out = call.channel_notice(&notice("bob", true, 10), at(2), &timing());
     let bob = call.participant("bob").unwrap();
     assert!(bob.in_media);
     assert_eq!(bob.media_uid, Some(4242));
@@ -91,8 +93,8 @@ fn a_join_notice_puts_the_participant_in_the_media_and_tells_the_call() {
 #[test]
 fn a_leave_notice_takes_the_participant_out_with_agoras_reason() {
     let mut call = answered_call();
-    call.channel_notice(&notice("bob", true, 10), at(2));
-    let out = call.channel_notice(&notice("bob", false, 11), at(3));
+    call.channel_notice(&notice("bob", true, 10), at(2), &timing());
+    let out = call.channel_notice(&notice("bob", false, 11), at(3), &timing());
     assert!(!call.participant("bob").unwrap().in_media);
     assert_eq!(
         out.events[0].kind,
@@ -107,13 +109,13 @@ fn a_leave_notice_takes_the_participant_out_with_agoras_reason() {
 #[test]
 fn a_notice_older_than_the_last_applied_changes_nothing() {
     let mut call = answered_call();
-    call.channel_notice(&notice("bob", false, 20), at(2));
-    call.channel_notice(&notice("bob", true, 21), at(3));
+    call.channel_notice(&notice("bob", false, 20), at(2), &timing());
+    call.channel_notice(&notice("bob", true, 21), at(3), &timing());
     let before = call.clone();
-    let out = call.channel_notice(&notice("bob", false, 20), at(4));
+    let out = call.channel_notice(&notice("bob", false, 20), at(4), &timing());
     assert!(out.events.is_empty());
     assert_eq!(call, before);
-    let out = call.channel_notice(&notice("bob", false, 19), at(4));
+    let out = call.channel_notice(&notice("bob", false, 19), at(4), &timing());
     assert!(out.events.is_empty());
     assert_eq!(call, before);
 }
@@ -121,9 +123,9 @@ fn a_notice_older_than_the_last_applied_changes_nothing() {
 #[test]
 fn a_repeated_state_only_advances_the_order_and_emits_nothing() {
     let mut call = answered_call();
-    call.channel_notice(&notice("bob", true, 10), at(2));
+    call.channel_notice(&notice("bob", true, 10), at(2), &timing());
     let seq = call.seq;
-    let out = call.channel_notice(&notice("bob", true, 12), at(3));
+    let out = call.channel_notice(&notice("bob", true, 12), at(3), &timing());
     assert!(out.events.is_empty());
     assert_eq!(call.seq, seq);
     assert_eq!(call.participant("bob").unwrap().media_client_seq, Some(12));
@@ -133,7 +135,7 @@ fn a_repeated_state_only_advances_the_order_and_emits_nothing() {
 fn someone_who_is_not_a_participant_changes_nothing() {
     let mut call = answered_call();
     let before = call.clone();
-    let out = call.channel_notice(&notice("mallory", true, 1), at(2));
+    let out = call.channel_notice(&notice("mallory", true, 1), at(2), &timing());
     assert!(out.events.is_empty());
     assert_eq!(call, before);
 }
@@ -141,11 +143,11 @@ fn someone_who_is_not_a_participant_changes_nothing() {
 #[test]
 fn an_ended_call_has_nobody_in_the_media_and_ignores_later_notices() {
     let mut call = answered_call();
-    call.channel_notice(&notice("bob", true, 10), at(2));
+    call.channel_notice(&notice("bob", true, 10), at(2), &timing());
     call.end(&Actor::new("alice", false), at(3)).unwrap();
     assert!(!call.participant("bob").unwrap().in_media);
     let before = call.clone();
-    let out = call.channel_notice(&notice("bob", true, 11), at(4));
+    let out = call.channel_notice(&notice("bob", true, 11), at(4), &timing());
     assert!(out.events.is_empty());
     assert_eq!(call, before);
 }
@@ -153,7 +155,7 @@ fn an_ended_call_has_nobody_in_the_media_and_ignores_later_notices() {
 #[test]
 fn media_presence_is_in_the_participant_json_but_the_uid_and_order_are_not() {
     let mut call = answered_call();
-    call.channel_notice(&notice("bob", true, 10), at(2));
+    call.channel_notice(&notice("bob", true, 10), at(2), &timing());
     let json = serde_json::to_value(call.participant("bob").unwrap()).unwrap();
     assert_eq!(json["inMedia"], true);
     assert!(json.get("mediaUid").is_none());
@@ -166,14 +168,14 @@ fn media_presence_is_in_the_participant_json_but_the_uid_and_order_are_not() {
 fn media_seconds_add_up_each_stay_by_the_notices_own_times_not_their_arrival() {
     let mut call = answered_call();
     // Delivered at 500 s and 900 s, but Agora says bob was in from 10 s to 70 s: 60 s.
-    call.channel_notice(&notice_at("bob", true, 1, at(10)), at(500));
-    call.channel_notice(&notice_at("bob", false, 2, at(70)), at(900));
+    call.channel_notice(&notice_at("bob", true, 1, at(10)), at(500), &timing());
+    call.channel_notice(&notice_at("bob", false, 2, at(70)), at(900), &timing());
     assert_eq!(call.participant("bob").unwrap().media_seconds, 60);
     // A second stay adds to the first; alice's stay counts for the call too.
-    call.channel_notice(&notice_at("bob", true, 3, at(100)), at(901));
-    call.channel_notice(&notice_at("bob", false, 4, at(125)), at(902));
-    call.channel_notice(&notice_at("alice", true, 1, at(5)), at(903));
-    call.channel_notice(&notice_at("alice", false, 2, at(45)), at(904));
+    call.channel_notice(&notice_at("bob", true, 3, at(100)), at(901), &timing());
+    call.channel_notice(&notice_at("bob", false, 4, at(125)), at(902), &timing());
+    call.channel_notice(&notice_at("alice", true, 1, at(5)), at(903), &timing());
+    call.channel_notice(&notice_at("alice", false, 2, at(45)), at(904), &timing());
     assert_eq!(call.participant("bob").unwrap().media_seconds, 85);
     assert_eq!(call.participant("alice").unwrap().media_seconds, 40);
     assert_eq!(call.media_seconds, 125);
@@ -184,9 +186,9 @@ fn media_seconds_add_up_each_stay_by_the_notices_own_times_not_their_arrival() {
 #[test]
 fn a_stay_still_open_counts_when_the_call_ends_and_is_reported_in_call_ended() {
     let mut call = answered_call();
-    call.channel_notice(&notice_at("bob", true, 1, at(10)), at(11));
-    call.channel_notice(&notice_at("alice", true, 1, at(20)), at(21));
-    call.channel_notice(&notice_at("alice", false, 2, at(30)), at(31));
+    call.channel_notice(&notice_at("bob", true, 1, at(10)), at(11), &timing());
+    call.channel_notice(&notice_at("alice", true, 1, at(20)), at(21), &timing());
+    call.channel_notice(&notice_at("alice", false, 2, at(30)), at(31), &timing());
     // Still open: not counted while the call is live.
     assert_eq!(call.participant("bob").unwrap().media_seconds, 0);
     assert_eq!(call.media_seconds, 10);
@@ -209,8 +211,8 @@ fn a_stay_still_open_counts_when_the_call_ends_and_is_reported_in_call_ended() {
 #[test]
 fn a_leave_that_agora_dates_before_its_join_adds_nothing() {
     let mut call = answered_call();
-    call.channel_notice(&notice_at("bob", true, 1, at(50)), at(51));
-    call.channel_notice(&notice_at("bob", false, 2, at(40)), at(52));
+    call.channel_notice(&notice_at("bob", true, 1, at(50)), at(51), &timing());
+    call.channel_notice(&notice_at("bob", false, 2, at(40)), at(52), &timing());
     assert_eq!(call.participant("bob").unwrap().media_seconds, 0);
     assert!(!call.participant("bob").unwrap().in_media);
 }
@@ -218,16 +220,149 @@ fn a_leave_that_agora_dates_before_its_join_adds_nothing() {
 #[test]
 fn a_repeated_join_keeps_the_stay_running_from_the_first() {
     let mut call = answered_call();
-    call.channel_notice(&notice_at("bob", true, 1, at(10)), at(11));
-    call.channel_notice(&notice_at("bob", true, 2, at(30)), at(31));
-    call.channel_notice(&notice_at("bob", false, 3, at(40)), at(41));
+    call.channel_notice(&notice_at("bob", true, 1, at(10)), at(11), &timing());
+    call.channel_notice(&notice_at("bob", true, 2, at(30)), at(31), &timing());
+    call.channel_notice(&notice_at("bob", false, 3, at(40)), at(41), &timing());
     assert_eq!(call.participant("bob").unwrap().media_seconds, 30);
 }
 
 #[test]
 fn a_leave_without_a_join_seen_adds_nothing() {
     let mut call = answered_call();
-    call.channel_notice(&notice_at("bob", false, 5, at(40)), at(41));
+    call.channel_notice(&notice_at("bob", false, 5, at(40)), at(41), &timing());
     assert_eq!(call.participant("bob").unwrap().media_seconds, 0);
     assert_eq!(call.media_seconds, 0);
+}
+
+/// As [`timing`], with the media grace on (30 s).
+fn ghost_timing() -> Timing {
+    Timing {
+        media_grace: Some(Duration::from_secs(30)),
+        ..timing()
+    }
+}
+
+fn left_reason(out: &Outcome, user: &str) -> Option<LeftReason> {
+    out.events.iter().find_map(|e| match &e.kind {
+        EventKind::ParticipantLeft { user_id, reason } if user_id == user => Some(*reason),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_joined_participant_leaving_the_media_starts_the_media_grace_and_coming_back_cancels_it() {
+    let mut call = answered_call();
+    call.channel_notice(&notice("bob", true, 1), at(2), &ghost_timing());
+    let out = call.channel_notice(&notice("bob", false, 2), at(3), &ghost_timing());
+    assert_eq!(
+        out.timers,
+        vec![TimerChange::Schedule {
+            kind: TimerKind::MediaGrace,
+            user_id: Some("bob".into()),
+            due_at: at(33),
+        }]
+    );
+    let out = call.channel_notice(&notice("bob", true, 3), at(10), &ghost_timing());
+    assert_eq!(
+        out.timers,
+        vec![TimerChange::Cancel {
+            kind: TimerKind::MediaGrace,
+            user_id: Some("bob".into()),
+        }]
+    );
+}
+
+#[test]
+fn a_ghost_out_of_the_media_and_without_a_socket_leaves_when_the_media_grace_runs_out() {
+    let mut call = answered_call();
+    call.channel_notice(&notice("bob", true, 1), at(2), &ghost_timing());
+    call.channel_notice(&notice("bob", false, 2), at(3), &ghost_timing());
+    call.presence("bob", false, at(4), &ghost_timing());
+    let out = call.fire_timer(TimerKind::MediaGrace, Some("bob"), at(33));
+    assert_eq!(left_reason(&out, "bob"), Some(LeftReason::ConnectionLost));
+    assert_eq!(
+        call.participant("bob").unwrap().status,
+        ParticipantStatus::Left
+    );
+    // A 1:1 ends when either side leaves; nobody is to blame for a lost connection.
+    assert_eq!(call.status, CallStatus::Ended);
+    assert_eq!(call.ended_by, None);
+}
+
+#[test]
+fn someone_whose_media_dropped_but_whose_socket_lives_stays_joined() {
+    let mut call = answered_call();
+    call.channel_notice(&notice("bob", true, 1), at(2), &ghost_timing());
+    call.channel_notice(&notice("bob", false, 2), at(3), &ghost_timing());
+    let before = call.clone();
+    let out = call.fire_timer(TimerKind::MediaGrace, Some("bob"), at(33));
+    assert!(out.events.is_empty());
+    assert_eq!(call, before);
+    assert_eq!(
+        call.participant("bob").unwrap().status,
+        ParticipantStatus::Joined
+    );
+}
+
+#[test]
+fn someone_back_in_the_media_when_the_media_grace_runs_out_stays_joined() {
+    let mut call = answered_call();
+    call.channel_notice(&notice("bob", false, 2), at(3), &ghost_timing());
+    call.presence("bob", false, at(4), &ghost_timing());
+    call.channel_notice(&notice("bob", true, 3), at(5), &ghost_timing());
+    let out = call.fire_timer(TimerKind::MediaGrace, Some("bob"), at(33));
+    assert!(out.events.is_empty());
+    assert_eq!(
+        call.participant("bob").unwrap().status,
+        ParticipantStatus::Joined
+    );
+}
+
+/// A group call from alice that bob and carol joined.
+fn group_call() -> Call {
+    let new = NewCall {
+        chat_room_id: "room-1".into(),
+        call_type: CallType::Video,
+        is_group_call: true,
+        initiator_id: "alice".into(),
+        invitee_ids: vec!["bob".into(), "carol".into()],
+        max_participants: 8,
+        ring_timeout: None,
+        initiator_profile: Default::default(),
+    };
+    let (mut call, _) =
+        Call::initiate(new, &BTreeSet::new(), Uuid::from_u128(8), T0, &timing()).unwrap();
+    for user in ["bob", "carol"] {
+        call.join(&Actor::new(user, false), &MediaPatch::default(), at(1))
+            .unwrap();
+    }
+    call
+}
+
+#[test]
+fn with_the_media_grace_off_or_for_someone_not_joined_a_leave_starts_no_timer() {
+    let mut call = answered_call();
+    let out = call.channel_notice(&notice("bob", false, 2), at(3), &timing());
+    assert!(out.timers.is_empty());
+
+    let mut group = group_call();
+    group
+        .leave(&Actor::new("carol", false), LeftReason::Left, at(2))
+        .unwrap();
+    let out = group.channel_notice(&notice("carol", false, 1), at(3), &ghost_timing());
+    assert!(out.timers.is_empty(), "carol left the call already");
+}
+
+#[test]
+fn a_ghost_who_leaves_the_call_first_has_the_media_grace_cancelled() {
+    let mut call = group_call();
+    call.channel_notice(&notice("bob", false, 2), at(3), &ghost_timing());
+    let out = call
+        .leave(&Actor::new("bob", false), LeftReason::Left, at(4))
+        .unwrap();
+    assert!(out.timers.contains(&TimerChange::Cancel {
+        kind: TimerKind::MediaGrace,
+        user_id: Some("bob".into()),
+    }));
+    assert_eq!(call.status, CallStatus::Active);
 }

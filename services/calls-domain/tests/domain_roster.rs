@@ -29,6 +29,7 @@ fn timing() -> Timing {
         disconnect_grace: Duration::from_secs(30),
         max_duration: Some(Duration::from_secs(3600)),
         alone_timeout: Some(Duration::from_secs(120)),
+        media_grace: None,
     }
 }
 
@@ -631,6 +632,7 @@ fn a_host_left_alone_after_removing_everyone_gets_the_alone_timeout_too() {
 fn without_an_alone_timeout_a_lone_participant_stays_as_long_as_they_like() {
     let t = Timing {
         alone_timeout: None,
+        media_grace: None,
         ..timing()
     };
     let (mut c, _) = start_with(new_call(true, &["bob"], 4), &t);

@@ -10,7 +10,7 @@
 use time::OffsetDateTime;
 
 use crate::domain::timefmt::to_millis;
-use crate::domain::{CallId, ChannelNotice, DomainEvent};
+use crate::domain::{CallId, ChannelNotice, DomainEvent, Timing};
 
 use super::rows::{load_call, persist};
 use super::{Store, StoreError};
@@ -41,6 +41,7 @@ impl Store {
         call_id: CallId,
         notice: &ChannelNotice,
         now: OffsetDateTime,
+        timing: &Timing,
     ) -> Result<NoticeApplied, StoreError> {
         let mut tx = self.begin_write().await?;
         let recorded = sqlx::query(
@@ -61,7 +62,7 @@ impl Store {
             return Ok(NoticeApplied::UnknownCall);
         };
         let before = call.clone();
-        let outcome = call.channel_notice(notice, now);
+        let outcome = call.channel_notice(notice, now, timing);
         persist(&mut tx, Some(&before), &call, &outcome, &None.into()).await?;
         tx.commit().await?;
         Ok(NoticeApplied::Applied {

@@ -95,6 +95,8 @@ pub struct Options {
     pub max_participants: u32,
     pub max_invitees: u32,
     pub alone_timeout_seconds: u64,
+    /// `CALL_MEDIA_GRACE_SECONDS`.
+    pub media_grace_seconds: u64,
     pub media_token_url: Option<String>,
     pub media_token_timeout_ms: u64,
     pub heartbeat_seconds: u64,
@@ -122,6 +124,7 @@ impl Default for Options {
             max_participants: 16,
             max_invitees: 100,
             alone_timeout_seconds: 120,
+            media_grace_seconds: 30,
             media_token_url: None,
             media_token_timeout_ms: 2_000,
             heartbeat_seconds: 5,
@@ -290,6 +293,7 @@ pub fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &st
             max_participants: options.max_participants,
             max_invitees: options.max_invitees,
             alone_timeout_seconds: options.alone_timeout_seconds,
+            media_grace_seconds: options.media_grace_seconds,
         },
         media_token_url: options.media_token_url.clone(),
         media_token_service_token: options

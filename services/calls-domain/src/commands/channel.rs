@@ -4,12 +4,21 @@
 //! Agora may deliver notices late, twice or out of order. Duplicates are the store's to drop
 //! (by `noticeId`); order is restored here: each participant keeps the `clientSeq` of the last
 //! notice applied, and an older (or equal) one changes nothing.
+//!
+//! Ghosts: a joined participant whose client left the channel gets `CALL_MEDIA_GRACE_SECONDS`
+//! to come back (a network change, an app restart). The `media_grace` timer is scheduled on the
+//! leave and cancelled on a join; when it fires, someone still out of the media and without a
+//! socket leaves with `connection_lost`. Someone whose socket is alive stays joined (the media
+//! may drop while the app still talks to us: the disconnect grace takes over if the socket goes
+//! later).
+
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{Outcome, Step, run};
+use super::{Outcome, Step, TimerChange, run};
 use crate::events::EventKind;
-use crate::model::{Call, UserId};
+use crate::model::{Call, LeftReason, ParticipantStatus, TimerKind, Timing, UserId};
 
 /// One join or leave of the call's channel, for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,9 +46,28 @@ impl Call {
     /// not one of its participants, and a notice older than the last one applied for the user.
     /// Any participant counts, whatever their status: someone who left the call may still be
     /// in the channel, which is what the flag says.
-    pub fn channel_notice(&mut self, notice: &ChannelNotice, now: OffsetDateTime) -> Outcome {
+    ///
+    /// A leave of a `joined` participant starts the media grace (`timing.media_grace`, when
+    /// on); a join cancels it.
+    pub fn channel_notice(
+        &mut self,
+        notice: &ChannelNotice,
+        now: OffsetDateTime,
+        timing: &Timing,
+    ) -> Outcome {
         run(self, now, false, |s| {
-            s.channel_notice(notice);
+            s.channel_notice(notice, timing.media_grace);
+            Ok(())
+        })
+        .unwrap_or_default()
+    }
+
+    /// The media grace of `user` ran out: if still `joined`, out of the media and without a
+    /// socket, they leave with reason `connection_lost` (which may end the call). Otherwise
+    /// nothing: they came back into the media, or their socket is alive.
+    pub fn media_grace_expired(&mut self, user_id: &str, now: OffsetDateTime) -> Outcome {
+        run(self, now, true, |s| {
+            s.media_grace_expired(user_id);
             Ok(())
         })
         .unwrap_or_default()
@@ -47,7 +75,7 @@ impl Call {
 }
 
 impl Step<'_> {
-    fn channel_notice(&mut self, notice: &ChannelNotice) {
+    fn channel_notice(&mut self, notice: &ChannelNotice, media_grace: Option<Duration>) {
         if !self.call.is_live() {
             return;
         }
@@ -68,16 +96,40 @@ impl Step<'_> {
             return;
         }
         p.in_media = notice.in_media;
+        let joined = p.status == ParticipantStatus::Joined;
         if notice.in_media {
             p.media_since = Some(notice.at);
+            if joined && media_grace.is_some() {
+                self.out.timers.push(TimerChange::Cancel {
+                    kind: TimerKind::MediaGrace,
+                    user_id: Some(notice.user_id.clone()),
+                });
+            }
         } else {
             p.close_media_stay(notice.at);
             self.call.sum_media_seconds();
+            if joined && let Some(grace) = media_grace {
+                self.schedule(TimerKind::MediaGrace, Some(notice.user_id.clone()), grace);
+            }
         }
         self.call_event(EventKind::ParticipantMediaPresence {
             user_id: notice.user_id.clone(),
             in_media: notice.in_media,
             reason: if notice.in_media { None } else { notice.reason },
         });
+    }
+}
+
+impl Step<'_> {
+    fn media_grace_expired(&mut self, user_id: &str) {
+        if !self.call.is_live() {
+            return;
+        }
+        if let Some(i) = self.index_of(user_id) {
+            let p = &self.call.participants[i];
+            if p.status == ParticipantStatus::Joined && !p.in_media && !p.is_connected {
+                self.depart(i, LeftReason::ConnectionLost, None);
+            }
+        }
     }
 }

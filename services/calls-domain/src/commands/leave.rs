@@ -45,6 +45,8 @@ impl Step<'_> {
         let now = self.now;
         let p = &mut self.call.participants[i];
         let was_disconnected = !p.is_connected;
+        // Out of the media after a leave notice: the media grace may be running.
+        let media_grace_running = !p.in_media && p.media_client_seq.is_some();
         p.status = ParticipantStatus::Left;
         p.left_at = Some(now);
         p.is_connected = true;
@@ -52,6 +54,12 @@ impl Step<'_> {
         if was_disconnected {
             self.out.timers.push(TimerChange::Cancel {
                 kind: TimerKind::DisconnectGrace,
+                user_id: Some(user_id.clone()),
+            });
+        }
+        if media_grace_running {
+            self.out.timers.push(TimerChange::Cancel {
+                kind: TimerKind::MediaGrace,
                 user_id: Some(user_id.clone()),
             });
         }

@@ -86,7 +86,7 @@ pub enum TimerChange {
     Schedule {
         /// Which timer.
         kind: TimerKind,
-        /// The participant it is about (`DisconnectGrace` only).
+        /// The participant it is about (`DisconnectGrace` and `MediaGrace`).
         user_id: Option<UserId>,
         /// When it fires.
         due_at: OffsetDateTime,
@@ -95,7 +95,7 @@ pub enum TimerChange {
     Cancel {
         /// Which timer.
         kind: TimerKind,
-        /// The participant it is about (`DisconnectGrace` only).
+        /// The participant it is about (`DisconnectGrace` and `MediaGrace`).
         user_id: Option<UserId>,
     },
     /// Delete every timer of the call (the call ended).

@@ -1,4 +1,5 @@
-//! The server-side timers: ring timeout, disconnect grace, max duration, alone timeout.
+//! The server-side timers: ring timeout, disconnect grace, max duration, alone timeout (and
+//! the media grace, in `channel`).
 //!
 //! A call has one ring timer, due at the earliest ring deadline of those still being rung
 //! (each invitee's `invitedAt` plus the call's ring timeout): people invited into a live call
@@ -75,8 +76,9 @@ impl Call {
             (TimerKind::DisconnectGrace, Some(user_id)) => {
                 self.disconnect_grace_expired(user_id, now)
             }
+            (TimerKind::MediaGrace, Some(user_id)) => self.media_grace_expired(user_id, now),
             // A grace timer without a user cannot be acted on.
-            (TimerKind::DisconnectGrace, None) => Outcome::default(),
+            (TimerKind::DisconnectGrace | TimerKind::MediaGrace, None) => Outcome::default(),
         }
     }
 }
