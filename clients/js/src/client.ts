@@ -7,7 +7,7 @@ import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket
 
 import { Emitter } from './emitter.js';
 import { CallsApiError, isCallsApiError } from './errors.js';
-import { LiveCall, type CallLink, type ResyncReason } from './live-call.js';
+import { LiveCall, mediaTimeOf, type CallLink, type ResyncReason } from './live-call.js';
 import { ManagedMediaSession, type MediaSessionOptions } from './media.js';
 import { parseCallPush, type CallPush, type MissedCallPush, type PushTransport } from './push.js';
 import { RestClient, type FetchLike, type InitiateResult, type RequestOptions } from './rest.js';
@@ -681,7 +681,7 @@ export class CallsClient extends Emitter<CallsClientEvents> {
   private observe(call: Call): Call {
     this.calls.get(call.id)?.applyCall(call);
     if (call.status === 'ended' && call.endReason) {
-      this.noteEnded({ callId: call.id, seq: call.seq, at: call.endedAt ?? new Date().toISOString(), reason: call.endReason, endedBy: call.endedBy });
+      this.noteEnded({ callId: call.id, seq: call.seq, at: call.endedAt ?? new Date().toISOString(), reason: call.endReason, endedBy: call.endedBy, ...mediaTimeOf(call) });
     }
     return call;
   }

@@ -80,6 +80,20 @@ const KNOWN = new Set<string>([
 ]);
 
 /** Whether `name` is a call event this version applies itself. */
+/**
+ * The media time a `call_ended` reports, read from an ended Call (when the end is learnt from a
+ * snapshot or a REST answer rather than the event): the call's `mediaSeconds` and each
+ * participant's that has any. 0 from a server that does not count media time.
+ */
+export function mediaTimeOf(call: Call): Pick<CallEndedEvent, 'mediaSeconds' | 'participantMediaSeconds'> {
+  return {
+    mediaSeconds: call.mediaSeconds ?? 0,
+    participantMediaSeconds: call.participants
+      .filter((p) => (p.mediaSeconds ?? 0) > 0)
+      .map((p) => ({ userId: p.userId, mediaSeconds: p.mediaSeconds })),
+  };
+}
+
 export function isKnownCallEvent(name: string): name is keyof CallEventPayloads {
   return KNOWN.has(name);
 }
@@ -177,11 +191,15 @@ export function applyCallEvent(call: Call, name: string, event: CallEventBase & 
       next.endedAt = e.at;
       next.endReason = e.reason;
       next.endedBy = e.endedBy;
-      // An ended call has nobody in the media (CONTRACT section 11).
+      // An ended call has nobody in the media, and its media time is final (CONTRACT
+      // section 11); a server that does not report it leaves what the state had.
+      const media = new Map((e.participantMediaSeconds ?? []).map((m) => [m.userId, m.mediaSeconds]));
+      if (e.mediaSeconds !== undefined) next.mediaSeconds = e.mediaSeconds;
       next.participants = next.participants.map((p) => {
-        if (p.status === 'joined') return { ...p, status: 'left', leftAt: e.at, isConnected: true, inMedia: false };
-        if (p.status === 'invited' || p.status === 'ringing') return { ...p, status: 'missed', inMedia: false };
-        return { ...p, inMedia: false };
+        const q = e.mediaSeconds !== undefined ? { ...p, inMedia: false, mediaSeconds: media.get(p.userId) ?? 0 } : { ...p, inMedia: false };
+        if (p.status === 'joined') return { ...q, status: 'left', leftAt: e.at, isConnected: true };
+        if (p.status === 'invited' || p.status === 'ringing') return { ...q, status: 'missed' };
+        return q;
       });
       return next;
     }
@@ -475,6 +493,7 @@ export class LiveCall extends Emitter<LiveCallEvents> {
       at: now.endedAt ?? new Date().toISOString(),
       reason: now.endReason ?? 'failed',
       endedBy: now.endedBy,
+      ...mediaTimeOf(now),
     });
     this.unfollow();
   }

@@ -164,10 +164,15 @@ describe('a LiveCall applies call events once each, in seq order', () => {
     const { live } = liveCall(initial);
     const ended = [];
     live.on('ended', (e) => ended.push(e));
-    live.receive('call_ended', { callId: CALL_ID, seq: 3, at: '2026-02-24T12:05:00Z', reason: 'completed', endedBy: 'alice' });
-    live.receive('call_ended', { callId: CALL_ID, seq: 3, at: '2026-02-24T12:05:00Z', reason: 'completed', endedBy: 'alice' });
+    const end = {
+      callId: CALL_ID, seq: 3, at: '2026-02-24T12:05:00Z', reason: 'completed', endedBy: 'alice',
+      mediaSeconds: 420, participantMediaSeconds: [{ userId: 'alice', mediaSeconds: 300 }, { userId: 'bob', mediaSeconds: 120 }],
+    };
+    live.receive('call_ended', end);
+    live.receive('call_ended', end);
     assert.equal(ended.length, 1);
-    assert.deepEqual(ended[0], { callId: CALL_ID, seq: 3, at: '2026-02-24T12:05:00Z', reason: 'completed', endedBy: 'alice' });
+    assert.deepEqual(ended[0], end);
+    assert.deepEqual([live.state.mediaSeconds, live.state.participants.map((p) => p.mediaSeconds)], [420, [300, 120, 0]]);
     assert.deepEqual(live.state.participants.map((p) => [p.userId, p.status, p.leftAt]), [
       ['alice', 'left', '2026-02-24T12:05:00Z'], ['bob', 'left', '2026-02-24T12:05:00Z'], ['carol', 'missed', null],
     ]);
