@@ -12,25 +12,12 @@ use calls_domain::{
     EventKind, LeftReason, MediaPatch, NewCall, Outcome, ParticipantStatus as S, TimerChange,
     TimerKind, Timing,
 };
-use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
 
-const T0: OffsetDateTime = datetime!(2026-03-01 12:00:00 UTC);
+mod support;
 
-fn at(secs: i64) -> OffsetDateTime {
-    T0 + time::Duration::seconds(secs)
-}
-
-fn timing() -> Timing {
-    Timing {
-        ring_timeout: Duration::from_secs(45),
-        disconnect_grace: Duration::from_secs(30),
-        max_duration: Some(Duration::from_secs(3600)),
-        alone_timeout: Some(Duration::from_secs(120)),
-        media_grace: None,
-    }
-}
+use support::{T0, at, ended, names, status, timing};
 
 fn id() -> Uuid {
     Uuid::from_u128(42)
@@ -80,23 +67,6 @@ fn join(c: &mut Call, name: &str, t: i64) -> Outcome {
 fn leave(c: &mut Call, name: &str, t: i64) -> Outcome {
     c.leave(&user(name), LeftReason::Left, at(t))
         .expect("leave")
-}
-
-fn status(c: &Call, name: &str) -> Option<S> {
-    c.participant(name).map(|p| p.status)
-}
-
-fn names(events: &[DomainEvent]) -> Vec<&'static str> {
-    events.iter().map(DomainEvent::name).collect()
-}
-
-fn ended(out: &Outcome) -> Option<(EndReason, Option<String>)> {
-    out.events.iter().find_map(|e| match &e.kind {
-        EventKind::CallEnded {
-            reason, ended_by, ..
-        } => Some((*reason, ended_by.clone())),
-        _ => None,
-    })
 }
 
 fn cancellations(out: &Outcome) -> Vec<(String, CancelReason)> {

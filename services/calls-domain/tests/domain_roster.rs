@@ -9,29 +9,16 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use calls_domain::{
-    Actor, Audience, Call, CallStatus, CallType, CancelReason, DomainError, DomainEvent, EndReason,
-    EventKind, Invitation, LeftReason, MediaPatch, NewCall, Outcome, ParticipantStatus as S, Role,
+    Actor, Audience, Call, CallStatus, CallType, CancelReason, DomainError, EndReason, EventKind,
+    Invitation, LeftReason, MediaPatch, NewCall, Outcome, ParticipantStatus as S, Role,
     TimerChange, TimerKind, Timing,
 };
 use time::OffsetDateTime;
-use time::macros::datetime;
 use uuid::Uuid;
 
-const T0: OffsetDateTime = datetime!(2026-03-01 12:00:00 UTC);
+mod support;
 
-fn at(secs: i64) -> OffsetDateTime {
-    T0 + time::Duration::seconds(secs)
-}
-
-fn timing() -> Timing {
-    Timing {
-        ring_timeout: Duration::from_secs(45),
-        disconnect_grace: Duration::from_secs(30),
-        max_duration: Some(Duration::from_secs(3600)),
-        alone_timeout: Some(Duration::from_secs(120)),
-        media_grace: None,
-    }
-}
+use support::{T0, at, ended, names, status, timing};
 
 fn new_call(group: bool, invitees: &[&str], max: u32) -> NewCall {
     NewCall {
@@ -79,23 +66,6 @@ fn invitation(users: &[&str]) -> Invitation {
 
 fn invite(c: &mut Call, by: &str, users: &[&str], t: i64) -> Result<Outcome, DomainError> {
     c.invite(&user(by), &invitation(users), at(t))
-}
-
-fn status(c: &Call, name: &str) -> Option<S> {
-    c.participant(name).map(|p| p.status)
-}
-
-fn names(events: &[DomainEvent]) -> Vec<&'static str> {
-    events.iter().map(DomainEvent::name).collect()
-}
-
-fn ended(out: &Outcome) -> Option<(EndReason, Option<String>)> {
-    out.events.iter().find_map(|e| match &e.kind {
-        EventKind::CallEnded {
-            reason, ended_by, ..
-        } => Some((*reason, ended_by.clone())),
-        _ => None,
-    })
 }
 
 fn rung(out: &Outcome) -> Vec<(String, OffsetDateTime)> {
