@@ -168,28 +168,7 @@ fn validate_new_call(new: &NewCall, timing: &Timing) -> Result<(), DomainError> 
     if new.initiator_id.is_empty() {
         return Err(DomainError::validation("userId", "must not be empty"));
     }
-    if new.invitee_ids.is_empty() {
-        return Err(DomainError::validation(
-            "inviteUserIds",
-            "at least one user must be invited",
-        ));
-    }
-    if new.invitee_ids.iter().any(String::is_empty) {
-        return Err(DomainError::validation(
-            "inviteUserIds",
-            "user ids must not be empty",
-        ));
-    }
-    let unique: BTreeSet<&String> = new.invitee_ids.iter().collect();
-    if unique.len() != new.invitee_ids.len() {
-        return Err(DomainError::validation("inviteUserIds", "must be unique"));
-    }
-    if unique.contains(&new.initiator_id) {
-        return Err(DomainError::validation(
-            "inviteUserIds",
-            "must not include the caller",
-        ));
-    }
+    super::check_invitees("inviteUserIds", &new.invitee_ids, &new.initiator_id)?;
     if !new.is_group_call && new.invitee_ids.len() != 1 {
         return Err(DomainError::validation(
             "inviteUserIds",

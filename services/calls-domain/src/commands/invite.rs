@@ -65,7 +65,7 @@ impl Step<'_> {
         if !may_invite {
             return Err(DomainError::Forbidden);
         }
-        validate(invitation, &actor.user_id)?;
+        super::check_invitees("userIds", &invitation.user_ids, &actor.user_id)?;
 
         let to_ring: Vec<&UserId> = invitation
             .user_ids
@@ -194,30 +194,4 @@ impl Step<'_> {
             }),
         }
     }
-}
-
-fn validate(invitation: &Invitation, inviter: &str) -> Result<(), DomainError> {
-    if invitation.user_ids.is_empty() {
-        return Err(DomainError::validation(
-            "userIds",
-            "at least one user must be invited",
-        ));
-    }
-    if invitation.user_ids.iter().any(String::is_empty) {
-        return Err(DomainError::validation(
-            "userIds",
-            "user ids must not be empty",
-        ));
-    }
-    let unique: BTreeSet<&String> = invitation.user_ids.iter().collect();
-    if unique.len() != invitation.user_ids.len() {
-        return Err(DomainError::validation("userIds", "must be unique"));
-    }
-    if invitation.user_ids.iter().any(|u| u == inviter) {
-        return Err(DomainError::validation(
-            "userIds",
-            "must not include the caller",
-        ));
-    }
-    Ok(())
 }

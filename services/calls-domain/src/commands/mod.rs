@@ -217,6 +217,31 @@ impl Step<'_> {
 }
 
 /// `now + d`, saturating instead of overflowing for absurd configured durations.
+/// The rules of a list of people to ring, shared by initiate (`inviteUserIds`) and invite
+/// (`userIds`): not empty, no empty id, no one twice, not the caller.
+fn check_invitees(field: &'static str, ids: &[String], caller: &str) -> Result<(), DomainError> {
+    if ids.is_empty() {
+        return Err(DomainError::validation(
+            field,
+            "at least one user must be invited",
+        ));
+    }
+    if ids.iter().any(String::is_empty) {
+        return Err(DomainError::validation(field, "user ids must not be empty"));
+    }
+    let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+    if unique.len() != ids.len() {
+        return Err(DomainError::validation(field, "must be unique"));
+    }
+    if ids.iter().any(|u| u == caller) {
+        return Err(DomainError::validation(
+            field,
+            "must not include the caller",
+        ));
+    }
+    Ok(())
+}
+
 fn add_duration(now: OffsetDateTime, d: Duration) -> OffsetDateTime {
     // A century is far beyond any sensible timer and far from the calendar's end.
     const CENTURY: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
