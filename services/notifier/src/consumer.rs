@@ -65,13 +65,24 @@ pub async fn open(
     subjects: &Subjects,
     stream_replicas: usize,
 ) -> Result<calls_bus::DurableConsumer, calls_bus::BusError> {
+    open_durable(bus, subjects, stream_replicas, &options(subjects)).await
+}
+
+/// Opens a durable consumer of the event stream, creating the stream first if calls-api has
+/// not yet (both of notifier's consumers: pushes and webhooks).
+pub(crate) async fn open_durable(
+    bus: &Bus,
+    subjects: &Subjects,
+    stream_replicas: usize,
+    options: &DurableOptions,
+) -> Result<calls_bus::DurableConsumer, calls_bus::BusError> {
     bus.ensure_stream(
         &subjects.events_stream(),
         vec![subjects.all_events()],
         stream_replicas,
     )
     .await?;
-    bus.durable_consumer(&options(subjects)).await
+    bus.durable_consumer(options).await
 }
 
 impl Consumer {

@@ -37,13 +37,7 @@ pub async fn open(
     subjects: &Subjects,
     stream_replicas: usize,
 ) -> Result<calls_bus::DurableConsumer, calls_bus::BusError> {
-    bus.ensure_stream(
-        &subjects.events_stream(),
-        vec![subjects.all_events()],
-        stream_replicas,
-    )
-    .await?;
-    bus.durable_consumer(&options(subjects)).await
+    crate::consumer::open_durable(bus, subjects, stream_replicas, &options(subjects)).await
 }
 
 /// What the consumer needs.
