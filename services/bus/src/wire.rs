@@ -206,6 +206,13 @@ pub enum ControlMessage {
         call_id: String,
         /// The user whose sockets stop following it.
         user_id: String,
+        /// The `seq` of the call event this instruction follows (the user's own
+        /// `participant_left {reason: "removed"}`): a socket stops following the call only once
+        /// it has been relayed that event, which reaches the node on another subscription and
+        /// may come later than this instruction. `None` (a membership change, which has no
+        /// event of its own): at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after_seq: Option<u64>,
     },
 }
 
@@ -340,10 +347,20 @@ mod tests {
         let m = ControlMessage::EndSubscription {
             call_id: "c".into(),
             user_id: "u".into(),
+            after_seq: None,
         };
         assert_eq!(
             serde_json::to_value(&m).unwrap(),
             json!({"type": "end_subscription", "callId": "c", "userId": "u"})
+        );
+        let m = ControlMessage::EndSubscription {
+            call_id: "c".into(),
+            user_id: "u".into(),
+            after_seq: Some(7),
+        };
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"type": "end_subscription", "callId": "c", "userId": "u", "afterSeq": 7})
         );
         assert!(serde_json::from_value::<ControlMessage>(json!({"type": "reboot"})).is_err());
     }

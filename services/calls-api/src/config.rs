@@ -65,6 +65,8 @@ pub struct Config {
     /// answers 404 and `inMedia` stays `false`.
     #[arg(long, env = "AGORA_NCS_SECRET", hide_env_values = true)]
     pub agora_ncs_secret: Option<Secret>,
+    #[command(flatten)]
+    pub agora_rest: AgoraRestConfig,
     /// Largest accepted request body.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
@@ -77,6 +79,60 @@ pub struct Config {
 }
 
 pub use calls_db::DatabaseConfig;
+
+/// Agora's RESTful API, for kicking someone out of a call's channel (CONTRACT section 11).
+/// Kicks are sent once `AGORA_APP_ID`, `AGORA_CUSTOMER_ID` and `AGORA_CUSTOMER_SECRET` are all
+/// set; they are decided from Agora's channel notices, so they also need `AGORA_NCS_SECRET`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgoraRestConfig {
+    /// The Agora App ID the calls' channels belong to (the same value media-token uses); the
+    /// kicking rule names it.
+    #[arg(long = "agora-app-id", env = "AGORA_APP_ID")]
+    pub app_id: Option<String>,
+    /// Customer ID of Agora's RESTful API (Agora console: Developer Toolkit → RESTful API),
+    /// sent with the secret as HTTP Basic credentials.
+    #[arg(long, env = "AGORA_CUSTOMER_ID")]
+    pub customer_id: Option<String>,
+    /// Customer Secret of Agora's RESTful API. Never logged or returned.
+    #[arg(long, env = "AGORA_CUSTOMER_SECRET", hide_env_values = true)]
+    pub customer_secret: Option<Secret>,
+    /// Base URL of Agora's RESTful API (`/dev/v1/kicking-rule` is appended).
+    #[arg(long, env = "AGORA_REST_URL", default_value = "https://api.sd-rtn.com")]
+    pub url: String,
+    /// How long a kicked user may not rejoin the channel, in seconds: 0 (the default) takes
+    /// them out and lets them back at once (they can only get back with a token issued before,
+    /// and a join notice kicks them again); Agora takes 10..=86430 otherwise.
+    #[arg(long, env = "AGORA_KICK_BAN_SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86_430))]
+    pub ban_seconds: u32,
+}
+
+impl AgoraRestConfig {
+    /// Whether kicks can be sent.
+    pub fn enabled(&self) -> bool {
+        self.app_id.is_some() && self.customer_id.is_some() && self.customer_secret.is_some()
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.customer_id.is_some() != self.customer_secret.is_some() {
+            return Err(
+                "AGORA_CUSTOMER_ID and AGORA_CUSTOMER_SECRET go together: set both or neither"
+                    .into(),
+            );
+        }
+        if self.customer_id.is_some() && self.app_id.is_none() {
+            return Err(
+                "AGORA_CUSTOMER_ID is set but AGORA_APP_ID is not (kicks name the App ID)".into(),
+            );
+        }
+        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+            return Err("AGORA_REST_URL must be an http(s):// URL".into());
+        }
+        if (1..10).contains(&self.ban_seconds) {
+            return Err("AGORA_KICK_BAN_SECONDS must be 0 or 10..=86430".into());
+        }
+        Ok(())
+    }
+}
 
 /// The call rules of CONTRACT section 4 that operators tune.
 #[derive(clap::Args, Clone, Debug)]
@@ -143,6 +199,7 @@ impl Config {
         if self.media_token_url.is_some() && self.media_token_service_token.is_none() {
             return Err("MEDIA_TOKEN_URL is set but MEDIA_TOKEN_SERVICE_TOKEN is not".into());
         }
+        self.agora_rest.validate()?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@
 pub mod api;
 pub mod commands;
 pub mod config;
+pub mod kicks;
 pub mod media;
 pub mod service;
 pub mod store;
@@ -119,6 +120,7 @@ pub async fn run_with_bus(
         stream_replicas: usize::from(config.nats_stream_replicas),
         ensuring_stream: Arc::default(),
         heartbeat: config.heartbeat(),
+        kicker: kicks::AgoraKicker::new(&config.agora_rest),
     }
     .spawn(&stop);
     let bus_task = {

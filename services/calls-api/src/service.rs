@@ -143,7 +143,7 @@ impl Calls {
             .apply_channel_notice(notice_id, event_type, call_id, notice, now(), &self.timing)
             .await
             .map_err(store_error)?;
-        if let NoticeApplied::Applied { events } = &applied
+        if let NoticeApplied::Applied { events, .. } = &applied
             && !events.is_empty()
         {
             self.wake_relay();

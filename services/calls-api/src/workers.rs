@@ -14,8 +14,9 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use tracing::Instrument;
 
-use crate::domain::{Audience, Timing};
-use crate::store::{OutboxEvent, RelayStep, Store};
+use crate::domain::{Audience, EventKind, TimerKind, Timing};
+use crate::kicks::{AgoraKicker, KickError, REQUEST_TIMEOUT};
+use crate::store::{ClaimedKick, OutboxEvent, RelayStep, Store};
 
 /// Events read per relay step.
 const RELAY_BATCH: u32 = 256;
@@ -30,6 +31,13 @@ const BUSY_RETRY: Duration = Duration::from_millis(10);
 /// How often the relay refreshes the outbox-lag and live-calls gauges (they are scraped every
 /// few seconds; the relay itself wakes on every write).
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// Sends of one kick before it is given up (retries after 1, 2, 4 … 60 s: about four minutes).
+const KICK_ATTEMPTS: u32 = 8;
+const KICK_RETRY_FIRST: Duration = Duration::from_secs(1);
+const KICK_RETRY_MAX: Duration = Duration::from_secs(60);
+/// How long a replica holds a kick it is sending before another may take it: the request's
+/// timeout and a margin.
+const KICK_LEASE: Duration = Duration::from_secs(REQUEST_TIMEOUT.as_secs() + 10);
 
 /// The name of the JetStream stream for a subject prefix: one stream per prefix, so
 /// deployments (and tests) sharing a NATS server do not fight over one stream's subjects.
@@ -51,6 +59,9 @@ pub struct Workers {
     pub stream_replicas: usize,
     /// Whether a re-creation of the stream is in flight (at most one at a time).
     pub ensuring_stream: Arc<AtomicBool>,
+    /// Agora's kicking-rule API; `None` while it is not configured (kicks are then dropped,
+    /// counted as `not_configured`).
+    pub kicker: Option<AgoraKicker>,
 }
 
 fn subject_of(subjects: &Subjects, event: &OutboxEvent) -> String {
@@ -115,6 +126,7 @@ impl Workers {
             tokio::spawn(self.clone().relay_loop(shutdown.clone())),
             tokio::spawn(self.clone().timer_loop(shutdown.clone())),
             tokio::spawn(self.clone().node_expiry_loop(shutdown.clone())),
+            tokio::spawn(self.clone().kick_loop(shutdown.clone())),
             tokio::spawn(self.housekeeping_loop(shutdown.clone())),
         ]
     }
@@ -282,6 +294,14 @@ impl Workers {
                             let lag = (now - timer.due_at).as_seconds_f64().max(0.0);
                             metrics::histogram!("calls_timer_lag_seconds", "kind" => timer.kind.as_str()).record(lag);
                             metrics::counter!("calls_timers_fired_total", "kind" => timer.kind.as_str()).increment(1);
+                            if timer.kind == TimerKind::MediaGrace
+                                && timer
+                                    .events
+                                    .iter()
+                                    .any(|e| matches!(e.kind, EventKind::ParticipantLeft { .. }))
+                            {
+                                metrics::counter!("calls_media_ghosts_removed_total").increment(1);
+                            }
                         }
                         if fired.iter().any(|t| !t.events.is_empty()) {
                             self.relay.notify_one();
@@ -295,6 +315,95 @@ impl Workers {
                         break;
                     }
                 }
+            }
+        }
+    }
+
+    /// Sends due kicks through Agora's kicking-rule API, one at a time (Agora allows ten such
+    /// requests a second per account), polling like the timer loop.
+    async fn kick_loop(self, shutdown: CancellationToken) {
+        let mut stop = std::pin::pin!(shutdown.cancelled_owned());
+        let mut gauge_at: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(self.poll) => {}
+            }
+            loop {
+                let claimed = match self
+                    .store
+                    .claim_media_kick(OffsetDateTime::now_utc(), KICK_LEASE)
+                    .await
+                {
+                    Ok(Some(kick)) => kick,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kick poll failed");
+                        break;
+                    }
+                };
+                let sent = tokio::select! {
+                    () = &mut stop => return,
+                    sent = self.send_kick(&claimed) => sent,
+                };
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, kick = claimed.id, "could not record a kick's outcome");
+                }
+            }
+            if gauge_at.is_none_or(|at| at.elapsed() >= GAUGE_INTERVAL * 5) {
+                gauge_at = Some(tokio::time::Instant::now());
+                if let Ok(pending) = self.store.pending_media_kicks().await {
+                    #[allow(clippy::cast_precision_loss)]
+                    metrics::gauge!("calls_media_kicks_pending").set(pending as f64);
+                }
+            }
+        }
+    }
+
+    /// Sends one claimed kick (unless it is moot or kicking is off) and records what became of
+    /// it: done, or due again after a backoff.
+    async fn send_kick(&self, kick: &ClaimedKick) -> Result<(), crate::store::StoreError> {
+        let count = |outcome: &'static str| {
+            metrics::counter!("calls_media_kicks_total", "outcome" => outcome).increment(1);
+        };
+        if !kick.needed {
+            count("not_needed");
+            return self.store.finish_media_kick(kick.id).await;
+        }
+        let Some(kicker) = &self.kicker else {
+            tracing::info!(call_id = %kick.call_id, user_id = %kick.user_id, uid = kick.uid,
+                "would kick this user out of the call's Agora channel, but AGORA_CUSTOMER_ID / AGORA_CUSTOMER_SECRET / AGORA_APP_ID are not set");
+            count("not_configured");
+            return self.store.finish_media_kick(kick.id).await;
+        };
+        let channel = format!("call_{}", kick.call_id);
+        let started = std::time::Instant::now();
+        let result = kicker.kick(&channel, kick.uid).await;
+        metrics::histogram!("calls_media_kick_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let label = result.as_ref().map_or_else(KickError::label, |_| "ok");
+        metrics::counter!("calls_media_kick_attempts_total", "result" => label).increment(1);
+        match result {
+            Ok(rule) => {
+                tracing::info!(call_id = %kick.call_id, user_id = %kick.user_id, uid = kick.uid, rule,
+                    "kicked out of the call's Agora channel");
+                count("sent");
+                self.store.finish_media_kick(kick.id).await
+            }
+            Err(e) if e.is_transient() && kick.attempts + 1 < KICK_ATTEMPTS => {
+                let delay = KICK_RETRY_FIRST
+                    .saturating_mul(1 << kick.attempts.min(16))
+                    .min(KICK_RETRY_MAX);
+                tracing::info!(call_id = %kick.call_id, user_id = %kick.user_id, error = %e,
+                    retry_in_ms = delay.as_millis() as u64, "kick failed; will retry");
+                let at = OffsetDateTime::now_utc() + delay;
+                self.store.retry_media_kick(kick.id, at).await
+            }
+            Err(e) => {
+                tracing::warn!(call_id = %kick.call_id, user_id = %kick.user_id, uid = kick.uid,
+                    attempts = kick.attempts + 1, error = %e, "kick given up");
+                count("failed");
+                self.store.finish_media_kick(kick.id).await
             }
         }
     }

@@ -13,17 +13,23 @@ use hmac::{Hmac, Mac};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{Api, NCS_SECRET, Options, Resp, Stack, TestApp, id_of, participant, spawn_app};
+use support::agora_rest::AgoraRestDouble;
+use support::{
+    AGORA_APP_ID, Api, NCS_SECRET, Options, Resp, Stack, TestApp, id_of, participant, spawn_app,
+};
 
 on_both_stacks!(
     a_signed_join_puts_the_participant_in_the_media_and_a_leave_takes_them_out,
     a_forged_or_missing_signature_is_refused_and_changes_nothing,
     a_notice_delivered_twice_is_applied_once,
     an_older_notice_arriving_after_a_newer_one_is_ignored,
-    unknown_events_other_channels_and_strangers_are_answered_and_ignored,
+    unknown_events_other_channels_and_strangers_change_no_participant,
     without_a_secret_the_webhook_is_not_found,
     media_seconds_add_up_by_agoras_times_and_are_reported_when_the_call_ends,
     only_a_ghost_out_of_the_media_and_without_a_socket_is_dropped_after_the_media_grace,
+    a_removed_user_still_in_the_channel_is_kicked_through_agoras_kicking_rule_api,
+    someone_in_the_channel_who_is_not_a_joined_participant_is_kicked_and_a_joined_one_is_not,
+    a_kick_agora_cannot_take_now_is_retried_and_one_it_refuses_is_given_up,
 );
 
 fn sign(secret: &str, body: &[u8]) -> String {
@@ -203,7 +209,7 @@ async fn an_older_notice_arriving_after_a_newer_one_is_ignored(stack: Stack) {
     assert_eq!(participant(&after, "bob")["inMedia"], true);
 }
 
-async fn unknown_events_other_channels_and_strangers_are_answered_and_ignored(stack: Stack) {
+async fn unknown_events_other_channels_and_strangers_change_no_participant(stack: Stack) {
     let app = ncs_app(stack).await;
     let (id, channel) = answered_call(&app).await;
     let before = app.call("alice", &id).await.ok(200);
@@ -228,9 +234,10 @@ async fn unknown_events_other_channels_and_strangers_are_answered_and_ignored(st
         deliver(&app, &notice("n-5", 103, &unknown_call, "bob", 10)).await,
         "ignored"
     );
+    // A stranger in the channel changes no participant but is to be kicked.
     assert_eq!(
         deliver(&app, &notice("n-6", 103, &channel, "mallory", 10)).await,
-        "ignored"
+        "applied"
     );
     let mut no_account = notice("n-7", 103, &channel, "bob", 10);
     no_account["payload"]
@@ -405,4 +412,109 @@ async fn only_a_ghost_out_of_the_media_and_without_a_socket_is_dropped_after_the
         1,
         "only dave left"
     );
+}
+
+/// An app with NCS on, sending kicks to `double`.
+async fn kicking_app(stack: Stack, double: &AgoraRestDouble) -> TestApp {
+    spawn_app(Options {
+        ncs: true,
+        agora_rest_url: Some(double.url.clone()),
+        ..Options::on(stack)
+    })
+    .await
+}
+
+/// A group call from alice (host) to bob and carol, both joined; its id and channel.
+async fn group_call(app: &TestApp) -> (String, String) {
+    let call = app.initiate("alice", "team", &["bob", "carol"], true).await;
+    let id = id_of(&call);
+    for user in ["bob", "carol"] {
+        app.join(user, &id).await.ok(200);
+    }
+    let channel = format!("call_{id}");
+    (id, channel)
+}
+
+/// The rule Agora's reference says takes `uid` out of `channel` (and lets it back at once).
+fn kicking_rule(channel: &str, uid: u64) -> Value {
+    json!({"appid": AGORA_APP_ID, "cname": channel, "uid": uid, "time_in_seconds": 0,
+           "privileges": ["join_channel"]})
+}
+
+async fn a_removed_user_still_in_the_channel_is_kicked_through_agoras_kicking_rule_api(
+    stack: Stack,
+) {
+    let double = AgoraRestDouble::start(AGORA_APP_ID).await;
+    let app = kicking_app(stack, &double).await;
+    let (id, channel) = group_call(&app).await;
+    assert_eq!(
+        deliver(&app, &notice("n-1", 103, &channel, "carol", 10)).await,
+        "applied"
+    );
+    app.post_empty(
+        "alice",
+        &format!("/api/v1/calls/{id}/participants/carol/remove"),
+    )
+    .await
+    .ok(200);
+    let rules = double.wait_for_rules(1).await;
+    assert_eq!(rules, [kicking_rule(&channel, 12_121_212)]);
+    app.wait_for_metric("calls_media_kicks_total{outcome=\"sent\"}")
+        .await;
+}
+
+async fn someone_in_the_channel_who_is_not_a_joined_participant_is_kicked_and_a_joined_one_is_not(
+    stack: Stack,
+) {
+    let double = AgoraRestDouble::start(AGORA_APP_ID).await;
+    let app = kicking_app(stack, &double).await;
+    let (id, channel) = group_call(&app).await;
+    app.set_status("carol", &id, "left").await.ok(200);
+    // bob is joined: welcome. carol left the call but joins its channel. mallory was never in it.
+    for (n, user, uid) in [(1, "bob", 1001), (2, "carol", 1002), (3, "mallory", 1003)] {
+        let mut join = notice(&format!("n-{n}"), 103, &channel, user, 10);
+        join["payload"]["uid"] = json!(uid);
+        assert_eq!(deliver(&app, &join).await, "applied", "{user}");
+    }
+    let mut rules = double.wait_for_rules(2).await;
+    rules.sort_by_key(|r| r["uid"].as_u64());
+    assert_eq!(
+        rules,
+        [kicking_rule(&channel, 1002), kicking_rule(&channel, 1003)]
+    );
+    let call = app.call("alice", &id).await.ok(200);
+    assert_eq!(participant(&call, "bob")["inMedia"], true);
+    assert_eq!(participant(&call, "bob")["status"], "joined");
+}
+
+async fn a_kick_agora_cannot_take_now_is_retried_and_one_it_refuses_is_given_up(stack: Stack) {
+    let double = AgoraRestDouble::start(AGORA_APP_ID).await;
+    let app = kicking_app(stack, &double).await;
+    let (_, channel) = group_call(&app).await;
+    // Rate limited, then unavailable: both are retried (after 1 s, then 2 s).
+    double.fail_next(429, 1);
+    double.fail_next(503, 1);
+    assert_eq!(
+        deliver(&app, &notice("n-1", 103, &channel, "mallory", 10)).await,
+        "applied"
+    );
+    assert_eq!(
+        double.wait_for_rules(1).await,
+        [kicking_rule(&channel, 12_121_212)]
+    );
+    let statuses: Vec<u16> = double.refused().iter().map(|(s, _)| *s).collect();
+    assert_eq!(statuses, [429, 503]);
+
+    // A kicking rule for another project's App ID is refused (400): not worth repeating.
+    let elsewhere = AgoraRestDouble::start("0123456789abcdef0123456789abcdef").await;
+    let app = kicking_app(stack, &elsewhere).await;
+    let (_, channel) = group_call(&app).await;
+    assert_eq!(
+        deliver(&app, &notice("n-1", 103, &channel, "mallory", 10)).await,
+        "applied"
+    );
+    app.wait_for_metric("calls_media_kicks_total{outcome=\"failed\"}")
+        .await;
+    assert_eq!(elsewhere.refused().len(), 1, "tried once");
+    assert!(elsewhere.rules().is_empty());
 }

@@ -1553,8 +1553,146 @@ async fn media_time_and_the_media_grace_timer_survive_a_restart(db: TestDb) {
     );
 }
 
+async fn a_kick_is_taken_by_one_replica_at_a_time_retried_and_dropped_once_moot(db: TestDb) {
+    let store = db.store().await;
+    let other = db.store().await;
+    let t = timing();
+    let call = create(
+        &store,
+        new_call("room-1", true, "alice", &["bob", "carol"]),
+        T0,
+    )
+    .await;
+    join(&store, call.id, "bob", at(1)).await;
+    store
+        .apply_channel_notice(
+            "n1",
+            103,
+            call.id,
+            &channel_notice("bob", true, 1, 2),
+            at(2),
+            &t,
+        )
+        .await
+        .unwrap();
+    let bob = user("bob");
+    store
+        .apply(call.id, move |c| c.leave(&bob, LeftReason::Left, at(3)))
+        .await
+        .unwrap();
+    let lease = Duration::from_secs(30);
+    // Due once the linger after his leave is over.
+    assert_eq!(store.claim_media_kick(at(17), lease).await.unwrap(), None);
+    let claimed = store
+        .claim_media_kick(at(18), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            claimed.call_id,
+            claimed.user_id.as_str(),
+            claimed.uid,
+            claimed.attempts,
+            claimed.needed
+        ),
+        (call.id, "bob", 77, 0, true)
+    );
+    assert_eq!(store.pending_media_kicks().await.unwrap(), 1);
+    // Taken: no other replica sends it while the lease runs.
+    assert_eq!(other.claim_media_kick(at(40), lease).await.unwrap(), None);
+    store.retry_media_kick(claimed.id, at(41)).await.unwrap();
+    let again = other
+        .claim_media_kick(at(41), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (again.id, again.attempts, again.needed),
+        (claimed.id, 1, true)
+    );
+    // Bob's client left the channel meanwhile: the kick is moot.
+    store
+        .apply_channel_notice(
+            "n2",
+            104,
+            call.id,
+            &channel_notice("bob", false, 2, 42),
+            at(42),
+            &t,
+        )
+        .await
+        .unwrap();
+    store.retry_media_kick(again.id, at(43)).await.unwrap();
+    let moot = store
+        .claim_media_kick(at(43), lease)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!moot.needed);
+    store.finish_media_kick(moot.id).await.unwrap();
+    assert_eq!(store.pending_media_kicks().await.unwrap(), 0);
+    assert_eq!(
+        store.claim_media_kick(at(10_000), lease).await.unwrap(),
+        None
+    );
+    other.close().await;
+}
+
+async fn a_removal_and_a_strangers_join_are_kicked_at_once_and_survive_a_restart(db: TestDb) {
+    let first = db.store().await;
+    let t = timing();
+    let call = create(
+        &first,
+        new_call("room-1", true, "alice", &["bob", "carol"]),
+        T0,
+    )
+    .await;
+    join(&first, call.id, "carol", at(1)).await;
+    first
+        .apply_channel_notice(
+            "n1",
+            103,
+            call.id,
+            &channel_notice("carol", true, 1, 2),
+            at(2),
+            &t,
+        )
+        .await
+        .unwrap();
+    let alice = user("alice");
+    first
+        .apply(call.id, move |c| c.remove(&alice, "carol", at(3)))
+        .await
+        .unwrap();
+    first
+        .apply_channel_notice(
+            "n2",
+            103,
+            call.id,
+            &channel_notice("mallory", true, 9, 4),
+            at(4),
+            &t,
+        )
+        .await
+        .unwrap();
+    first.close().await;
+
+    let restarted = db.store().await;
+    let lease = Duration::from_secs(30);
+    let mut kicked = Vec::new();
+    while let Some(kick) = restarted.claim_media_kick(at(4), lease).await.unwrap() {
+        assert!(kick.needed);
+        kicked.push(kick.user_id.clone());
+        restarted.finish_media_kick(kick.id).await.unwrap();
+    }
+    assert_eq!(kicked, ["carol", "mallory"]);
+}
+
 backend_tests!(
     migrations_apply_twice_and_the_database_answers_pings,
+    a_kick_is_taken_by_one_replica_at_a_time_retried_and_dropped_once_moot,
+    a_removal_and_a_strangers_join_are_kicked_at_once_and_survive_a_restart,
     an_initiated_call_reads_back_exactly_as_it_was_returned,
     initiating_in_a_room_with_a_live_call_returns_it_to_those_who_may_see_it,
     simultaneous_initiates_from_both_sides_of_a_one_to_one_yield_one_call,

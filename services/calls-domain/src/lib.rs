@@ -25,8 +25,8 @@ pub mod model;
 pub mod timefmt;
 
 pub use commands::{
-    BUSY_REASON, ChannelNotice, Invitation, MAX_REASON_LEN, Outcome, RING_TIMEOUT_REASON,
-    TimerChange, check_reason,
+    BUSY_REASON, ChannelNotice, Invitation, MAX_REASON_LEN, MEDIA_LINGER, MediaKick, Outcome,
+    RING_TIMEOUT_REASON, TimerChange, check_reason,
 };
 pub use error::{DomainError, ValidationError};
 pub use events::{Audience, DomainEvent, EventKind, MediaTime};

@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use calls_domain::{
-    Actor, Audience, Call, CallStatus, CallType, ChannelNotice, EventKind, LeftReason, MediaPatch,
-    NewCall, Outcome, ParticipantStatus, TimerChange, TimerKind, Timing,
+    Actor, Audience, Call, CallStatus, CallType, ChannelNotice, EventKind, LeftReason,
+    MEDIA_LINGER, MediaKick, MediaPatch, NewCall, Outcome, ParticipantStatus, TimerChange,
+    TimerKind, Timing,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -132,24 +133,167 @@ fn a_repeated_state_only_advances_the_order_and_emits_nothing() {
 }
 
 #[test]
-fn someone_who_is_not_a_participant_changes_nothing() {
+fn someone_who_is_not_a_participant_changes_nothing_but_is_kicked_out_of_the_channel() {
     let mut call = answered_call();
     let before = call.clone();
     let out = call.channel_notice(&notice("mallory", true, 1), at(2), &timing());
     assert!(out.events.is_empty());
     assert_eq!(call, before);
+    assert_eq!(
+        out.kicks,
+        vec![MediaKick {
+            user_id: "mallory".into(),
+            uid: 4242,
+            client_seq: None,
+            due_at: at(2),
+        }]
+    );
+    let out = call.channel_notice(&notice("mallory", false, 2), at(3), &timing());
+    assert!(out.kicks.is_empty(), "leaving is what a kick wants");
 }
 
 #[test]
-fn an_ended_call_has_nobody_in_the_media_and_ignores_later_notices() {
+fn an_ended_call_has_nobody_in_the_media_and_kicks_whoever_joins_its_channel_later() {
     let mut call = answered_call();
     call.channel_notice(&notice("bob", true, 10), at(2), &timing());
     call.end(&Actor::new("alice", false), at(3)).unwrap();
     assert!(!call.participant("bob").unwrap().in_media);
-    let before = call.clone();
     let out = call.channel_notice(&notice("bob", true, 11), at(4), &timing());
     assert!(out.events.is_empty());
-    assert_eq!(call, before);
+    assert!(!call.participant("bob").unwrap().in_media);
+    assert_eq!(out.kicks.len(), 1);
+    assert_eq!((out.kicks[0].uid, out.kicks[0].due_at), (4242, at(4)));
+    // A leave only records the order: it makes the kicks decided before it moot.
+    let out = call.channel_notice(&notice("bob", false, 12), at(5), &timing());
+    assert!(out.events.is_empty() && out.kicks.is_empty());
+    assert!(!call.kick_still_needed("bob", Some(11)));
+}
+
+#[test]
+fn a_participant_who_is_not_joined_is_kicked_when_they_join_the_channel() {
+    let mut group = group_call();
+    group
+        .leave(&Actor::new("carol", false), LeftReason::Left, at(2))
+        .unwrap();
+    let out = group.channel_notice(&notice("carol", true, 5), at(3), &timing());
+    assert_eq!(
+        out.kicks,
+        vec![MediaKick {
+            user_id: "carol".into(),
+            uid: 4242,
+            client_seq: Some(5),
+            due_at: at(3),
+        }]
+    );
+    assert!(
+        group.participant("carol").unwrap().in_media,
+        "what Agora says"
+    );
+    assert!(group.kick_still_needed("carol", Some(5)));
+
+    let out = group.channel_notice(&notice("bob", true, 1), at(3), &timing());
+    assert!(out.kicks.is_empty(), "bob is a joined participant");
+}
+
+#[test]
+fn a_removed_participant_in_the_channel_is_kicked_at_once() {
+    let mut group = group_call();
+    group.channel_notice(&notice("carol", true, 7), at(2), &timing());
+    let out = group
+        .remove(&Actor::new("alice", false), "carol", at(3))
+        .unwrap();
+    assert_eq!(
+        out.kicks,
+        vec![MediaKick {
+            user_id: "carol".into(),
+            uid: 4242,
+            client_seq: Some(7),
+            due_at: at(3),
+        }]
+    );
+    assert!(group.kick_still_needed("carol", Some(7)));
+}
+
+#[test]
+fn a_removed_participant_out_of_the_channel_or_of_unknown_uid_is_not_kicked() {
+    let mut group = group_call();
+    group.channel_notice(&notice("carol", true, 7), at(2), &timing());
+    group.channel_notice(&notice("carol", false, 8), at(3), &timing());
+    let out = group
+        .remove(&Actor::new("alice", false), "carol", at(4))
+        .unwrap();
+    assert!(out.kicks.is_empty(), "out of the channel already");
+
+    let mut group = group_call();
+    let mut joined_without_uid = notice("carol", true, 7);
+    joined_without_uid.uid = None;
+    group.channel_notice(&joined_without_uid, at(2), &timing());
+    let out = group
+        .remove(&Actor::new("alice", false), "carol", at(3))
+        .unwrap();
+    assert!(out.kicks.is_empty(), "a rule needs the uid");
+}
+
+#[test]
+fn leaving_the_call_while_in_the_channel_kicks_after_the_linger_unless_they_leave_it() {
+    let mut group = group_call();
+    group.channel_notice(&notice("carol", true, 7), at(2), &timing());
+    let out = group
+        .leave(&Actor::new("carol", false), LeftReason::Left, at(3))
+        .unwrap();
+    let linger = time::Duration::try_from(MEDIA_LINGER).unwrap();
+    assert_eq!(
+        out.kicks,
+        vec![MediaKick {
+            user_id: "carol".into(),
+            uid: 4242,
+            client_seq: Some(7),
+            due_at: at(3) + linger,
+        }]
+    );
+    assert!(group.kick_still_needed("carol", Some(7)));
+    group.channel_notice(&notice("carol", false, 8), at(4), &timing());
+    assert!(
+        !group.kick_still_needed("carol", Some(7)),
+        "she left the channel"
+    );
+}
+
+#[test]
+fn a_kick_is_moot_once_the_user_is_a_joined_participant_again() {
+    let mut group = group_call();
+    group.channel_notice(&notice("carol", true, 7), at(2), &timing());
+    group
+        .leave(&Actor::new("carol", false), LeftReason::Left, at(3))
+        .unwrap();
+    group
+        .join(&Actor::new("carol", false), &MediaPatch::default(), at(4))
+        .unwrap();
+    assert!(!group.kick_still_needed("carol", Some(7)));
+    assert!(group.kick_still_needed("mallory", None), "strangers always");
+}
+
+#[test]
+fn the_end_of_a_call_kicks_everyone_still_in_its_channel_after_the_linger() {
+    let mut group = group_call();
+    group.channel_notice(&notice("bob", true, 3), at(2), &timing());
+    group.channel_notice(&notice("carol", true, 4), at(2), &timing());
+    group.channel_notice(&notice("carol", false, 5), at(3), &timing());
+    let out = group.end(&Actor::new("alice", false), at(4)).unwrap();
+    let linger = time::Duration::try_from(MEDIA_LINGER).unwrap();
+    assert_eq!(
+        out.kicks,
+        vec![MediaKick {
+            user_id: "bob".into(),
+            uid: 4242,
+            client_seq: Some(3),
+            due_at: at(4) + linger,
+        }],
+        "carol had left the channel"
+    );
+    assert!(group.kick_still_needed("bob", Some(3)));
+    group.channel_notice(&notice("bob", false, 6), at(5), &timing());
+    assert!(!group.kick_still_needed("bob", Some(3)));
 }
 
 #[test]

@@ -16,7 +16,14 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::metrics;
+use crate::relay::Ending;
 use crate::state::Shared;
+
+/// How long past the reorder window a socket waits for the event its subscription ends after,
+/// before it stops following the call anyway: the event was lost (the relay is at most once) or
+/// is late beyond any gap the relay waits for. Either way the call's later events must stop
+/// reaching a user who may no longer see them.
+const LOST_EVENT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Subscribes this node to the control subject (live on the server when this returns) and
 /// spawns the task that applies what arrives; abort the task on shutdown.
@@ -44,7 +51,11 @@ pub async fn listen(shared: &Arc<Shared>) -> Result<JoinHandle<()>, BusError> {
 /// Applies one instruction to this node's sockets.
 pub fn apply(shared: &Shared, instruction: ControlMessage) {
     match instruction {
-        ControlMessage::EndSubscription { call_id, user_id } => {
+        ControlMessage::EndSubscription {
+            call_id,
+            user_id,
+            after_seq,
+        } => {
             let Ok(call) = CallId::from_str(&call_id) else {
                 return;
             };
@@ -53,12 +64,21 @@ pub fn apply(shared: &Shared, instruction: ControlMessage) {
                 if ctx.user.as_str() != user_id {
                     continue;
                 }
-                // Whether it follows the call or is still joining it (already in the room as
-                // pending, not yet recorded): either way it stops here.
-                let followed = shared.relay.contains(&subject, socket.id);
-                shared.relay.leave(&subject, socket.id);
+                // A socket still joining (in the room as pending) stops at once: its snapshot
+                // will not have the call. One following it stops after the event the
+                // instruction follows (their removal, which they must see), whichever of the
+                // two this node handles first.
+                let ending = shared.relay.end_after(&subject, socket.id, after_seq);
                 ctx.remove_call(&call);
-                if followed {
+                if ending == Ending::Deferred {
+                    let relay = shared.relay.clone();
+                    let (subject, sid) = (subject.clone(), socket.id);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(relay.reorder_window() + LOST_EVENT_GRACE).await;
+                        relay.end_if_still_ending(&subject, sid);
+                    });
+                }
+                if ending != Ending::NotFollowing {
                     tracing::info!(sid = %socket.id, user_id = %user_id, call_id = %call, "subscription ended by calls-api");
                     metrics::subscription_ended();
                 }

@@ -361,6 +361,7 @@ async fn an_end_subscription_instruction_stops_every_socket_of_that_user_followi
     let instruction = calls_bus::ControlMessage::EndSubscription {
         call_id: call.clone(),
         user_id: "carol".into(),
+        after_seq: None,
     };
     fake.bus
         .publish(
@@ -370,24 +371,7 @@ async fn an_end_subscription_instruction_stops_every_socket_of_that_user_followi
         )
         .await
         .unwrap();
-    let metrics_url = format!("{}/metrics", node.base);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = reqwest::get(&metrics_url)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.contains("signaling_subscriptions_ended_total 2") {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node never applied the instruction"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_metric(&node.base, "signaling_subscriptions_ended_total 2").await;
 
     fake.publish_call_event(
         &call,
@@ -422,6 +406,130 @@ async fn an_end_subscription_instruction_stops_every_socket_of_that_user_followi
         .unwrap();
     let ack = alice.emit_ack("join_call", json!({"callId": call})).await;
     assert_eq!(ack["ok"], true, "{ack}");
+    node.stop().await;
+}
+
+/// Polls the node's metrics until they contain `line` (an instruction was applied).
+async fn wait_for_metric(base: &str, line: &str) {
+    let metrics_url = format!("{base}/metrics");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(line) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never applied the instruction ({line})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn end_subscription(fake: &FakeCallsApi, call: &str, user: &str, after_seq: Option<u64>) {
+    let instruction = calls_bus::ControlMessage::EndSubscription {
+        call_id: call.to_owned(),
+        user_id: user.to_owned(),
+        after_seq,
+    };
+    fake.bus
+        .publish(
+            &fake.subjects.signaling_control(),
+            calls_bus::Headers::new(),
+            serde_json::to_vec(&instruction).unwrap().into(),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_removed_user_hears_of_her_removal_even_when_the_instruction_to_stop_comes_first() {
+    let (_, fake, node) = setup(&[]).await;
+    let call = fake.create_call(&["alice", "carol"]);
+    let mut alice = Client::connect_as(&node.base, "alice").await;
+    let mut carol = Client::connect_as(&node.base, "carol").await;
+    for client in [&mut alice, &mut carol] {
+        let ack = client.emit_ack("join_call", json!({"callId": call})).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+
+    // The instruction and the event it follows travel on different subscriptions; here the
+    // instruction is applied before the event is even published.
+    end_subscription(&fake, &call, "carol", Some(1)).await;
+    wait_for_metric(&node.base, "signaling_subscriptions_ended_total 1").await;
+    fake.publish_call_event(
+        &call,
+        "participant_left",
+        json!({"userId": "carol", "reason": "removed"}),
+        Some(1),
+    )
+    .await;
+    assert_eq!(carol.event("participant_left").await["reason"], "removed");
+    assert_eq!(alice.event("participant_left").await["userId"], "carol");
+
+    fake.publish_call_event(
+        &call,
+        "participant_media_changed",
+        json!({"userId": "alice", "isMicMuted": true}),
+        Some(2),
+    )
+    .await;
+    assert_eq!(
+        alice.event("participant_media_changed").await["isMicMuted"],
+        true
+    );
+    carol.drain_for(Duration::from_millis(200)).await;
+    assert!(
+        !carol
+            .events
+            .iter()
+            .any(|(name, _)| name == "participant_media_changed"),
+        "a removed user still follows the call: {:?}",
+        carol.events
+    );
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_removed_user_stops_following_the_call_even_if_her_removal_event_is_lost() {
+    let (_, fake, node) = setup(&[("reorder-window-ms", "50")]).await;
+    let call = fake.create_call(&["alice", "carol"]);
+    let mut alice = Client::connect_as(&node.base, "alice").await;
+    let mut carol = Client::connect_as(&node.base, "carol").await;
+    for client in [&mut alice, &mut carol] {
+        let ack = client.emit_ack("join_call", json!({"callId": call})).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+    end_subscription(&fake, &call, "carol", Some(1)).await;
+    wait_for_metric(&node.base, "signaling_subscriptions_ended_total 1").await;
+    // Event 1 never comes. Past the reorder window and the grace for a lost event (2 s), the
+    // socket stops following anyway.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    fake.publish_call_event(
+        &call,
+        "participant_media_changed",
+        json!({"userId": "alice", "isMicMuted": true}),
+        Some(1),
+    )
+    .await;
+    assert_eq!(
+        alice.event("participant_media_changed").await["isMicMuted"],
+        true
+    );
+    carol.drain_for(Duration::from_millis(200)).await;
+    assert!(
+        !carol
+            .events
+            .iter()
+            .any(|(name, _)| name == "participant_media_changed"),
+        "a removed user still follows the call: {:?}",
+        carol.events
+    );
     node.stop().await;
 }
 

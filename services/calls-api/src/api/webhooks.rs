@@ -11,9 +11,12 @@
 //!   Each participant's `mediaSeconds` is counted between the notices' own times (`ts`).
 //! - 101/102 (channel created/destroyed): logged and counted only; the call's own lifecycle
 //!   does not depend on them.
-//! - Anything else (other event types, channels that are not a call's, users who are not
-//!   participants, notices without an account or `clientSeq`): answered 200 and ignored, so
-//!   Agora does not retry what will never apply.
+//! - A join of someone who may not be in the channel (not a joined participant of the live
+//!   call, a user who is not a participant included) also writes a kick, which the workers
+//!   send through Agora's kicking-rule API (`crate::kicks`).
+//! - Anything else (other event types, channels that are not a call's, notices without an
+//!   account or `clientSeq`): answered 200 and ignored, so Agora does not retry what will
+//!   never apply.
 //!
 //! Agora waits at most a few seconds for the answer; the work is one short transaction.
 
@@ -82,8 +85,9 @@ struct ChannelPayload {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NoticeReceipt {
-    /// `applied` (a participant's `inMedia` changed), `duplicate` (this `noticeId` was
-    /// applied before) or `ignored` (nothing to change).
+    /// `applied` (a participant's `inMedia` changed, or someone who may not be in the channel
+    /// is to be kicked), `duplicate` (this `noticeId` was applied before) or `ignored`
+    /// (nothing to change).
     #[schema(example = "applied")]
     pub outcome: &'static str,
 }
@@ -193,9 +197,9 @@ async fn handle(state: &AppState, notice: &AgoraNotice) -> Result<&'static str, 
             &channel_notice,
         )
         .await?;
-    Ok(match applied {
+    Ok(match &applied {
         NoticeApplied::Duplicate => "duplicate",
-        NoticeApplied::Applied { events } if !events.is_empty() => "applied",
+        NoticeApplied::Applied { events, kicks } if !events.is_empty() || *kicks > 0 => "applied",
         NoticeApplied::Applied { .. } | NoticeApplied::UnknownCall => "ignored",
     })
 }

@@ -186,7 +186,7 @@ async fn end_unseen_subscriptions(
                 .collect::<Result<_, _>>()?;
         let call_id = parse_call_id(&call)?;
         for user in users.iter().filter(|u| !participants.contains(**u)) {
-            insert_end_subscription(conn, call_id, user, now, None).await?;
+            insert_end_subscription(conn, call_id, user, None, now, None).await?;
             written += 1;
         }
     }

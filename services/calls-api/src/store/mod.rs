@@ -26,6 +26,7 @@
 
 mod calls;
 mod error;
+mod kicks;
 mod members;
 mod ncs;
 mod outbox;
@@ -40,6 +41,7 @@ use sqlx::{Any, AnyPool, Transaction};
 
 pub use calls::{CallPage, Initiated, MAX_PAGE};
 pub use error::StoreError;
+pub use kicks::ClaimedKick;
 pub use ncs::NoticeApplied;
 pub use outbox::{OutboxEvent, RelayStep};
 pub use presence::NodeExpiry;
@@ -130,13 +132,14 @@ impl Store {
 
 /// The embedded migrations of a backend.
 fn migrator(backend: Backend) -> Migrator {
-    let (init, origin, roster, ncs, media_time) = match backend {
+    let (init, origin, roster, ncs, media_time, kicks) = match backend {
         Backend::Postgres => (
             include_str!("../../migrations/postgres/0001_init.sql"),
             include_str!("../../migrations/postgres/0002_event_origin.sql"),
             include_str!("../../migrations/postgres/0003_roster.sql"),
             include_str!("../../migrations/postgres/0004_agora_ncs.sql"),
             include_str!("../../migrations/postgres/0005_media_time.sql"),
+            include_str!("../../migrations/postgres/0006_media_kicks.sql"),
         ),
         Backend::Sqlite => (
             include_str!("../../migrations/sqlite/0001_init.sql"),
@@ -144,6 +147,7 @@ fn migrator(backend: Backend) -> Migrator {
             include_str!("../../migrations/sqlite/0003_roster.sql"),
             include_str!("../../migrations/sqlite/0004_agora_ncs.sql"),
             include_str!("../../migrations/sqlite/0005_media_time.sql"),
+            include_str!("../../migrations/sqlite/0006_media_kicks.sql"),
         ),
     };
     // sqlx's default table: databases migrated before the table became per service keep it.
@@ -155,6 +159,7 @@ fn migrator(backend: Backend) -> Migrator {
             (3, "roster", roster),
             (4, "agora ncs", ncs),
             (5, "media time", media_time),
+            (6, "media kicks", kicks),
         ],
     )
 }

@@ -27,6 +27,8 @@ pub enum NoticeApplied {
     Applied {
         /// The events written.
         events: Vec<DomainEvent>,
+        /// How many kicks it called for (someone in the channel who may not be).
+        kicks: usize,
     },
 }
 
@@ -67,6 +69,7 @@ impl Store {
         tx.commit().await?;
         Ok(NoticeApplied::Applied {
             events: outcome.events,
+            kicks: outcome.kicks.len(),
         })
     }
 

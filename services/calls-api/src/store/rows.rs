@@ -325,6 +325,7 @@ pub(crate) async fn persist(
 
     insert_events(conn, &outcome.events, meta).await?;
     apply_timer_changes(conn, after.id, &outcome.timers).await?;
+    super::kicks::insert_kicks(conn, after.id, &outcome.kicks).await?;
     // Every state change passes here (REST, socket commands, timers, presence), so the call
     // metrics are counted once each whatever caused them. Recorded before the commit: a commit
     // that then fails (the database went away mid-transaction) over-counts by one, which a
@@ -480,7 +481,8 @@ async fn insert_events(
             reason: LeftReason::Removed,
         } = &e.kind
         {
-            insert_end_subscription(conn, e.call_id, user_id, e.at, meta.trace_context).await?;
+            insert_end_subscription(conn, e.call_id, user_id, e.seq, e.at, meta.trace_context)
+                .await?;
         }
     }
     Ok(())
@@ -488,17 +490,20 @@ async fn insert_events(
 
 /// Writes the outbox row that tells every signaling node to stop relaying `call_id` to the
 /// sockets of `user_id` (`calls_bus::ControlMessage::EndSubscription`), published in commit
-/// order with the call's events.
+/// order with the call's events. `after_seq` is the event the sockets must still be relayed
+/// first (the user's removal), which signaling receives on another subscription.
 pub(super) async fn insert_end_subscription(
     conn: &mut AnyConnection,
     call_id: CallId,
     user_id: &str,
+    after_seq: Option<u64>,
     at: OffsetDateTime,
     trace_context: Option<&str>,
 ) -> Result<(), StoreError> {
     let message = calls_bus::ControlMessage::EndSubscription {
         call_id: call_id.to_string(),
         user_id: user_id.to_owned(),
+        after_seq,
     };
     let payload =
         serde_json::to_string(&message).map_err(|e| StoreError::corrupt(e.to_string()))?;

@@ -20,6 +20,8 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 #![allow(clippy::unwrap_used)]
 
+pub mod agora_rest;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,7 +29,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use calls_api::config::{CallRules, Config, DatabaseConfig, MembershipMode};
+use calls_api::config::{AgoraRestConfig, CallRules, Config, DatabaseConfig, MembershipMode};
 use calls_bus::{Bus, BusError, Headers, PresenceMessage, Subjects};
 use common::auth::JwtConfig;
 use common::config::Secret;
@@ -108,6 +110,9 @@ pub struct Options {
     pub jwt_audience: Option<String>,
     /// Set `AGORA_NCS_SECRET` to [`NCS_SECRET`].
     pub ncs: bool,
+    /// Send kicks to this Agora RESTful API (an [`agora_rest::AgoraRestDouble`]'s URL), with
+    /// its credentials and [`AGORA_APP_ID`].
+    pub agora_rest_url: Option<String>,
 }
 
 impl Default for Options {
@@ -133,6 +138,7 @@ impl Default for Options {
             jwt_issuer: None,
             jwt_audience: None,
             ncs: false,
+            agora_rest_url: None,
         }
     }
 }
@@ -302,6 +308,25 @@ pub fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &st
             .map(|_| Secret::new(MEDIA_CREDENTIAL)),
         media_token_timeout_ms: options.media_token_timeout_ms,
         agora_ncs_secret: options.ncs.then(|| Secret::new(NCS_SECRET)),
+        agora_rest: AgoraRestConfig {
+            app_id: options
+                .agora_rest_url
+                .as_ref()
+                .map(|_| AGORA_APP_ID.to_owned()),
+            customer_id: options
+                .agora_rest_url
+                .as_ref()
+                .map(|_| agora_rest::CUSTOMER_ID.to_owned()),
+            customer_secret: options
+                .agora_rest_url
+                .as_ref()
+                .map(|_| Secret::new(agora_rest::CUSTOMER_SECRET)),
+            url: options
+                .agora_rest_url
+                .clone()
+                .unwrap_or_else(|| "https://api.sd-rtn.com".into()),
+            ban_seconds: 0,
+        },
         max_body_bytes: common::error::DEFAULT_BODY_LIMIT,
         presence_heartbeat_seconds: options.heartbeat_seconds,
         worker_poll_ms: options.worker_poll_ms,
@@ -601,6 +626,25 @@ impl Api {
         self.http.request(method, self.url(path))
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = self.request(Method::GET, "/metrics").send().await.unwrap();
+        resp.text().await.unwrap()
+    }
+
+    /// Polls `/metrics` until it contains `line`.
+    pub async fn wait_for_metric(&self, line: &str) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let text = self.metrics().await;
+            if text.contains(line) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no {line} in {text}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// A request as `user`.
     pub fn request_as(&self, user: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.request(method, path).bearer_auth(self.token(user))
@@ -638,6 +682,7 @@ impl Api {
             MEDIA_CREDENTIAL,
             AGORA_CERT,
             NCS_SECRET,
+            agora_rest::CUSTOMER_SECRET,
         ] {
             assert!(
                 !lower.contains(&secret.to_ascii_lowercase()),

@@ -11,6 +11,12 @@
 //! socket leaves with `connection_lost`. Someone whose socket is alive stays joined (the media
 //! may drop while the app still talks to us: the disconnect grace takes over if the socket goes
 //! later).
+//!
+//! Kicks: a join notice of someone who may not be in the channel (not a joined participant of
+//! the live call: someone who left, was removed or is still being rung, a stranger, anyone once
+//! the call ended) kicks them at once, with the uid of the notice. Leaving the call while in
+//! the channel kicks after [`super::MEDIA_LINGER`] unless a newer notice came meanwhile
+//! (`leave` and `end`), being removed kicks at once (`remove`).
 
 use std::time::Duration;
 
@@ -18,6 +24,7 @@ use time::OffsetDateTime;
 
 use super::{Outcome, Step, TimerChange, run};
 use crate::events::EventKind;
+use crate::model::Participant;
 use crate::model::{Call, LeftReason, ParticipantStatus, TimerKind, Timing, UserId};
 
 /// One join or leave of the call's channel, for one user.
@@ -42,13 +49,14 @@ impl Call {
     /// Applies a channel notice: sets the participant's `inMedia` and emits
     /// `participant_media_presence` when it changes, and remembers the uid and `clientSeq`.
     ///
-    /// A no-op (an empty outcome, nothing changed) for a call that is not live, a user who is
-    /// not one of its participants, and a notice older than the last one applied for the user.
-    /// Any participant counts, whatever their status: someone who left the call may still be
-    /// in the channel, which is what the flag says.
+    /// Nothing changes for a notice older than the last one applied for the user. Any
+    /// participant counts, whatever their status: someone who left the call may still be in the
+    /// channel, which is what the flag says. For an ended call only the `clientSeq` and uid are
+    /// recorded (nobody is in the media of an ended call).
     ///
     /// A leave of a `joined` participant starts the media grace (`timing.media_grace`, when
-    /// on); a join cancels it.
+    /// on); a join cancels it. A join of anyone who is not a joined participant of the live
+    /// call (a user who is not a participant included) is a kick ([`Outcome::kicks`]).
     pub fn channel_notice(
         &mut self,
         notice: &ChannelNotice,
@@ -72,26 +80,51 @@ impl Call {
         })
         .unwrap_or_default()
     }
+
+    /// Whether a kick decided earlier ([`super::MediaKick`]) must still be sent: not if the user
+    /// has since become a joined participant of the live call, nor if a newer notice of theirs
+    /// came (a leave: they are out; a join: it decided again). Someone who is not a participant
+    /// is always kicked.
+    pub fn kick_still_needed(&self, user_id: &str, client_seq: Option<i64>) -> bool {
+        let Some(p) = self.participant(user_id) else {
+            return true;
+        };
+        let joined_live = self.is_live() && p.status == ParticipantStatus::Joined;
+        !joined_live && p.media_client_seq == client_seq
+    }
 }
 
 impl Step<'_> {
     fn channel_notice(&mut self, notice: &ChannelNotice, media_grace: Option<Duration>) {
-        if !self.call.is_live() {
-            return;
-        }
         let Some(i) = self.index_of(&notice.user_id) else {
+            // Not a participant: in the channel only with a token that was not issued for
+            // them by this call (or one of the host's other uses of the App ID).
+            if notice.in_media
+                && let Some(uid) = notice.uid
+            {
+                self.kick(notice.user_id.clone(), uid, None, Duration::ZERO);
+            }
             return;
         };
+        let live = self.call.is_live();
         let p = &mut self.call.participants[i];
-        if p.media_client_seq
-            .is_some_and(|last| notice.client_seq <= last)
-        {
+        if !take_notice(p, notice) {
             return;
         }
-        p.media_client_seq = Some(notice.client_seq);
-        if notice.uid.is_some() {
-            p.media_uid = notice.uid;
+        let may_be_in_media = live && p.status == ParticipantStatus::Joined;
+        if notice.in_media
+            && !may_be_in_media
+            && let Some(uid) = p.media_uid
+        {
+            let client_seq = p.media_client_seq;
+            self.kick(notice.user_id.clone(), uid, client_seq, Duration::ZERO);
         }
+        // An ended call has nobody in the media (its stays were closed at the end): the notice
+        // only decided whether to kick.
+        if !live {
+            return;
+        }
+        let p = &mut self.call.participants[i];
         if p.in_media == notice.in_media {
             return;
         }
@@ -118,6 +151,21 @@ impl Step<'_> {
             reason: if notice.in_media { None } else { notice.reason },
         });
     }
+}
+
+/// Records a notice's `clientSeq` and uid on the participant; false (and nothing recorded) for a
+/// notice older than, or as old as, the last one taken.
+fn take_notice(p: &mut Participant, notice: &ChannelNotice) -> bool {
+    if p.media_client_seq
+        .is_some_and(|last| notice.client_seq <= last)
+    {
+        return false;
+    }
+    p.media_client_seq = Some(notice.client_seq);
+    if notice.uid.is_some() {
+        p.media_uid = notice.uid;
+    }
+    true
 }
 
 impl Step<'_> {

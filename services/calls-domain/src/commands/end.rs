@@ -89,6 +89,11 @@ impl Step<'_> {
         } else {
             CancelReason::Cancelled
         };
+        // Whoever is in the channel by the last notices leaves it on `call_ended`; one still
+        // there after the linger is kicked (a leave notice meanwhile makes the kick moot).
+        for i in 0..self.call.participants.len() {
+            self.kick_participant(i, super::MEDIA_LINGER);
+        }
         let mut stop_ringing = Vec::new();
         for p in &mut self.call.participants {
             // An ended call has no media: notices still arriving for its channel are ignored,

@@ -64,6 +64,13 @@ impl Step<'_> {
             });
         }
         self.call_event(EventKind::ParticipantLeft { user_id, reason });
+        // Removed: out of the media now. Otherwise their client leaves the channel itself.
+        let linger = if reason == LeftReason::Removed {
+            Duration::ZERO
+        } else {
+            super::MEDIA_LINGER
+        };
+        self.kick_participant(i, linger);
 
         // A 1:1 ends when either side leaves; a group call when nobody is left in it.
         if !self.call.is_group_call || self.call.joined_count() == 0 {

@@ -44,6 +44,7 @@ use time::OffsetDateTime;
 use crate::error::DomainError;
 use crate::events::{Audience, DomainEvent, EventKind};
 use crate::model::{Actor, Call, ParticipantStatus, TimerKind, UserId};
+
 use crate::timefmt::truncate_millis;
 
 /// The longest decline/status reason kept, in characters. Signaling checks the same limit
@@ -77,6 +78,31 @@ pub struct Outcome {
     pub events: Vec<DomainEvent>,
     /// Timer rows to write or delete.
     pub timers: Vec<TimerChange>,
+    /// People to take out of the call's Agora channel (CONTRACT section 11).
+    pub kicks: Vec<MediaKick>,
+}
+
+/// How long someone who stopped being a joined participant (they left, or the call ended) may
+/// stay in the call's Agora channel before they are kicked: their client leaves the channel
+/// on its own right after leaving the call, and Agora's leave notice takes a moment to come.
+pub const MEDIA_LINGER: Duration = Duration::from_secs(15);
+
+/// Someone in the call's Agora channel who may not be there (CONTRACT section 11): a user who
+/// is not a joined participant, or a participant who left or was removed. The store keeps it
+/// until it is sent, through Agora's kicking-rule API, or no longer needed
+/// ([`Call::kick_still_needed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaKick {
+    /// Who (the Agora account).
+    pub user_id: UserId,
+    /// Their Agora uid, which the kicking rule names.
+    pub uid: u32,
+    /// The participant's last channel notice (`clientSeq`) when the kick was decided; `None`
+    /// for someone who is not a participant. A newer notice makes this kick moot: a leave
+    /// means they are out already, a join decides again.
+    pub client_seq: Option<i64>,
+    /// When to kick: at once, or after [`MEDIA_LINGER`].
+    pub due_at: OffsetDateTime,
 }
 
 /// A change to the call's timers.
@@ -204,6 +230,32 @@ impl Step<'_> {
             at: self.now,
             audiences: vec![Audience::User(user_id.to_owned())],
             kind,
+        });
+    }
+
+    /// Kicks participant `i` out of the channel after `after` if their client is in it by the
+    /// last notice and their uid is known; someone already being kicked keeps the earlier kick.
+    fn kick_participant(&mut self, i: usize, after: Duration) {
+        let p = &self.call.participants[i];
+        if !p.in_media {
+            return;
+        }
+        if let Some(uid) = p.media_uid {
+            let (user_id, client_seq) = (p.user_id.clone(), p.media_client_seq);
+            self.kick(user_id, uid, client_seq, after);
+        }
+    }
+
+    fn kick(&mut self, user_id: UserId, uid: u32, client_seq: Option<i64>, after: Duration) {
+        if self.out.kicks.iter().any(|k| k.user_id == user_id) {
+            return;
+        }
+        let due_at = add_duration(self.now, after);
+        self.out.kicks.push(MediaKick {
+            user_id,
+            uid,
+            client_seq,
+            due_at,
         });
     }
 

@@ -75,6 +75,8 @@ impl Step<'_> {
             user_id: user_id.clone(),
             reason: LeftReason::Removed,
         });
+        // Not joined, yet in the channel by the last notice (left earlier, still there).
+        self.kick_participant(i, std::time::Duration::ZERO);
         if status.is_pending() {
             self.user_event(
                 &user_id,

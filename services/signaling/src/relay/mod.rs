@@ -40,8 +40,7 @@ use socketioxide::extract::SocketRef;
 use socketioxide::socket::Sid;
 
 use crate::metrics;
-use room::{Member, Reorder, Room, deliver_to, emit, parse, room_task};
-use sequence::Standing;
+use room::{Member, Outcome, Reorder, Room, deliver_to, emit, parse, room_task};
 
 /// What a room relays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +73,27 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Closes the room of `subject` if it has no sockets (its last ones ended); false when
+    /// somebody entered it meanwhile.
+    fn close_room_if_empty(&self, subject: &str) -> bool {
+        let mut rooms = self.rooms();
+        let Some(room) = rooms.get(subject).cloned() else {
+            return true;
+        };
+        let mut state = room.state();
+        if !state.members.is_empty() {
+            return false;
+        }
+        state.closed = true;
+        if let Some(task) = state.task.take() {
+            task.abort();
+        }
+        drop(state);
+        rooms.remove(subject);
+        metrics::subscriptions(-1.0);
+        true
+    }
+
     fn close_room(&self, subject: &str) {
         let mut rooms = self.rooms();
         if let Some(room) = rooms.remove(subject) {
@@ -86,6 +106,17 @@ impl Inner {
             metrics::subscriptions(-1.0);
         }
     }
+}
+
+/// What [`Relay::end_after`] did with a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// It was not in the room.
+    NotFollowing,
+    /// It left the room.
+    Ended,
+    /// It leaves once the event it waits for is relayed.
+    Deferred,
 }
 
 /// The previous standing of a socket in a room, to restore it if a re-join fails.
@@ -122,17 +153,14 @@ impl Relay {
                     Arc::new(Room::new(subject, kind))
                 })
                 .clone();
-            let previous = room
-                .state()
-                .members
-                .insert(
-                    socket.id,
-                    Member {
-                        socket: socket.clone(),
-                        standing: Standing::Pending(Vec::new()),
-                    },
-                )
-                .map(|m| m.standing.floor().flatten());
+            let mut state = room.state();
+            let replaced = state.members.insert(socket.id, Member::new(socket.clone()));
+            if replaced.as_ref().is_some_and(|m| m.ends_after.is_some()) {
+                // Joining again cancels an ending: the new join's snapshot decides.
+                state.endings -= 1;
+            }
+            let previous = replaced.map(|m| m.standing.floor().flatten());
+            drop(state);
             (room, Previous(previous))
         };
 
@@ -176,6 +204,7 @@ impl Relay {
                 let Some(relay) = relay.upgrade() else { break };
                 let room = relay.rooms().get(&message.subject).cloned();
                 if let (Some(room), Some(delivery)) = (room, parse(&message)) {
+                    // User rooms have no ending sockets: the outcome is always to go on.
                     room.accept(delivery, &mut Reorder::default(), Duration::ZERO);
                 }
             }
@@ -236,11 +265,69 @@ impl Relay {
 
     /// Takes the socket out of the room; the last one out unsubscribes.
     pub fn leave(&self, subject: &str, sid: Sid) {
+        self.leave_when(subject, sid, |_| true);
+    }
+
+    /// Takes the socket out of the call room of `subject` once it has been relayed event
+    /// `after_seq`: at once if it has had it already (or no `seq` is given, or it is still
+    /// joining and will get a snapshot without the call), otherwise when the room relays it or
+    /// anything after it. Events after that one are not relayed to it.
+    ///
+    /// The event reaches the node on the call's subscription, the instruction to end on
+    /// another: either may be handled first. See [`Relay::end_if_still_ending`] for an event
+    /// that never comes.
+    pub fn end_after(&self, subject: &str, sid: Sid, after_seq: Option<u64>) -> Ending {
+        let mut ending = Ending::NotFollowing;
+        self.leave_when(subject, sid, |member| {
+            let floor = member.standing.floor();
+            let waiting = match (after_seq, floor) {
+                (Some(seq), Some(floor)) => floor.is_none_or(|floor| floor < seq),
+                _ => false,
+            };
+            if waiting {
+                member.ends_after = after_seq;
+                ending = Ending::Deferred;
+                false
+            } else {
+                ending = Ending::Ended;
+                true
+            }
+        });
+        ending
+    }
+
+    /// Takes out a socket [`Relay::end_after`] deferred if it is still waiting (its event was
+    /// lost: the relay is at most once). A socket that re-joined meanwhile is not ending.
+    pub fn end_if_still_ending(&self, subject: &str, sid: Sid) {
+        self.leave_when(subject, sid, |member| member.ends_after.is_some());
+    }
+
+    /// The time the relay waits for a gap in a call's events to fill.
+    pub fn reorder_window(&self) -> Duration {
+        self.inner.reorder_window
+    }
+
+    /// Takes the socket out of the room if `decide` says so (it may change the member instead);
+    /// the last one out unsubscribes.
+    fn leave_when(&self, subject: &str, sid: Sid, decide: impl FnOnce(&mut Member) -> bool) {
         let mut rooms = self.inner.rooms();
         let Some(room) = rooms.get(subject).cloned() else {
             return;
         };
         let mut state = room.state();
+        let Some(member) = state.members.get_mut(&sid) else {
+            return;
+        };
+        let was_ending = member.ends_after.is_some();
+        if !decide(member) {
+            if !was_ending && member.ends_after.is_some() {
+                state.endings += 1;
+            }
+            return;
+        }
+        if was_ending {
+            state.endings -= 1;
+        }
         state.members.remove(&sid);
         if state.members.is_empty() {
             state.closed = true;
@@ -299,14 +386,18 @@ impl Relay {
                 }
             };
             let mut reorder = Reorder::default();
-            let mut ended = false;
+            let mut outcome = Outcome::Continue;
             for message in &messages {
                 if let Some(delivery) = parse(message) {
-                    ended |= room.accept(delivery, &mut reorder, Duration::ZERO);
+                    outcome = outcome.and(room.accept(delivery, &mut reorder, Duration::ZERO));
                 }
             }
-            if ended {
-                self.inner.close_room(&room.subject);
+            match outcome {
+                Outcome::Continue => {}
+                Outcome::Ended => self.inner.close_room(&room.subject),
+                Outcome::Emptied => {
+                    self.inner.close_room_if_empty(&room.subject);
+                }
             }
         }
     }

@@ -66,6 +66,51 @@ pub(super) type Reorder = HoldBack<Arc<Delivery>>;
 pub(super) struct Member {
     pub(super) socket: SocketRef,
     pub(super) standing: Standing<Arc<Delivery>>,
+    /// Set by [`super::Relay::end_after`]: the socket leaves the room once it has been relayed
+    /// this `seq` (or anything after it).
+    pub(super) ends_after: Option<u64>,
+}
+
+impl Member {
+    pub(super) fn new(socket: SocketRef) -> Self {
+        Self {
+            socket,
+            standing: Standing::Pending(Vec::new()),
+            ends_after: None,
+        }
+    }
+
+    /// Whether an ending socket has had the event it was waiting for.
+    fn ending_reached(&self) -> bool {
+        self.ends_after.is_some_and(|seq| {
+            self.standing
+                .floor()
+                .flatten()
+                .is_some_and(|floor| floor >= seq)
+        })
+    }
+}
+
+/// What relaying an event did to its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Nothing that changes the room.
+    Continue,
+    /// Its last sockets left (they were ending): the room can close if nobody joined meanwhile.
+    Emptied,
+    /// The call ended: nothing more will come.
+    Ended,
+}
+
+impl Outcome {
+    /// The stronger of two outcomes (a replay relays many events).
+    pub(super) fn and(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Ended, _) | (_, Self::Ended) => Self::Ended,
+            (Self::Emptied, _) | (_, Self::Emptied) => Self::Emptied,
+            _ => Self::Continue,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -75,6 +120,9 @@ pub(super) struct RoomState {
     high: HighWater,
     /// Set when the room left the relay's map; a subscription finishing late is then dropped.
     pub(super) closed: bool,
+    /// How many members are ending ([`Member::ends_after`]), so that relaying looks for them
+    /// only when there are some.
+    pub(super) endings: usize,
     pub(super) task: Option<AbortHandle>,
 }
 
@@ -103,42 +151,43 @@ impl Room {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Relays one event; returns true when it ended the call.
+    /// Relays one event.
     pub(super) fn accept(
         &self,
         delivery: Delivery,
         reorder: &mut Reorder,
         window: Duration,
-    ) -> bool {
+    ) -> Outcome {
         let delivery = Arc::new(delivery);
         let mut state = self.state();
+        let state = &mut *state;
         let seq = match (self.kind, delivery.seq) {
             (RoomKind::Call, Some(seq)) => seq,
             _ => {
-                deliver_all(self.kind, &mut state, &delivery);
-                return self.kind == RoomKind::Call && delivery.event == "call_ended";
+                deliver_all(self.kind, state, &delivery);
+                let ended = self.kind == RoomKind::Call && delivery.event == "call_ended";
+                return outcome(ended, state);
             }
         };
-        let state = &mut *state;
         match reorder.offer(&mut state.high, seq, delivery, Instant::now(), window) {
             Offered::Duplicate => {
                 metrics::event_dropped("duplicate_seq");
-                false
+                Outcome::Continue
             }
-            Offered::Held => false,
+            Offered::Held => Outcome::Continue,
             Offered::Relay(deliveries) => {
                 let mut ended = false;
                 for delivery in deliveries {
                     ended |= delivery.event == "call_ended";
                     deliver_all(self.kind, state, &delivery);
                 }
-                ended
+                outcome(ended, state)
             }
         }
     }
 
     /// The reorder window ran out: relay everything held, in order, skipping the gap.
-    fn release(&self, reorder: &mut Reorder) -> bool {
+    fn release(&self, reorder: &mut Reorder) -> Outcome {
         let mut state = self.state();
         let state = &mut *state;
         let mut ended = false;
@@ -147,7 +196,25 @@ impl Room {
             ended |= held.event == "call_ended";
             deliver_all(self.kind, state, &held);
         }
-        ended
+        outcome(ended, state)
+    }
+}
+
+/// Lets the ending sockets that have had their last event go, and says what became of the room.
+fn outcome(ended: bool, state: &mut RoomState) -> Outcome {
+    if ended {
+        return Outcome::Ended;
+    }
+    if state.endings == 0 {
+        return Outcome::Continue;
+    }
+    let before = state.members.len();
+    state.members.retain(|_, member| !member.ending_reached());
+    state.endings = state.endings.saturating_sub(before - state.members.len());
+    if state.members.is_empty() {
+        Outcome::Emptied
+    } else {
+        Outcome::Continue
     }
 }
 
@@ -279,7 +346,7 @@ pub(super) async fn room_task(
             () = sleep_until(deadline) => None,
         };
         let Some(room) = room.upgrade() else { break };
-        let ended = match message {
+        let outcome = match message {
             Some(message) => match parse(&message) {
                 Some(delivery) if !traced() => room.accept(delivery, &mut reorder, window),
                 Some(delivery) => {
@@ -301,16 +368,28 @@ pub(super) async fn room_task(
                     );
                     span.in_scope(|| room.accept(delivery, &mut reorder, window))
                 }
-                None => false,
+                None => Outcome::Continue,
             },
             None => room.release(&mut reorder),
         };
-        if ended {
+        match outcome {
+            Outcome::Continue => {}
             // The call is over: nothing more will come, so stop holding the subscription.
-            if let Some(relay) = relay.upgrade() {
-                relay.close_room(&room.subject);
+            Outcome::Ended => {
+                if let Some(relay) = relay.upgrade() {
+                    relay.close_room(&room.subject);
+                }
+                break;
             }
-            break;
+            // The last sockets following it were removed from the call.
+            Outcome::Emptied => {
+                if relay
+                    .upgrade()
+                    .is_none_or(|relay| relay.close_room_if_empty(&room.subject))
+                {
+                    break;
+                }
+            }
         }
     }
 }
