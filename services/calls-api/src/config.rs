@@ -91,18 +91,26 @@ pub struct AgoraRestConfig {
     pub app_id: Option<String>,
     /// Customer ID of Agora's RESTful API (Agora console: Developer Toolkit → RESTful API),
     /// sent with the secret as HTTP Basic credentials.
-    #[arg(long, env = "AGORA_CUSTOMER_ID")]
+    #[arg(long = "agora-customer-id", env = "AGORA_CUSTOMER_ID")]
     pub customer_id: Option<String>,
     /// Customer Secret of Agora's RESTful API. Never logged or returned.
-    #[arg(long, env = "AGORA_CUSTOMER_SECRET", hide_env_values = true)]
+    #[arg(
+        long = "agora-customer-secret",
+        env = "AGORA_CUSTOMER_SECRET",
+        hide_env_values = true
+    )]
     pub customer_secret: Option<Secret>,
     /// Base URL of Agora's RESTful API (`/dev/v1/kicking-rule` is appended).
-    #[arg(long, env = "AGORA_REST_URL", default_value = "https://api.sd-rtn.com")]
-    pub url: String,
+    #[arg(
+        long = "agora-rest-url",
+        env = "AGORA_REST_URL",
+        default_value = "https://api.sd-rtn.com"
+    )]
+    pub rest_url: String,
     /// How long a kicked user may not rejoin the channel, in seconds: 0 (the default) takes
     /// them out and lets them back at once (they can only get back with a token issued before,
     /// and a join notice kicks them again); Agora takes 10..=86430 otherwise.
-    #[arg(long, env = "AGORA_KICK_BAN_SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86_430))]
+    #[arg(long = "agora-kick-ban-seconds", env = "AGORA_KICK_BAN_SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86_430))]
     pub ban_seconds: u32,
 }
 
@@ -124,7 +132,7 @@ impl AgoraRestConfig {
                 "AGORA_CUSTOMER_ID is set but AGORA_APP_ID is not (kicks name the App ID)".into(),
             );
         }
-        if !(self.url.starts_with("https://") || self.url.starts_with("http://")) {
+        if !(self.rest_url.starts_with("https://") || self.rest_url.starts_with("http://")) {
             return Err("AGORA_REST_URL must be an http(s):// URL".into());
         }
         if (1..10).contains(&self.ban_seconds) {
@@ -201,5 +209,56 @@ impl Config {
         }
         self.agora_rest.validate()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec!["calls-api", "--database-url", "sqlite://x.db"];
+        all.extend_from_slice(args);
+        let cli = Cli::try_parse_from(all).map_err(|e| e.to_string())?;
+        cli.config.validate()?;
+        Ok(cli.config)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn kicks_are_sent_only_with_the_app_id_and_both_halves_of_the_credentials() {
+        let off = parse(&[]).unwrap();
+        assert!(!off.agora_rest.enabled());
+        assert_eq!(off.agora_rest.rest_url, "https://api.sd-rtn.com");
+        let on = parse(&[
+            "--agora-app-id",
+            "970CA35de60c44645bbae8a215061b33",
+            "--agora-customer-id",
+            "id",
+            "--agora-customer-secret",
+            "secret",
+        ])
+        .unwrap();
+        assert!(on.agora_rest.enabled());
+        let half = parse(&["--agora-customer-id", "id"]).unwrap_err();
+        assert!(half.contains("AGORA_CUSTOMER_SECRET"), "{half}");
+        let no_app = parse(&["--agora-customer-id", "id", "--agora-customer-secret", "s"]);
+        assert!(no_app.unwrap_err().contains("AGORA_APP_ID"));
+        let ban = parse(&["--agora-kick-ban-seconds", "5"]).unwrap_err();
+        assert!(ban.contains("10..=86430"), "{ban}");
+        let url = parse(&["--agora-rest-url", "ftp://agora"]).unwrap_err();
+        assert!(url.contains("AGORA_REST_URL"), "{url}");
     }
 }

@@ -118,7 +118,10 @@ impl AgoraKicker {
             .ok()?;
         Some(Self {
             http,
-            endpoint: format!("{}/dev/v1/kicking-rule", config.url.trim_end_matches('/')),
+            endpoint: format!(
+                "{}/dev/v1/kicking-rule",
+                config.rest_url.trim_end_matches('/')
+            ),
             app_id,
             customer_id,
             customer_secret: secret,

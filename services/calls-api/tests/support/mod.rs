@@ -321,7 +321,7 @@ pub fn build_config(options: &Options, db_url: &str, nats_url: &str, prefix: &st
                 .agora_rest_url
                 .as_ref()
                 .map(|_| Secret::new(agora_rest::CUSTOMER_SECRET)),
-            url: options
+            rest_url: options
                 .agora_rest_url
                 .clone()
                 .unwrap_or_else(|| "https://api.sd-rtn.com".into()),
