@@ -104,7 +104,7 @@ done
 # The components that can go together, on each overlay: they patch the same workloads, so one
 # must not undo another (the jwt-* components are alternatives; nats-cluster goes last because
 # its merge reorders the variables the others replace by position).
-COMBINED=(jwt-public-key push-credentials postgres-ha nats-cluster)
+COMBINED=(jwt-public-key push-credentials agora-kicks postgres-ha nats-cluster)
 for overlay in deploy/k8s/overlays/*/; do
   name="$(basename "$overlay")+all"
   dir="$OUT/kustomize/$name"

@@ -15,6 +15,8 @@ export const STEP_MS = 10_000;
 // Test values of the right shape (32 hex characters each); never a real Agora project.
 export const AGORA_APP_ID = '0123456789abcdef0123456789abcdef';
 export const AGORA_APP_CERTIFICATE = 'fedcba9876543210fedcba9876543210';
+/** The secret Agora's Notification Center signs its notices with (`AGORA_NCS_SECRET`). */
+export const NCS_SECRET = 'acceptance-ncs-secret-6d21f0';
 
 /** Short timers, so the server-side rules can be watched in seconds. */
 // 16 seats and up to 40 people rung: big enough for a room of 30 ringing 29 (CONTRACT section 10).

@@ -7,13 +7,14 @@
 // is in a room (as in production), and with short timers (harness.mjs TIMERS).
 
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
 
 import accessToken2Module from 'agora-token/src/AccessToken2.js';
 
 import { mint, SECRET } from '../lib/cluster.mjs';
 import {
-  AGORA_APP_CERTIFICATE, AGORA_APP_ID, STEP_MS, TIMERS, assertInOrder, eventsOf, eventually, quietPeriod, unique, waitFor,
+  AGORA_APP_CERTIFICATE, AGORA_APP_ID, NCS_SECRET, STEP_MS, TIMERS, assertInOrder, eventsOf, eventually, quietPeriod, unique, waitFor,
 } from './harness.mjs';
 
 const { AccessToken2, kRtcServiceType } = accessToken2Module;
@@ -936,6 +937,49 @@ export function defineScenarios(ctx) {
     assert.equal((await client.api(carol, 'POST', `/calls/${call.id}/invite`, { userIds: [bob] })).status, 200);
     await waitFor(bobPhones[1], 'incoming_call', (e) => e.callId === call.id, "bob's phone never rang when invited back");
     await client.join(bob, call.id);
+  });
+
+  scenario("Agora's view of the media: a removed participant still in the channel and a stranger who joins it are kicked through Agora's kicking-rule API; a joined participant is not", async (client, { room, agora }) => {
+    const [alice, bob, carol, mallory] = [unique('alice'), unique('bob'), unique('carol'), unique('mallory')];
+    const roomId = await room([alice, bob, carol]);
+    const call = await client.initiate(alice, [bob, carol], { room: roomId, group: true });
+    await client.join(bob, call.id);
+    await client.join(carol, call.id);
+    const channel = `call_${call.id}`;
+    // Agora's Notification Center, as it posts a communication-profile join (107).
+    let notices = 0;
+    const joinedChannel = async (account, uid) => {
+      notices += 1;
+      const body = JSON.stringify({
+        noticeId: `${call.id}-${notices}`, productId: 1, eventType: 107, notifyMs: Date.now(), sid: 'C866467GVJJ54687',
+        payload: { clientSeq: Date.now() * 10 + notices, channelName: channel, uid, platform: 1, ts: Math.floor(Date.now() / 1000), account },
+      });
+      const res = await fetch(`${client.base}/webhooks/agora`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'agora-signature-v2': createHmac('sha256', NCS_SECRET).update(body).digest('hex') },
+        body,
+      });
+      const text = await res.text();
+      assert.equal(res.status, 200, `Agora's notice was refused: ${res.status} ${text}`);
+      return JSON.parse(text).data.outcome;
+    };
+    const kicksOf = (uid) => agora.rules.filter((r) => r.cname === channel && r.uid === uid);
+    const [bobUid, carolUid, malloryUid] = [3_000_001, 3_000_002, 3_000_003];
+    assert.equal(await joinedChannel(bob, bobUid), 'applied');
+    assert.equal(await joinedChannel(carol, carolUid), 'applied');
+    const inMedia = await client.getCall(alice, call.id);
+    assert.equal(inMedia.participants.find((p) => p.userId === carol).inMedia, true);
+
+    const res = await client.api(alice, 'POST', `/calls/${call.id}/participants/${carol}/remove`);
+    assert.equal(res.status, 200, `alice could not remove carol: ${res.text}`);
+    const [kick] = await eventually(() => kicksOf(carolUid).length > 0 && kicksOf(carolUid), 'carol, removed, was never kicked out of the channel');
+    assert.deepEqual(kick, { appid: AGORA_APP_ID, cname: channel, uid: carolUid, time_in_seconds: 0, privileges: ['join_channel'] });
+
+    assert.equal(await joinedChannel(mallory, malloryUid), 'applied', 'a stranger in the channel is something to act on');
+    await eventually(() => kicksOf(malloryUid).length > 0, 'a stranger who joined the channel was never kicked');
+    await quietPeriod(500);
+    assert.deepEqual(kicksOf(bobUid), [], 'bob is a joined participant and was kicked');
+    assert.deepEqual(agora.refused, [], 'Agora refused a kicking rule');
   });
 
   scenario('when the host leaves a group call the longest-joined participant becomes host, and can remove people and end it', async (client, { room }) => {

@@ -3,7 +3,8 @@
 
 import { after, before, describe } from 'node:test';
 
-import { Client, TIMERS, topologyEnv } from './harness.mjs';
+import { AGORA_CUSTOMER_ID, AGORA_CUSTOMER_SECRET, startAgoraRest } from '../lib/agora-rest.mjs';
+import { AGORA_APP_ID, Client, NCS_SECRET, TIMERS, topologyEnv } from './harness.mjs';
 import { INTERNAL_API_TOKEN, defineScenarios, defineWithoutAgora } from './scenarios.mjs';
 
 /**
@@ -15,8 +16,19 @@ export function describeTopology(title, start) {
   describe(title, () => {
     let deployment;
     let context;
+    let agora;
     before(async () => {
-      deployment = await start(topologyEnv({ MEMBERSHIP_MODE: 'table', INTERNAL_API_TOKEN }));
+      // Agora's side of the media: its Notification Center posts to the gateway (signed with
+      // NCS_SECRET), and its kicking-rule API is a double.
+      agora = await startAgoraRest(AGORA_APP_ID);
+      deployment = await start(topologyEnv({
+        MEMBERSHIP_MODE: 'table',
+        INTERNAL_API_TOKEN,
+        AGORA_NCS_SECRET: NCS_SECRET,
+        AGORA_CUSTOMER_ID,
+        AGORA_CUSTOMER_SECRET,
+        AGORA_REST_URL: agora.url,
+      }));
       const internal = async (method, path, body, token = INTERNAL_API_TOKEN) => {
         const res = await fetch(`${deployment.internalUrl}${path}`, {
           method,
@@ -32,10 +44,11 @@ export function describeTopology(title, start) {
         if (res.status >= 300) throw new Error(`the chat backend could not write the members of ${id}: ${res.status} ${res.text}`);
         return id;
       };
-      context = { client: new Client(deployment.base), room, internal };
+      context = { client: new Client(deployment.base), room, internal, agora };
     });
     after(async () => {
       await deployment?.stop();
+      await agora?.close();
     });
     defineScenarios(() => context);
   });
