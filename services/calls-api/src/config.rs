@@ -213,6 +213,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use clap::{CommandFactory, Parser};
 
