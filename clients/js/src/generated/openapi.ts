@@ -689,8 +689,9 @@ export interface components {
         /** @description What was done with a notice (`data` of the 200). */
         NoticeReceipt: {
             /**
-             * @description `applied` (a participant's `inMedia` changed), `duplicate` (this `noticeId` was
-             *     applied before) or `ignored` (nothing to change).
+             * @description `applied` (a participant's `inMedia` changed, or someone who may not be in the channel
+             *     is to be kicked), `duplicate` (this `noticeId` was applied before) or `ignored`
+             *     (nothing to change).
              * @example applied
              */
             outcome: string;
