@@ -6,14 +6,14 @@
 # load driver (bench.mjs) gets CPU 1; NATS floats. Builds signaling (release); needs NATS with
 # JetStream (NATS_URL, default nats://127.0.0.1:4222), node and tests/js/node_modules.
 #
-# Knobs: BENCH_SIZES (default "1000 10000"), BENCH_EVENTS (default 5000), BENCH_RATE (events/s,
+# Knobs: BENCH_SIZES (default "1000 10000"), BENCH_EVENTS (default 20000), BENCH_RATE (events/s,
 # default 1000), BENCH_BASELINE_SIGNALING (another signaling binary, run too as
 # "signaling-baseline" with per-user subscriptions: a before/after under the same machine load).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 SIZES=${BENCH_SIZES:-"1000 10000"}
-EVENTS=${BENCH_EVENTS:-5000}
+EVENTS=${BENCH_EVENTS:-20000}
 RATE=${BENCH_RATE:-1000}
 export NATS_URL=${NATS_URL:-nats://127.0.0.1:4222}
 export JWT_SECRET=bench-secret-bench-secret-bench-secret
