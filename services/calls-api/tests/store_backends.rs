@@ -1553,28 +1553,40 @@ async fn media_time_and_the_media_grace_timer_survive_a_restart(db: TestDb) {
     );
 }
 
-async fn a_kick_is_taken_by_one_replica_at_a_time_retried_and_dropped_once_moot(db: TestDb) {
-    let store = db.store().await;
-    let other = db.store().await;
-    let t = timing();
+/// Applies one of Agora's notices (id `id`, a broadcaster's join 103 or leave 104) at `now`.
+async fn notice(store: &Store, id: &str, call: CallId, notice: ChannelNotice, now: OffsetDateTime) {
+    let event_type = if notice.in_media { 103 } else { 104 };
+    store
+        .apply_channel_notice(id, event_type, call, &notice, now, &timing())
+        .await
+        .unwrap();
+}
+
+/// A group call from alice to bob and carol in which `name` joined at 1 s and whose client
+/// joined the call's Agora channel at 2 s (notice `n1`, `clientSeq` 1, uid 77).
+async fn group_call_with_in_media(store: &Store, name: &str) -> Call {
     let call = create(
-        &store,
+        store,
         new_call("room-1", true, "alice", &["bob", "carol"]),
         T0,
     )
     .await;
-    join(&store, call.id, "bob", at(1)).await;
-    store
-        .apply_channel_notice(
-            "n1",
-            103,
-            call.id,
-            &channel_notice("bob", true, 1, 2),
-            at(2),
-            &t,
-        )
-        .await
-        .unwrap();
+    join(store, call.id, name, at(1)).await;
+    notice(
+        store,
+        "n1",
+        call.id,
+        channel_notice(name, true, 1, 2),
+        at(2),
+    )
+    .await;
+    call
+}
+
+async fn a_kick_is_taken_by_one_replica_at_a_time_retried_and_dropped_once_moot(db: TestDb) {
+    let store = db.store().await;
+    let other = db.store().await;
+    let call = group_call_with_in_media(&store, "bob").await;
     let bob = user("bob");
     store
         .apply(call.id, move |c| c.leave(&bob, LeftReason::Left, at(3)))
@@ -1612,17 +1624,14 @@ async fn a_kick_is_taken_by_one_replica_at_a_time_retried_and_dropped_once_moot(
         (claimed.id, 1, true)
     );
     // Bob's client left the channel meanwhile: the kick is moot.
-    store
-        .apply_channel_notice(
-            "n2",
-            104,
-            call.id,
-            &channel_notice("bob", false, 2, 42),
-            at(42),
-            &t,
-        )
-        .await
-        .unwrap();
+    notice(
+        &store,
+        "n2",
+        call.id,
+        channel_notice("bob", false, 2, 42),
+        at(42),
+    )
+    .await;
     store.retry_media_kick(again.id, at(43)).await.unwrap();
     let moot = store
         .claim_media_kick(at(43), lease)
@@ -1641,41 +1650,20 @@ async fn a_kick_is_taken_by_one_replica_at_a_time_retried_and_dropped_once_moot(
 
 async fn a_removal_and_a_strangers_join_are_kicked_at_once_and_survive_a_restart(db: TestDb) {
     let first = db.store().await;
-    let t = timing();
-    let call = create(
-        &first,
-        new_call("room-1", true, "alice", &["bob", "carol"]),
-        T0,
-    )
-    .await;
-    join(&first, call.id, "carol", at(1)).await;
-    first
-        .apply_channel_notice(
-            "n1",
-            103,
-            call.id,
-            &channel_notice("carol", true, 1, 2),
-            at(2),
-            &t,
-        )
-        .await
-        .unwrap();
+    let call = group_call_with_in_media(&first, "carol").await;
     let alice = user("alice");
     first
         .apply(call.id, move |c| c.remove(&alice, "carol", at(3)))
         .await
         .unwrap();
-    first
-        .apply_channel_notice(
-            "n2",
-            103,
-            call.id,
-            &channel_notice("mallory", true, 9, 4),
-            at(4),
-            &t,
-        )
-        .await
-        .unwrap();
+    notice(
+        &first,
+        "n2",
+        call.id,
+        channel_notice("mallory", true, 9, 4),
+        at(4),
+    )
+    .await;
     first.close().await;
 
     let restarted = db.store().await;

@@ -132,6 +132,16 @@ fn a_repeated_state_only_advances_the_order_and_emits_nothing() {
     assert_eq!(call.participant("bob").unwrap().media_client_seq, Some(12));
 }
 
+/// The kick of `user` (uid 4242, as in every notice here) decided at their `client_seq`.
+fn kick(user: &str, client_seq: Option<i64>, due_at: OffsetDateTime) -> MediaKick {
+    MediaKick {
+        user_id: user.into(),
+        uid: 4242,
+        client_seq,
+        due_at,
+    }
+}
+
 #[test]
 fn someone_who_is_not_a_participant_changes_nothing_but_is_kicked_out_of_the_channel() {
     let mut call = answered_call();
@@ -139,15 +149,7 @@ fn someone_who_is_not_a_participant_changes_nothing_but_is_kicked_out_of_the_cha
     let out = call.channel_notice(&notice("mallory", true, 1), at(2), &timing());
     assert!(out.events.is_empty());
     assert_eq!(call, before);
-    assert_eq!(
-        out.kicks,
-        vec![MediaKick {
-            user_id: "mallory".into(),
-            uid: 4242,
-            client_seq: None,
-            due_at: at(2),
-        }]
-    );
+    assert_eq!(out.kicks, vec![kick("mallory", None, at(2))]);
     let out = call.channel_notice(&notice("mallory", false, 2), at(3), &timing());
     assert!(out.kicks.is_empty(), "leaving is what a kick wants");
 }
@@ -176,15 +178,7 @@ fn a_participant_who_is_not_joined_is_kicked_when_they_join_the_channel() {
         .leave(&Actor::new("carol", false), LeftReason::Left, at(2))
         .unwrap();
     let out = group.channel_notice(&notice("carol", true, 5), at(3), &timing());
-    assert_eq!(
-        out.kicks,
-        vec![MediaKick {
-            user_id: "carol".into(),
-            uid: 4242,
-            client_seq: Some(5),
-            due_at: at(3),
-        }]
-    );
+    assert_eq!(out.kicks, vec![kick("carol", Some(5), at(3))]);
     assert!(
         group.participant("carol").unwrap().in_media,
         "what Agora says"
@@ -202,15 +196,7 @@ fn a_removed_participant_in_the_channel_is_kicked_at_once() {
     let out = group
         .remove(&Actor::new("alice", false), "carol", at(3))
         .unwrap();
-    assert_eq!(
-        out.kicks,
-        vec![MediaKick {
-            user_id: "carol".into(),
-            uid: 4242,
-            client_seq: Some(7),
-            due_at: at(3),
-        }]
-    );
+    assert_eq!(out.kicks, vec![kick("carol", Some(7), at(3))]);
     assert!(group.kick_still_needed("carol", Some(7)));
 }
 
@@ -242,15 +228,7 @@ fn leaving_the_call_while_in_the_channel_kicks_after_the_linger_unless_they_leav
         .leave(&Actor::new("carol", false), LeftReason::Left, at(3))
         .unwrap();
     let linger = time::Duration::try_from(MEDIA_LINGER).unwrap();
-    assert_eq!(
-        out.kicks,
-        vec![MediaKick {
-            user_id: "carol".into(),
-            uid: 4242,
-            client_seq: Some(7),
-            due_at: at(3) + linger,
-        }]
-    );
+    assert_eq!(out.kicks, vec![kick("carol", Some(7), at(3) + linger)]);
     assert!(group.kick_still_needed("carol", Some(7)));
     group.channel_notice(&notice("carol", false, 8), at(4), &timing());
     assert!(
@@ -283,12 +261,7 @@ fn the_end_of_a_call_kicks_everyone_still_in_its_channel_after_the_linger() {
     let linger = time::Duration::try_from(MEDIA_LINGER).unwrap();
     assert_eq!(
         out.kicks,
-        vec![MediaKick {
-            user_id: "bob".into(),
-            uid: 4242,
-            client_seq: Some(3),
-            due_at: at(4) + linger,
-        }],
+        vec![kick("bob", Some(3), at(4) + linger)],
         "carol had left the channel"
     );
     assert!(group.kick_still_needed("bob", Some(3)));

@@ -447,9 +447,8 @@ async fn end_subscription(fake: &FakeCallsApi, call: &str, user: &str, after_seq
         .unwrap();
 }
 
-#[tokio::test]
-async fn a_removed_user_hears_of_her_removal_even_when_the_instruction_to_stop_comes_first() {
-    let (_, fake, node) = setup(&[]).await;
+/// A call of alice and carol, both following it on one socket each.
+async fn alice_and_carol_following(fake: &FakeCallsApi, node: &Node) -> (String, Client, Client) {
     let call = fake.create_call(&["alice", "carol"]);
     let mut alice = Client::connect_as(&node.base, "alice").await;
     let mut carol = Client::connect_as(&node.base, "carol").await;
@@ -457,6 +456,43 @@ async fn a_removed_user_hears_of_her_removal_even_when_the_instruction_to_stop_c
         let ack = client.emit_ack("join_call", json!({"callId": call})).await;
         assert_eq!(ack["ok"], true, "{ack}");
     }
+    (call, alice, carol)
+}
+
+/// Alice mutes (event `seq`): she hears it, carol (removed) does not.
+async fn only_alice_hears_her_mute(
+    fake: &FakeCallsApi,
+    call: &str,
+    alice: &mut Client,
+    carol: &mut Client,
+    seq: u64,
+) {
+    fake.publish_call_event(
+        call,
+        "participant_media_changed",
+        json!({"userId": "alice", "isMicMuted": true}),
+        Some(seq),
+    )
+    .await;
+    assert_eq!(
+        alice.event("participant_media_changed").await["isMicMuted"],
+        true
+    );
+    carol.drain_for(Duration::from_millis(200)).await;
+    assert!(
+        !carol
+            .events
+            .iter()
+            .any(|(name, _)| name == "participant_media_changed"),
+        "a removed user still follows the call: {:?}",
+        carol.events
+    );
+}
+
+#[tokio::test]
+async fn a_removed_user_hears_of_her_removal_even_when_the_instruction_to_stop_comes_first() {
+    let (_, fake, node) = setup(&[]).await;
+    let (call, mut alice, mut carol) = alice_and_carol_following(&fake, &node).await;
 
     // The instruction and the event it follows travel on different subscriptions; here the
     // instruction is applied before the event is even published.
@@ -472,64 +508,20 @@ async fn a_removed_user_hears_of_her_removal_even_when_the_instruction_to_stop_c
     assert_eq!(carol.event("participant_left").await["reason"], "removed");
     assert_eq!(alice.event("participant_left").await["userId"], "carol");
 
-    fake.publish_call_event(
-        &call,
-        "participant_media_changed",
-        json!({"userId": "alice", "isMicMuted": true}),
-        Some(2),
-    )
-    .await;
-    assert_eq!(
-        alice.event("participant_media_changed").await["isMicMuted"],
-        true
-    );
-    carol.drain_for(Duration::from_millis(200)).await;
-    assert!(
-        !carol
-            .events
-            .iter()
-            .any(|(name, _)| name == "participant_media_changed"),
-        "a removed user still follows the call: {:?}",
-        carol.events
-    );
+    only_alice_hears_her_mute(&fake, &call, &mut alice, &mut carol, 2).await;
     node.stop().await;
 }
 
 #[tokio::test]
 async fn a_removed_user_stops_following_the_call_even_if_her_removal_event_is_lost() {
     let (_, fake, node) = setup(&[("reorder-window-ms", "50")]).await;
-    let call = fake.create_call(&["alice", "carol"]);
-    let mut alice = Client::connect_as(&node.base, "alice").await;
-    let mut carol = Client::connect_as(&node.base, "carol").await;
-    for client in [&mut alice, &mut carol] {
-        let ack = client.emit_ack("join_call", json!({"callId": call})).await;
-        assert_eq!(ack["ok"], true, "{ack}");
-    }
+    let (call, mut alice, mut carol) = alice_and_carol_following(&fake, &node).await;
     end_subscription(&fake, &call, "carol", Some(1)).await;
     wait_for_metric(&node.base, "signaling_subscriptions_ended_total 1").await;
     // Event 1 never comes. Past the reorder window and the grace for a lost event (2 s), the
     // socket stops following anyway.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    fake.publish_call_event(
-        &call,
-        "participant_media_changed",
-        json!({"userId": "alice", "isMicMuted": true}),
-        Some(1),
-    )
-    .await;
-    assert_eq!(
-        alice.event("participant_media_changed").await["isMicMuted"],
-        true
-    );
-    carol.drain_for(Duration::from_millis(200)).await;
-    assert!(
-        !carol
-            .events
-            .iter()
-            .any(|(name, _)| name == "participant_media_changed"),
-        "a removed user still follows the call: {:?}",
-        carol.events
-    );
+    only_alice_hears_her_mute(&fake, &call, &mut alice, &mut carol, 1).await;
     node.stop().await;
 }
 

@@ -84,13 +84,9 @@ impl Inner {
         if !state.members.is_empty() {
             return false;
         }
-        state.closed = true;
-        if let Some(task) = state.task.take() {
-            task.abort();
-        }
+        state.shut();
         drop(state);
         rooms.remove(subject);
-        metrics::subscriptions(-1.0);
         true
     }
 
@@ -98,12 +94,8 @@ impl Inner {
         let mut rooms = self.rooms();
         if let Some(room) = rooms.remove(subject) {
             let mut state = room.state();
-            state.closed = true;
             state.members.clear();
-            if let Some(task) = state.task.take() {
-                task.abort();
-            }
-            metrics::subscriptions(-1.0);
+            state.shut();
         }
     }
 }
@@ -330,13 +322,9 @@ impl Relay {
         }
         state.members.remove(&sid);
         if state.members.is_empty() {
-            state.closed = true;
-            if let Some(task) = state.task.take() {
-                task.abort();
-            }
+            state.shut();
             drop(state);
             rooms.remove(subject);
-            metrics::subscriptions(-1.0);
         }
     }
 

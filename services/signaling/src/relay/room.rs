@@ -133,6 +133,18 @@ pub(super) struct Room {
     state: Mutex<RoomState>,
 }
 
+impl RoomState {
+    /// Marks the room closed and stops its subscription task; the caller takes it out of the
+    /// relay's map (under the map's lock, so nobody enters it meanwhile).
+    pub(super) fn shut(&mut self) {
+        self.closed = true;
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        metrics::subscriptions(-1.0);
+    }
+}
+
 impl Room {
     pub(super) fn new(subject: &str, kind: RoomKind) -> Self {
         Self {
