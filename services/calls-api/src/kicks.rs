@@ -111,11 +111,17 @@ impl AgoraKicker {
         ) else {
             return None;
         };
-        let http = reqwest::Client::builder()
+        let http = match reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .build()
-            .ok()?;
+        {
+            Ok(http) => http,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the HTTP client for Agora's RESTful API: kicks are off");
+                return None;
+            }
+        };
         Some(Self {
             http,
             endpoint: format!(
